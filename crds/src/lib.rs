@@ -52,3 +52,60 @@ pub fn manifests() -> Result<Vec<(&'static str, String)>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example<T: serde::de::DeserializeOwned>(file: &str) -> T {
+        let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn examples_parse_with_unknown_fields_denied() {
+        let er: EventRoute = example("eventroute.yaml");
+        assert_eq!(er.spec.events[0].type_, "com.example.greeting");
+        assert_eq!(
+            er.spec.events[0].extractors[0].jwt_pointer.as_deref(),
+            Some("/username")
+        );
+        let pr: ProxyRoute = example("proxyroute.yaml");
+        assert_eq!(pr.spec.endpoints.len(), 2);
+        assert_eq!(pr.spec.target.kind, proxy_route::TargetKind::Http);
+        let pk: ProxyRoute = example("proxyroute-kafka.yaml");
+        assert_eq!(pk.spec.target.topic.as_deref(), Some("orders"));
+        assert_eq!(pk.spec.response.from, proxy_route::ResponseFrom::Kafka);
+        let bl: Blacklist = example("blacklist.yaml");
+        assert_eq!(bl.spec.session_id, "3b1f2c9e-8d4a-4a8e-9d0c-6f1e2a7b5c41");
+    }
+
+    #[test]
+    fn unknown_spec_fields_are_rejected() {
+        let yaml = "sessionId: a\nexpiresAt: '2030-01-01T00:00:00Z'\nsesionId: typo\n";
+        let err = serde_yaml::from_str::<BlacklistSpec>(yaml).expect_err("typo must be rejected");
+        assert!(err.to_string().contains("sesionId"), "{err}");
+    }
+
+    #[test]
+    fn response_defaults_follow_rig() {
+        let yaml = "endpoints: [{id: a, method: GET, pathRegex: /a}]\ntarget: {kind: Http, url: 'http://a:1'}\n";
+        let spec: ProxyRouteSpec = serde_yaml::from_str(yaml).expect("minimal route");
+        assert_eq!(spec.response.from, proxy_route::ResponseFrom::Http);
+        assert_eq!(spec.response.timeout, "5s");
+        assert!(!spec.endpoints[0].secured);
+    }
+
+    #[test]
+    fn manifests_carry_cel_rules_printer_columns_and_category() {
+        let all = manifests().expect("render");
+        assert_eq!(all.len(), 3);
+        let pr = &all[1].1;
+        assert!(pr.contains("topic is required when the target kind is Kafka"));
+        assert!(pr.contains("- rig"));
+        let bl = &all[2].1;
+        assert!(bl.contains("self == oldSelf"));
+        assert!(bl.contains(".spec.sessionId"));
+    }
+}

@@ -29,8 +29,6 @@ KUBE_RUN="$RIG_RUN/kube"
 PKI="$KUBE_RUN/pki"
 KUBECONFIG_FILE="$KUBE_RUN/kubeconfig"
 
-GO_BUILD_FLAGS=(-trimpath -ldflags=-s\ -w -mod=mod)
-
 # ---------------------------------------------------------------------------------------------
 # install
 # ---------------------------------------------------------------------------------------------
@@ -60,10 +58,10 @@ relative_replaces() {
     }' "$1"
 }
 
-# build_wrapped STEP NAME OUT_BIN MAIN_PKG REQUIRE_LINE REPLACE_LINES
+# build_wrapped STEP NAME OUT_BIN MAIN_PKG REQUIRE_LINE REPLACE_LINES [EXTRA_LDFLAGS]
 # Writes $BUILD_DIR/NAME/{go.mod,tools.go}, resolves the module graph and builds MAIN_PKG into OUT_BIN.
 build_wrapped() {
-  local step="$1" name="$2" out="$3" pkg="$4" require="$5" replaces="$6"
+  local step="$1" name="$2" out="$3" pkg="$4" require="$5" replaces="$6" ldflags="-s -w ${7:-}"
   local dir="$BUILD_DIR/$name" logf="$BUILD_DIR/$name.log"
   mkdir -p "$dir" "$BIN_DIR"
   rm -f "$dir/go.mod" "$dir/go.sum"
@@ -78,7 +76,7 @@ build_wrapped() {
   (
     cd "$dir"
     go mod tidy -e &&
-      go build "${GO_BUILD_FLAGS[@]}" -o "$out.tmp" "$pkg" &&
+      go build -trimpath -mod=mod -ldflags="$ldflags" -o "$out.tmp" "$pkg" &&
       mv "$out.tmp" "$out"
   ) >"$logf" 2>&1 || die "$step" "go build of $pkg failed; see $logf"
   log "built $name in $((SECONDS - t0))s"
@@ -94,8 +92,15 @@ install_kube_apiserver() {
   staging_version="v0.${K8S_VERSION#v1.}"
   replaces="$(relative_replaces "$gomod" | awk -v v="$staging_version" '$1 ~ /^k8s\.io\// { printf "\t%s => %s %s\n", $1, $1, v }')"
   [ -n "$replaces" ] || die "install kube-apiserver" "no staging replace lines found in $gomod"
+  # Stamp the version the way the release build does, or the server reports v0.0.0-master and
+  # clients that check it (helm's kubeVersion constraints, kubectl's skew warning) misbehave.
+  local minor="${K8S_VERSION#v1.}" ldflags="" p
+  minor="${minor%%.*}"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
   build_wrapped "install kube-apiserver" "kube-apiserver-$K8S_VERSION" "$KUBE_APISERVER_BIN" \
-    k8s.io/kubernetes/cmd/kube-apiserver "k8s.io/kubernetes $K8S_VERSION" "$replaces"
+    k8s.io/kubernetes/cmd/kube-apiserver "k8s.io/kubernetes $K8S_VERSION" "$replaces" "$ldflags"
   touch "$marker"
 }
 
@@ -116,13 +121,17 @@ install_helm() {
   local marker="$HELM_BIN.ok"
   [ -x "$HELM_BIN" ] && [ -f "$marker" ] && return 0
   build_wrapped "install helm" "helm-$HELM_VERSION" "$HELM_BIN" \
-    helm.sh/helm/v3/cmd/helm "helm.sh/helm/v3 $HELM_VERSION" ""
+    helm.sh/helm/v3/cmd/helm "helm.sh/helm/v3 $HELM_VERSION" "" \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
   touch "$marker"
 }
 
 cmd_install() {
   command -v go >/dev/null || die "install" "go is not on PATH"
   mkdir -p "$BUILD_DIR" "$BIN_DIR"
+  # Two installs at once (two checkouts sharing the cache) would write the same wrapper modules.
+  exec 9>"$BUILD_DIR/.lock"
+  flock -w 3600 9 || die "install" "another install holds $BUILD_DIR/.lock"
   install_etcd
   install_helm
   install_kube_apiserver
@@ -270,7 +279,6 @@ cmd_up() {
     --cert-dir="$KUBE_RUN/apiserver-certs" \
     --etcd-servers="http://127.0.0.1:$etcd_client" \
     --authorization-mode=Node,RBAC \
-    --anonymous-auth=false \
     --client-ca-file="$PKI/ca.crt" \
     --tls-cert-file="$PKI/apiserver.crt" \
     --tls-private-key-file="$PKI/apiserver.key" \

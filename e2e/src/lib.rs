@@ -1,1 +1,34 @@
+//! Support code for the end-to-end tests: the environment that `e2e/env/up.sh` started (real Kafka,
+//! real kube-apiserver with etcd, helm), and helpers to wait for conditions with a deadline.
+//!
+//! Tests never sleep to "wait for" something: they poll a condition until a deadline
+//! ([`wait_until`]) and fail with a message naming what did not happen.
 
+pub mod env;
+pub mod kube_env;
+pub mod wait;
+
+pub use env::Env;
+pub use wait::wait_until;
+
+use std::path::PathBuf;
+
+/// The repository root (the workspace that contains this crate).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A name unique to this test run, for topics, namespaces and consumer groups (lowercase, DNS-safe).
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{nanos:x}-{n}", std::process::id())
+}
