@@ -1,0 +1,44 @@
+//! The internal API listener (`API_HTTP_PORT`): health, metrics, and the `/v3` API for backends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+use super::{Body, json, server::Handler, text};
+use crate::state::State;
+
+/// Routes internal API requests.
+#[derive(Debug)]
+pub struct Internal {
+    state: Arc<State>,
+}
+
+impl Internal {
+    /// A handler over the shared state.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+impl Handler for Internal {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/health") => text(StatusCode::OK, "OK"),
+            (&Method::GET, "/metrics") => {
+                let mut res = text(StatusCode::OK, self.state.metrics.render());
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                res
+            }
+            _ => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"errors": {"detail": "Not found"}}),
+            ),
+        }
+    }
+}

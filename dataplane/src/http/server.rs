@@ -1,0 +1,87 @@
+//! Serving a handler on a listener: HTTP/1.1 and HTTP/2 (auto-detected), upgrades allowed, graceful
+//! shutdown (stop accepting, let open requests finish, within a bound).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::Body;
+
+/// How long open connections get to finish after shutdown starts. Long-lived streams are told to
+/// close by their own handlers; this bounds the rest.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request handler shared by all connections of a listener.
+pub trait Handler: Send + Sync + 'static {
+    /// Answer one request; `peer` is the client's address.
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// Accept connections on `listener` and serve them with `handler` until `shutdown` turns true.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (drained_tx, drained_rx) = watch::channel(());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: keep serving the open connections.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let mut shutdown = shutdown.clone();
+        let drained = drained_rx.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, std::convert::Infallible>(handler.handle(req, peer).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                }
+                _ = stopped(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(drained);
+        });
+    }
+    drop(drained_rx);
+    // Every connection task holds a receiver; `closed` resolves once all of them are gone.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained_tx.closed()).await;
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone, which also means stop).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

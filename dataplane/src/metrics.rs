@@ -1,0 +1,159 @@
+//! Prometheus metrics: plain atomics, rendered in the text exposition format on `/metrics`.
+//!
+//! Names follow RIG's where RIG has one (`rig_consumed_events_total`, ...), so existing dashboards
+//! keep working. Counters are bumped where the matching log line is written.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// The transports a frontend connection can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Server-Sent Events.
+    Sse,
+    /// WebSocket.
+    Ws,
+    /// HTTP long-polling.
+    LongPolling,
+}
+
+impl Transport {
+    /// All transports, in label order.
+    pub const ALL: [Transport; 3] = [Transport::Sse, Transport::Ws, Transport::LongPolling];
+
+    /// The `transport` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::Ws => "ws",
+            Transport::LongPolling => "longpolling",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// All metrics of the process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open connections, by transport.
+    pub connections: [AtomicI64; 3],
+    /// Connections opened since start, by transport.
+    pub connections_total: [AtomicU64; 3],
+    /// Events read from Kafka or accepted over HTTP.
+    pub consumed_events: AtomicU64,
+    /// Events that could not be parsed (skipped; logged).
+    pub consumed_events_failed: AtomicU64,
+    /// Event frames queued to connections.
+    pub forwarded_events: AtomicU64,
+    /// Frames dropped because a connection's queue was full (the connection is closed).
+    pub queue_drops: AtomicU64,
+}
+
+impl Metrics {
+    /// A connection of `transport` opened.
+    pub fn connection_opened(&self, transport: Transport) {
+        self.connections[transport.index()].fetch_add(1, Ordering::Relaxed);
+        self.connections_total[transport.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection of `transport` closed.
+    pub fn connection_closed(&self, transport: Transport) {
+        self.connections[transport.index()].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        gauge_by_transport(
+            &mut out,
+            "rig_connections",
+            "Open frontend connections.",
+            &self.connections,
+        );
+        out.push_str("# HELP rig_connections_total Frontend connections opened since start.\n");
+        out.push_str("# TYPE rig_connections_total counter\n");
+        for t in Transport::ALL {
+            let v = load(&self.connections_total[t.index()]);
+            let _ = writeln!(
+                out,
+                "rig_connections_total{{transport=\"{}\"}} {v}",
+                t.label()
+            );
+        }
+        counter(
+            &mut out,
+            "rig_consumed_events_total",
+            "Events consumed from Kafka or accepted over HTTP.",
+            load(&self.consumed_events),
+        );
+        counter(
+            &mut out,
+            "rig_consumed_events_failed_total",
+            "Events that could not be parsed and were skipped.",
+            load(&self.consumed_events_failed),
+        );
+        counter(
+            &mut out,
+            "rig_forwarded_events_total",
+            "Event frames queued to frontend connections.",
+            load(&self.forwarded_events),
+        );
+        counter(
+            &mut out,
+            "rig_queue_drops_total",
+            "Frames dropped because a connection's queue was full (the connection is closed).",
+            load(&self.queue_drops),
+        );
+        out
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn gauge_by_transport(out: &mut String, name: &str, help: &str, values: &[AtomicI64; 3]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for t in Transport::ALL {
+        let v = values[t.index()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}{{transport=\"{}\"}} {v}", t.label());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_rig_names_with_values_and_labels() {
+        let m = Metrics::default();
+        m.connection_opened(Transport::Ws);
+        m.connection_opened(Transport::Ws);
+        m.connection_closed(Transport::Ws);
+        m.consumed_events_failed.fetch_add(3, Ordering::Relaxed);
+        let text = m.render();
+        assert!(
+            text.contains("rig_connections{transport=\"ws\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rig_connections_total{transport=\"ws\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rig_consumed_events_failed_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE rig_forwarded_events_total counter\n"),
+            "{text}"
+        );
+    }
+}
