@@ -3,7 +3,8 @@
 #
 #   kube.sh install   build kube-apiserver, etcd and helm into $RIG_CACHE/bin (once per version)
 #   kube.sh up        generate PKI, start etcd + kube-apiserver on free 127.0.0.1 ports, write the
-#                     kubeconfig and the KUBECONFIG / KUBE_APISERVER / HELM / KUBECTL env lines
+#                     kubeconfigs and the KUBECONFIG / KUBECONFIG_UNPRIVILEGED (a user with no RBAC
+#                     bindings) / KUBE_APISERVER / HELM / KUBECTL env lines
 #   kube.sh down      stop what `up` started (by pid) and remove its data
 #
 # Why wrapper modules: k8s.io/kubernetes (and go.etcd.io/etcd/server/v3) `replace` their sibling
@@ -141,15 +142,6 @@ cmd_install() {
 # up / down
 # ---------------------------------------------------------------------------------------------
 
-# env_unset KEY: drop a line from the env file (lib.sh only has env_set).
-env_unset() {
-  [ -f "$RIG_ENV" ] || return 0
-  local tmp
-  tmp="$(mktemp "$RIG_RUN/env.XXXXXX")"
-  grep -v "^$1=" "$RIG_ENV" >"$tmp" || true
-  mv "$tmp" "$RIG_ENV"
-}
-
 # sign NAME SUBJECT EXTENSIONS: key + certificate signed by our CA, in $PKI/NAME.{key,crt}.
 sign() {
   local name="$1" subj="$2" ext="$3" logf="$PKI/openssl.log"
@@ -245,6 +237,9 @@ cmd_up() {
   mkdir -p "$KUBE_RUN"
   ensure_pki
 
+  # A failed `up` stops what it started (logs stay in $RIG_RUN for the post-mortem).
+  trap 'rc=$?; if ((rc != 0)); then stop_bg kube-apiserver; stop_bg etcd; fi' EXIT
+
   local etcd_client etcd_peer api_port
   read -r etcd_client etcd_peer api_port <<<"$(distinct_ports 3)"
 
@@ -300,6 +295,7 @@ cmd_up() {
   [[ "$out" == *Forbidden* || "$out" == *forbidden* ]] ||
     die "check rbac" "expected 403 Forbidden for an unprivileged user, got: $out"
 
+  trap - EXIT
   env_set KUBECONFIG "$KUBECONFIG_FILE"
   env_set KUBECONFIG_UNPRIVILEGED "$KUBE_RUN/kubeconfig-nobody"
   env_set KUBE_APISERVER "$server"
