@@ -35,14 +35,30 @@ s.close()
 PY
 }
 
-# env_set KEY VALUE: write or replace one line of the env file.
+# env_set KEY VALUE: write or replace one line of the env file. Locked: up.sh starts Kafka and the
+# apiserver in parallel, and two unlocked read-modify-writes would drop each other's lines.
 env_set() {
   local key="$1" value="$2" tmp
-  touch "$RIG_ENV"
-  tmp="$(mktemp "$RIG_RUN/env.XXXXXX")"
-  grep -v "^${key}=" "$RIG_ENV" >"$tmp" || true
-  printf '%s=%s\n' "$key" "$value" >>"$tmp"
-  mv "$tmp" "$RIG_ENV"
+  (
+    flock -w 30 8 || die "env_set" "cannot lock $RIG_RUN/env.lock"
+    touch "$RIG_ENV"
+    tmp="$(mktemp "$RIG_RUN/env.XXXXXX")"
+    grep -v "^${key}=" "$RIG_ENV" >"$tmp" || true
+    printf '%s=%s\n' "$key" "$value" >>"$tmp"
+    mv "$tmp" "$RIG_ENV"
+  ) 8>"$RIG_RUN/env.lock"
+}
+
+# env_unset KEY: drop one line of the env file (same lock as env_set).
+env_unset() {
+  local key="$1" tmp
+  [ -f "$RIG_ENV" ] || return 0
+  (
+    flock -w 30 8 || die "env_unset" "cannot lock $RIG_RUN/env.lock"
+    tmp="$(mktemp "$RIG_RUN/env.XXXXXX")"
+    grep -v "^${key}=" "$RIG_ENV" >"$tmp" || true
+    mv "$tmp" "$RIG_ENV"
+  ) 8>"$RIG_RUN/env.lock"
 }
 
 # env_get KEY: print a value from the env file (empty when absent).
