@@ -66,9 +66,15 @@ pub struct EventSource {
 pub struct KafkaSource {
     /// Topic names (Kafka's rules: 1–249 characters of `a-z A-Z 0-9 . _ -`).
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new("self.all(t, t.matches('^[a-zA-Z0-9._-]{1,249}$'))").message("topic names are 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-'"))]
-    pub topics: Vec<String>,
+    pub topics: Vec<TopicName>,
 }
+
+/// A Kafka topic name.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(transparent)]
+pub struct TopicName(
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))] pub String,
+);
 
 /// HTTP publishing of events.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -49,7 +49,8 @@ pub struct ProxyRouteSpec {
     pub auth: Option<JwtAuth>,
     /// Headers added to (or replacing) the request's headers before it is forwarded or produced.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9!#$%&*+.^_`|~-]+$'))").message("header names must be HTTP tokens"))]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 256 && k.matches('^[A-Za-z0-9!#$%&*+.^_`|~-]+$'))").message("header names must be HTTP tokens of at most 256 characters"))]
     pub add_request_headers: BTreeMap<String, String>,
 }
 

@@ -4,8 +4,11 @@
 //! Tests never sleep to "wait for" something: they poll a condition until a deadline
 //! ([`wait_until`]) and fail with a message naming what did not happen.
 
+pub mod dataplane;
 pub mod env;
+pub mod http;
 pub mod kube_env;
+pub mod sse;
 pub mod wait;
 
 pub use env::Env;

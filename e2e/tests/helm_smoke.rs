@@ -1,7 +1,7 @@
 //! The chart is valid: `helm lint` passes and everything `helm template` renders (CRDs included) is
 //! accepted by the real apiserver in a server-side dry run.
 
-use rig_e2e::kube_env::{helm_ok, kubectl};
+use rig_e2e::kube_env::{helm, helm_ok, kubectl, kubectl_ok};
 use rig_e2e::{Env, repo_root};
 
 #[test]
@@ -10,7 +10,19 @@ fn chart_lints_and_renders_objects_the_apiserver_accepts() {
     let chart = repo_root().join("charts/rig");
     let chart = chart.to_str().expect("utf-8 path");
 
-    let lint = helm_ok(&env, &["lint", "--strict", chart]).expect("helm lint");
+    // Lint and render for the version the apiserver reports (helm's offline default is 1.20).
+    let version = kubectl_ok(&env, &["version", "-o", "json"], None).expect("kubectl version");
+    let version: serde_json::Value = serde_json::from_str(&version).expect("version JSON");
+    let server = version["serverVersion"]["gitVersion"]
+        .as_str()
+        .expect("server gitVersion")
+        .to_owned();
+
+    let lint = helm_ok(
+        &env,
+        &["lint", "--strict", "--kube-version", &server, chart],
+    )
+    .expect("helm lint");
     assert!(lint.contains("0 chart(s) failed"), "{lint}");
 
     let rendered = helm_ok(
@@ -22,6 +34,8 @@ fn chart_lints_and_renders_objects_the_apiserver_accepts() {
             "--namespace",
             "default",
             "--include-crds",
+            "--kube-version",
+            &server,
         ],
     )
     .expect("helm template");
@@ -29,6 +43,7 @@ fn chart_lints_and_renders_objects_the_apiserver_accepts() {
         "kind: Deployment",
         "kind: CustomResourceDefinition",
         "kind: ClusterRole",
+        "kind: PodDisruptionBudget",
     ] {
         assert!(
             rendered.contains(kind),
@@ -50,15 +65,32 @@ fn chart_lints_and_renders_objects_the_apiserver_accepts() {
     );
     assert!(stdout.contains("(server dry run)"), "{stdout}");
     assert!(stdout.contains("deployment.apps/rig-dataplane"), "{stdout}");
+    assert!(
+        stdout.contains("customresourcedefinition.apiextensions.k8s.io/proxyroutes.rig.dev"),
+        "{stdout}"
+    );
 
     // A value outside values.schema.json is refused before anything reaches the cluster.
-    let out = rig_e2e::kube_env::helm(
+    let out = helm(
         &env,
-        &["template", "rig", chart, "--set", "dataplane.replicas=zero"],
+        &[
+            "template",
+            "rig",
+            chart,
+            "--kube-version",
+            &server,
+            "--set",
+            "dataplane.replicas=zero",
+        ],
     )
     .expect("helm runs");
     assert!(
         !out.status.success(),
         "schema must reject a non-integer replica count"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("replicas"),
+        "the error names the value: {stderr}"
     );
 }

@@ -1,0 +1,145 @@
+//! Data-plane processes for tests: the real `rig-dataplane` binary on free loopback ports.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::process::{Child, Command};
+
+use crate::wait_until;
+
+/// How to start a data plane; ports are chosen once and kept across restarts.
+#[derive(Debug, Clone)]
+pub struct DataPlaneConfig {
+    /// Environment variables (RIG's names).
+    pub env: BTreeMap<String, String>,
+    /// Inbound address.
+    pub inbound: SocketAddr,
+    /// Internal API address.
+    pub internal: SocketAddr,
+}
+
+impl DataPlaneConfig {
+    /// Free loopback ports, no extra environment.
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            env: BTreeMap::new(),
+            inbound: free_addr()?,
+            internal: free_addr()?,
+        })
+    }
+
+    /// Add an environment variable.
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// A running data plane; killed when dropped.
+#[derive(Debug)]
+pub struct DataPlane {
+    /// Its configuration.
+    pub config: DataPlaneConfig,
+    child: Child,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_addr() -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// The `rig-dataplane` binary next to the test executable (`e2e/test.sh` builds it first), or
+/// `RIG_DATAPLANE_BIN`.
+pub fn binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("RIG_DATAPLANE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/rig-dataplane
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .context("test executable has no target directory")?;
+    let bin = dir.join("rig-dataplane");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build -p rig-dataplane`",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+impl DataPlane {
+    /// Start a data plane and wait until its health endpoint answers.
+    pub async fn start(config: DataPlaneConfig) -> Result<Self> {
+        let mut cmd = Command::new(binary()?);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env("RIG_BIND_ADDRESS", "127.0.0.1")
+            .env("INBOUND_PORT", config.inbound.port().to_string())
+            .env("API_HTTP_PORT", config.internal.port().to_string())
+            .envs(&config.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let child = cmd.spawn().context("starting rig-dataplane")?;
+        let mut dp = Self { config, child };
+        let internal = dp.config.internal;
+        let mut exited = None;
+        wait_until("the data plane's /health", Duration::from_secs(30), || {
+            if exited.is_none() {
+                exited = dp.child.try_wait().ok().flatten();
+            }
+            let exited = exited;
+            async move {
+                assert!(
+                    exited.is_none(),
+                    "rig-dataplane exited at start: {exited:?}"
+                );
+                let (status, _) = crate::http::get(internal, "/health").await.ok()?;
+                (status == 200).then_some(())
+            }
+        })
+        .await;
+        Ok(dp)
+    }
+
+    /// Stop gracefully (SIGTERM), wait for the exit; returns the config for a restart.
+    pub async fn stop(mut self) -> Result<DataPlaneConfig> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await {
+            Ok(status) => {
+                status?;
+            }
+            Err(_) => {
+                self.child.kill().await?;
+            }
+        }
+        Ok(self.config.clone())
+    }
+
+    /// Inbound address.
+    pub fn inbound(&self) -> SocketAddr {
+        self.config.inbound
+    }
+
+    /// Internal API address.
+    pub fn internal(&self) -> SocketAddr {
+        self.config.internal
+    }
+}
