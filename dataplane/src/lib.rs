@@ -3,6 +3,7 @@
 //!
 //! [`run`] starts both listeners and returns when the process is told to stop.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod metrics;
