@@ -5,9 +5,11 @@
 
 pub mod auth;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod state;
+pub mod subscriptions;
 
 use std::sync::Arc;
 

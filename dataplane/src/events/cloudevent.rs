@@ -1,0 +1,409 @@
+//! The [`CloudEvent`] type, structured-mode parsing and validation, and the binary-mode builder
+//! shared by the HTTP and Kafka bindings.
+
+use std::collections::HashSet;
+use std::fmt::{self, Write as _};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::{Error, Result};
+
+/// A CloudEvents specification version the gateway accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpecVersion {
+    /// CloudEvents 0.1 (`cloudEventsVersion`, `eventType`, `eventID`), accepted as RIG does.
+    V0_1,
+    /// CloudEvents 0.2 (`specversion: "0.2"`), RIG's version.
+    V0_2,
+    /// CloudEvents 1.0 (`specversion: "1.0"`), accepted everywhere (DESIGN §6.1).
+    V1_0,
+}
+
+impl SpecVersion {
+    /// The version as written in events: `"0.1"`, `"0.2"` or `"1.0"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V0_1 => "0.1",
+            Self::V0_2 => "0.2",
+            Self::V1_0 => "1.0",
+        }
+    }
+
+    /// Names of the `type` and `id` attributes in this version.
+    fn type_and_id(self) -> (&'static str, &'static str) {
+        match self {
+            Self::V0_1 => ("eventType", "eventID"),
+            Self::V0_2 | Self::V1_0 => ("type", "id"),
+        }
+    }
+
+    /// Name of the attribute that carries the data's media type.
+    fn content_type_attribute(self) -> &'static str {
+        match self {
+            Self::V0_1 => "contentType",
+            Self::V0_2 => "contenttype",
+            Self::V1_0 => "datacontenttype",
+        }
+    }
+}
+
+impl fmt::Display for SpecVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated CloudEvent.
+///
+/// Guarantees: `event_type`, `id` and `source` are non-empty; `json` is a JSON object whose parse is
+/// `value`; for a structured-mode event `json` holds exactly the bytes the producer sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudEvent {
+    /// The spec version the event declares.
+    pub spec_version: SpecVersion,
+    /// `type` (`eventType` in 0.1).
+    pub event_type: String,
+    /// `id` (`eventID` in 0.1).
+    pub id: String,
+    /// `source`.
+    pub source: String,
+    /// The event as structured-mode JSON: for a structured-mode event, exactly the bytes the producer
+    /// sent (clients must receive the JSON as the producer sent it); for binary mode, the JSON built
+    /// from the attributes + data.
+    pub json: Bytes,
+    /// The same event parsed (extractors read JSON pointers from it).
+    pub value: Value,
+}
+
+impl CloudEvent {
+    /// A CloudEvents 1.0 event made by the gateway (`rig.connection.create`, `rig.subscriptions_set`,
+    /// `rig.connection.gap`, ...): `source` is `/rig`, `time` is now (RFC 3339, microseconds, UTC),
+    /// `id` is unique within the process and, with overwhelming probability, across processes
+    /// (a per-process random prefix and a counter).
+    pub fn new_rig(event_type: impl Into<String>, data: Value) -> Self {
+        let event_type = event_type.into();
+        let id = next_rig_id();
+        let pairs = vec![
+            (
+                "specversion".to_owned(),
+                Value::from(SpecVersion::V1_0.as_str()),
+            ),
+            ("id".to_owned(), Value::from(id.clone())),
+            ("source".to_owned(), Value::from(RIG_SOURCE)),
+            ("type".to_owned(), Value::from(event_type.clone())),
+            (
+                "time".to_owned(),
+                Value::from(format_rfc3339(SystemTime::now())),
+            ),
+            ("data".to_owned(), data),
+        ];
+        let json = Bytes::from(write_object(&pairs));
+        Self {
+            spec_version: SpecVersion::V1_0,
+            event_type,
+            id,
+            source: RIG_SOURCE.to_owned(),
+            json,
+            value: Value::Object(pairs.into_iter().collect()),
+        }
+    }
+
+    /// The event's `data`, if it has one (not `data_base64`).
+    pub fn data(&self) -> Option<&Value> {
+        self.value.get("data")
+    }
+}
+
+/// The `source` of the gateway's own events.
+const RIG_SOURCE: &str = "/rig";
+
+/// Parse a structured-mode JSON CloudEvent (0.1, 0.2 or 1.0). The bytes are copied once; use
+/// [`parse_structured_bytes`] to keep an existing buffer.
+pub fn parse_structured(body: &[u8]) -> Result<CloudEvent> {
+    parse_structured_bytes(Bytes::copy_from_slice(body))
+}
+
+/// Parse a structured-mode JSON CloudEvent, keeping `body` as the event's [`CloudEvent::json`].
+///
+/// Accepted: a JSON object with `specversion` `"0.2"` or `"1.0"` and non-empty string `type`,
+/// `source` and `id`, or (0.1) `cloudEventsVersion` `"0.1"` and non-empty `eventType`, `source` and
+/// `eventID`. Other properties are kept as they are.
+pub fn parse_structured_bytes(body: Bytes) -> Result<CloudEvent> {
+    let value: Value = serde_json::from_slice(&body).map_err(Error::Json)?;
+    let attributes = validate(&value)?;
+    Ok(attributes.into_event(body, value))
+}
+
+/// The attributes [`validate`] checked.
+struct Validated {
+    spec_version: SpecVersion,
+    event_type: String,
+    id: String,
+    source: String,
+}
+
+impl Validated {
+    fn into_event(self, json: Bytes, value: Value) -> CloudEvent {
+        CloudEvent {
+            spec_version: self.spec_version,
+            event_type: self.event_type,
+            id: self.id,
+            source: self.source,
+            json,
+            value,
+        }
+    }
+}
+
+/// Check that `value` is a CloudEvent of a supported version with its required attributes.
+fn validate(value: &Value) -> Result<Validated> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| Error::NotAnObject(json_kind(value)))?;
+    let spec_version = match object.get("specversion") {
+        Some(Value::String(v)) if v == "0.2" => SpecVersion::V0_2,
+        Some(Value::String(v)) if v == "1.0" => SpecVersion::V1_0,
+        Some(other) => return Err(Error::UnsupportedSpecVersion(snippet(other))),
+        None => match object.get("cloudEventsVersion") {
+            Some(Value::String(v)) if v == "0.1" => SpecVersion::V0_1,
+            Some(other) => return Err(Error::UnsupportedSpecVersion(snippet(other))),
+            None => return Err(Error::MissingSpecVersion),
+        },
+    };
+    let required = |attribute: &'static str| {
+        object
+            .get(attribute)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or(Error::MissingAttribute {
+                version: spec_version,
+                attribute,
+            })
+    };
+    let (type_attribute, id_attribute) = spec_version.type_and_id();
+    Ok(Validated {
+        spec_version,
+        event_type: required(type_attribute)?,
+        source: required("source")?,
+        id: required(id_attribute)?,
+    })
+}
+
+/// A binary-mode message (attributes in headers, data in the body), before validation.
+#[derive(Debug)]
+pub(super) struct Binary<'a> {
+    /// From the `ce-specversion` / `ce_specversion` header: 0.2 or 1.0.
+    pub spec_version: SpecVersion,
+    /// The other `ce-*` headers without their prefix, in header order, already decoded.
+    pub attributes: Vec<(String, Value)>,
+    /// The message's content type, if any.
+    pub content_type: Option<&'a str>,
+    /// The body; empty means "no data".
+    pub data: &'a [u8],
+}
+
+impl Binary<'_> {
+    /// Build and validate the structured-mode event.
+    ///
+    /// The content type becomes `datacontenttype` (1.0) or, for 0.2 and only when it is not JSON,
+    /// `contenttype` (RIG drops it for JSON). A JSON content type makes the body JSON `data`; any
+    /// other makes it a string, or `data_base64` (1.0) when it is not UTF-8 text.
+    pub fn into_event(self) -> Result<CloudEvent> {
+        let version = self.spec_version;
+        let content_type_attribute = version.content_type_attribute();
+        let mut pairs: Vec<(String, Value)> = Vec::with_capacity(self.attributes.len() + 3);
+        pairs.push(("specversion".to_owned(), Value::from(version.as_str())));
+        let mut seen = HashSet::with_capacity(self.attributes.len());
+        for (name, value) in self.attributes {
+            let reserved = name.is_empty()
+                || name == "specversion"
+                || name == "data"
+                || name == "data_base64"
+                || name == content_type_attribute;
+            // The first of repeated headers wins.
+            if !reserved && seen.insert(name.clone()) {
+                pairs.push((name, value));
+            }
+        }
+        // A readable, stable order: the required attributes first, then the rest as they came.
+        pairs.sort_by_key(|(name, _)| attribute_rank(name));
+        let json_data = self.content_type.is_some_and(is_json_media_type);
+        if let Some(content_type) = self.content_type
+            && (version == SpecVersion::V1_0 || !json_data)
+        {
+            pairs.push((content_type_attribute.to_owned(), Value::from(content_type)));
+        }
+        if !self.data.is_empty() {
+            if json_data {
+                let data =
+                    serde_json::from_slice(self.data).map_err(|source| Error::DataNotJson {
+                        content_type: self.content_type.unwrap_or_default().to_owned(),
+                        source,
+                    })?;
+                pairs.push(("data".to_owned(), data));
+            } else if let Ok(text) = std::str::from_utf8(self.data) {
+                pairs.push(("data".to_owned(), Value::from(text)));
+            } else if version == SpecVersion::V1_0 {
+                pairs.push(("data_base64".to_owned(), Value::from(base64(self.data))));
+            } else {
+                return Err(Error::DataNotUtf8(version));
+            }
+        }
+        let value = Value::Object(pairs.iter().cloned().collect::<Map<String, Value>>());
+        let attributes = validate(&value)?;
+        let json = Bytes::from(write_object(&pairs));
+        Ok(attributes.into_event(json, value))
+    }
+}
+
+/// Position of an attribute in built JSON: required attributes first, others in arrival order.
+fn attribute_rank(name: &str) -> usize {
+    const FIRST: [&str; 4] = ["specversion", "id", "source", "type"];
+    FIRST.iter().position(|n| *n == name).unwrap_or(FIRST.len())
+}
+
+/// Whether a content type denotes JSON data: `application/json`, `text/json` or any `+json` suffix,
+/// ignoring parameters and case.
+pub(super) fn is_json_media_type(content_type: &str) -> bool {
+    let essence = media_type(content_type);
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+/// The media type of a content-type value, without parameters, trimmed and lower-cased.
+pub(super) fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Serialise `pairs` as one JSON object in the given order.
+fn write_object(pairs: &[(String, Value)]) -> Vec<u8> {
+    let mut out = String::with_capacity(64 * pairs.len());
+    out.push('{');
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Writing to a String cannot fail; `Value`'s Display is its compact JSON.
+        let _ = write!(out, "{}:{}", Value::from(name.as_str()), value);
+    }
+    out.push('}');
+    out.into_bytes()
+}
+
+/// "an array", "a string", ... for messages.
+pub(super) fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `value` as JSON, shortened to keep error messages small.
+pub(super) fn snippet(value: &Value) -> String {
+    const MAX: usize = 64;
+    let mut text = value.to_string();
+    if text.len() > MAX {
+        let mut end = MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// Standard base64 with padding (RFC 4648 §4), for `data_base64`.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A unique event id: a random per-process prefix and a counter.
+fn next_rig_id() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        // std seeds RandomState from the OS's randomness; mixing in the time and pid is cheap
+        // insurance against two processes sharing a seed.
+        let mut hasher = std::hash::RandomState::new().build_hasher();
+        hasher.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}-{n:08x}")
+}
+
+/// RFC 3339 in UTC with microseconds, e.g. `2019-03-27T11:53:18.435690Z`.
+pub(super) fn format_rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (the era-based algorithm
+/// from Howard Hinnant's "chrono-Compatible Low-Level Date Algorithms").
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        u32::try_from(month).unwrap_or(1),
+        u32::try_from(day).unwrap_or(1),
+    )
+}
+
+#[cfg(test)]
+mod tests;
