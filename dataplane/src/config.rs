@@ -16,9 +16,36 @@ pub const ENV_BIND_ADDRESS: &str = "RIG_BIND_ADDRESS";
 /// Value of `access-control-allow-origin` (RIG's `CORS`, default `*`).
 pub const ENV_CORS: &str = "CORS";
 
+/// Kafka bootstrap servers, comma-separated `host:port`; empty disables Kafka (RIG).
+pub const ENV_KAFKA_BROKERS: &str = "KAFKA_BROKERS";
+/// Event topics, comma-separated (RIG's default `rig`), besides those of `EventRoute` objects.
+pub const ENV_KAFKA_SOURCE_TOPICS: &str = "KAFKA_SOURCE_TOPICS";
+/// New connections per minute, all transports, per process (RIG's default 5000; 0 = unlimited).
+pub const ENV_MAX_CONNECTIONS_PER_MINUTE: &str = "MAX_CONNECTIONS_PER_MINUTE";
+/// RIG's `EXTRACTORS`: inline JSON or a path to a JSON file.
+pub const ENV_EXTRACTORS: &str = "EXTRACTORS";
+/// Events kept for lossless reconnect (see `replay`); 0 disables replay.
+pub const ENV_REPLAY_WINDOW: &str = "RIG_REPLAY_WINDOW";
+/// Frames a connection may have queued before it counts as a slow consumer and is closed.
+pub const ENV_QUEUE_CAPACITY: &str = "RIG_CONNECTION_QUEUE";
+/// Largest accepted request body on `/_rig/v1/events`, `/v3/messages` and subscription PUTs.
+pub const ENV_MAX_BODY_BYTES: &str = "RIG_MAX_BODY_BYTES";
+/// The name of this process in connection tokens (the pod name in Kubernetes).
+pub const ENV_POD_NAME: &str = "POD_NAME";
+
 const DEFAULT_INBOUND_PORT: u16 = 4000;
 const DEFAULT_API_HTTP_PORT: u16 = 4010;
 const DEFAULT_CORS: &str = "*";
+const DEFAULT_SOURCE_TOPICS: &str = "rig";
+const DEFAULT_MAX_CONNECTIONS_PER_MINUTE: u64 = 5000;
+/// 10,000 events cover several seconds of a busy stream (a reconnect takes about 1-3 s) at about
+/// 10 MiB for 1 KiB events.
+const DEFAULT_REPLAY_WINDOW: usize = 10_000;
+/// 256 frames absorb a burst without letting one stuck client hold much memory (frames are shared,
+/// so a queue entry is a pointer, not a copy).
+const DEFAULT_QUEUE_CAPACITY: usize = 256;
+/// 1 MiB: CloudEvents are small; larger bodies are almost always a mistake or an attack.
+const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A configuration value that cannot be used.
 #[derive(Debug, Error)]
@@ -47,6 +74,22 @@ pub struct Config {
     pub internal: SocketAddr,
     /// `access-control-allow-origin` value.
     pub cors: String,
+    /// Kafka bootstrap servers; `None` when Kafka is off.
+    pub kafka_brokers: Option<String>,
+    /// Event topics to consume (when Kafka is on).
+    pub kafka_source_topics: Vec<String>,
+    /// New connections per minute (0 = unlimited).
+    pub max_connections_per_minute: u64,
+    /// RIG's `EXTRACTORS` JSON (already read from the file when a path was given).
+    pub extractors_json: Option<String>,
+    /// Events kept for lossless reconnect.
+    pub replay_window: usize,
+    /// Per-connection queue capacity.
+    pub queue_capacity: usize,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Name of this process in connection tokens.
+    pub owner: String,
 }
 
 impl Config {
@@ -67,8 +110,62 @@ impl Config {
             inbound: SocketAddr::new(bind, inbound_port),
             internal: SocketAddr::new(bind, internal_port),
             cors: lookup(ENV_CORS).unwrap_or_else(|| DEFAULT_CORS.to_owned()),
+            kafka_brokers: lookup(ENV_KAFKA_BROKERS).filter(|b| !b.trim().is_empty()),
+            kafka_source_topics: list(
+                &lookup(ENV_KAFKA_SOURCE_TOPICS).unwrap_or_else(|| DEFAULT_SOURCE_TOPICS.into()),
+            ),
+            max_connections_per_minute: parse(
+                &lookup,
+                ENV_MAX_CONNECTIONS_PER_MINUTE,
+                "a non-negative integer",
+            )?
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_MINUTE),
+            extractors_json: extractors(lookup(ENV_EXTRACTORS))?,
+            replay_window: parse(&lookup, ENV_REPLAY_WINDOW, "a non-negative integer")?
+                .unwrap_or(DEFAULT_REPLAY_WINDOW),
+            queue_capacity: parse(&lookup, ENV_QUEUE_CAPACITY, "a positive integer")?
+                .unwrap_or(DEFAULT_QUEUE_CAPACITY),
+            max_body_bytes: parse(&lookup, ENV_MAX_BODY_BYTES, "a positive integer")?
+                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            owner: lookup(ENV_POD_NAME)
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(random_owner),
         })
     }
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `EXTRACTORS` is inline JSON when it starts with `{`, else a file path (RIG accepts both).
+fn extractors(value: Option<String>) -> Result<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) if v.trim_start().starts_with('{') => Ok(Some(v)),
+        Some(path) => std::fs::read_to_string(path.trim())
+            .map(Some)
+            .map_err(|_| Error::Invalid {
+                var: ENV_EXTRACTORS,
+                value: path,
+                reason: "inline JSON or the path of a readable JSON file",
+            }),
+    }
+}
+
+/// A name for this process when `POD_NAME` is not set: host-independent and unique enough to tell
+/// processes apart in connection tokens.
+fn random_owner() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!("rig-{:012x}", hasher.finish() & 0xffff_ffff_ffff)
 }
 
 fn parse<T: std::str::FromStr>(

@@ -5,9 +5,12 @@
 
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod events;
 pub mod http;
+pub mod kafka;
 pub mod metrics;
+pub mod replay;
 pub mod state;
 pub mod subscriptions;
 
@@ -20,16 +23,53 @@ use tokio::sync::watch;
 pub use config::Config;
 pub use state::State;
 
-/// Bind both listeners, serve until `shutdown` turns true, then drain.
+/// How often SSE connections get a heartbeat comment (RIG: 15 s). One timer for all connections.
+const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Bind both listeners, start the event sources, serve until `shutdown` turns true, then drain.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let verifier = auth::JwtConfig::from_env()
+        .and_then(|jwt| jwt.verifier())
+        .context("JWT configuration")?;
+    let tokens = auth::TokenCodec::from_env().context("connection token key")?;
+    let extractors = match &config.extractors_json {
+        Some(json) => subscriptions::Extractors::from_rig_json(json).context("EXTRACTORS")?,
+        None => subscriptions::Extractors::new(),
+    };
     let inbound = TcpListener::bind(config.inbound)
         .await
         .with_context(|| format!("binding the inbound port {}", config.inbound))?;
     let internal = TcpListener::bind(config.internal)
         .await
         .with_context(|| format!("binding the internal API port {}", config.internal))?;
-    tracing::info!(inbound = %config.inbound, internal = %config.internal, "listening");
-    let state = Arc::new(State::new(config));
+    tracing::info!(inbound = %config.inbound, internal = %config.internal, owner = %config.owner, "listening");
+    let state = Arc::new(State::new(config, Arc::new(extractors), verifier, tokens));
+
+    let heartbeat = {
+        let state = state.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => state.hub.heartbeat(metrics::Transport::Sse),
+                    _ = http::server::stopped(&mut shutdown) => break,
+                }
+            }
+            // Long-lived streams never finish by themselves: end them so the listeners can drain
+            // and clients reconnect to another process.
+            state.hub.close_all();
+        })
+    };
+    let consumer = match state.config.kafka_brokers.clone() {
+        Some(brokers) => {
+            let topics = state.config.kafka_source_topics.clone();
+            let task = kafka::consumer::run(state.clone(), brokers, topics, shutdown.clone());
+            Some(tokio::spawn(task))
+        }
+        None => None,
+    };
     let inbound = http::server::serve(
         inbound,
         Arc::new(http::inbound::Inbound::new(state.clone())),
@@ -41,5 +81,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         shutdown,
     );
     tokio::join!(inbound, internal);
+    let _ = heartbeat.await;
+    if let Some(consumer) = consumer {
+        match consumer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error).context("Kafka consumer"),
+            Err(error) => return Err(error).context("Kafka consumer task"),
+        }
+    }
     Ok(())
 }

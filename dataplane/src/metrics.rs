@@ -50,6 +50,12 @@ pub struct Metrics {
     pub forwarded_events: AtomicU64,
     /// Frames dropped because a connection's queue was full (the connection is closed).
     pub queue_drops: AtomicU64,
+    /// Kafka partitions this process reads.
+    pub assigned_partitions: AtomicU64,
+    /// Resumes served entirely from the replay window.
+    pub replay_hits: AtomicU64,
+    /// Resumes that could not be served whole (the client got `rig.connection.gap`).
+    pub replay_misses: AtomicU64,
 }
 
 impl Metrics {
@@ -107,6 +113,24 @@ impl Metrics {
             "rig_queue_drops_total",
             "Frames dropped because a connection's queue was full (the connection is closed).",
             load(&self.queue_drops),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rig_kafka_assigned_partitions Kafka partitions this process reads.\n\
+             # TYPE rig_kafka_assigned_partitions gauge\nrig_kafka_assigned_partitions {}",
+            load(&self.assigned_partitions)
+        );
+        counter(
+            &mut out,
+            "rig_replay_hits_total",
+            "Reconnects served entirely from the replay window.",
+            load(&self.replay_hits),
+        );
+        counter(
+            &mut out,
+            "rig_replay_misses_total",
+            "Reconnects that could not be served whole (rig.connection.gap sent).",
+            load(&self.replay_misses),
         );
         out
     }

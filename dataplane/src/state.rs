@@ -1,7 +1,21 @@
 //! The state shared by both listeners and the event sources.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http::HeaderValue;
+
+use crate::auth::jwt::{Claims, JwtError, Verifier};
+use crate::auth::token::TokenCodec;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::connections::frame::Frame;
+use crate::connections::hub::{Hub, Outbound, Registration};
+use crate::connections::limit::RateLimiter;
+use crate::events::CloudEvent;
+use crate::metrics::{Metrics, Transport};
+use crate::replay::window::HTTP_STREAM_PREFIX;
+use crate::replay::{Frontier, Window};
+use crate::subscriptions::{self, Extractors, Index, Subscription};
 
 /// Everything a handler may need; one per process, behind an `Arc`.
 #[derive(Debug)]
@@ -9,15 +23,139 @@ pub struct State {
     /// The process configuration.
     pub config: Config,
     /// The process metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// Open connections and the subscription index.
+    pub hub: Arc<Hub>,
+    /// Recently forwarded events, for lossless reconnect.
+    pub window: Mutex<Window>,
+    /// JWT verification (without a configured key every token is refused).
+    pub verifier: Verifier,
+    /// Connection tokens.
+    pub tokens: TokenCodec,
+    /// This process's name in connection tokens.
+    pub owner: String,
+    /// `MAX_CONNECTIONS_PER_MINUTE`.
+    pub connection_limiter: RateLimiter,
+    /// `access-control-allow-origin`, validated once.
+    pub cors: HeaderValue,
+    http_stream: Arc<str>,
+    http_seq: AtomicI64,
 }
 
 impl State {
-    /// Fresh state for `config`.
-    pub fn new(config: Config) -> Self {
+    /// State for `config` with the given extractors, JWT verifier and token codec.
+    pub fn new(
+        config: Config,
+        extractors: Arc<Extractors>,
+        verifier: Verifier,
+        tokens: TokenCodec,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(extractors, config.queue_capacity, metrics.clone()));
+        let cors = HeaderValue::from_str(&config.cors).unwrap_or(HeaderValue::from_static("*"));
         Self {
+            metrics,
+            hub,
+            window: Mutex::new(Window::new(config.replay_window)),
+            verifier,
+            tokens,
+            owner: config.owner.clone(),
+            connection_limiter: RateLimiter::per_minute(config.max_connections_per_minute),
+            cors,
+            http_stream: Arc::from(format!("{HTTP_STREAM_PREFIX}{}", config.owner)),
+            http_seq: AtomicI64::new(0),
             config,
-            metrics: Metrics::default(),
         }
+    }
+
+    /// Verify a raw JWT (signature, expiry, algorithm).
+    pub fn verify_jwt(&self, token: &str) -> Result<Claims, JwtError> {
+        self.verifier.verify(token)
+    }
+
+    /// Forward an event accepted over HTTP.
+    pub fn publish(&self, event: CloudEvent) -> usize {
+        let seq = self.http_seq.fetch_add(1, Ordering::Relaxed);
+        let stream = self.http_stream.clone();
+        self.publish_at(&stream, seq, event)
+    }
+
+    /// Forward an event read at `position` of `stream`, recording it for replay.
+    pub fn publish_at(&self, stream: &Arc<str>, position: i64, event: CloudEvent) -> usize {
+        let event = Arc::new(event);
+        // The window lock also orders publication: frames reach every queue in window order, so
+        // a replay never reorders what a live client saw.
+        let mut window = self.lock_window();
+        let token = window.push(stream, position, event.clone());
+        self.hub.publish(&event, Some(&token))
+    }
+
+    /// Register a connection with its subscriptions and queue, atomically with respect to event
+    /// publication: the greetings (`rig.connection.create`, `rig.subscriptions_set`), then — when
+    /// the client resumes with `last_event_id` — `rig.connection.gap` if something may be missing
+    /// and the missed matching events, then live events. Returns the registration and the
+    /// connection token.
+    pub fn register(
+        &self,
+        transport: Transport,
+        subs: &[Subscription],
+        last_event_id: Option<&str>,
+    ) -> (Registration, String) {
+        // Holding the window lock keeps publishers out until the queue holds the replay.
+        let window = self.lock_window();
+        let replay = last_event_id.map(|id| window.replay(Frontier::decode(id).as_ref()));
+        let replay_len = replay.as_ref().map_or(0, |r| r.events.len() + 1);
+        let registration = self.hub.register(transport, subs, replay_len);
+        let token = self.tokens.encode(&self.owner, registration.id);
+        let position = window.token();
+        let create = CloudEvent::new_rig(
+            "rig.connection.create",
+            serde_json::json!({ "connection_token": token }),
+        );
+        let set = CloudEvent::new_rig("rig.subscriptions_set", subscriptions::to_json(subs));
+        let mut frames = vec![
+            Frame::new(&create, Some(&position)),
+            Frame::new(&set, Some(&position)),
+        ];
+        if let Some(replay) = replay {
+            if replay.gap {
+                self.metrics.replay_misses.fetch_add(1, Ordering::Relaxed);
+                let gap = CloudEvent::new_rig(
+                    "rig.connection.gap",
+                    serde_json::json!({ "last_event_id": last_event_id }),
+                );
+                frames.push(Frame::new(&gap, Some(&position)));
+            } else {
+                self.metrics.replay_hits.fetch_add(1, Ordering::Relaxed);
+            }
+            let matcher = Index::new(self.hub.extractors());
+            matcher.set(0, subs);
+            let mut hit = Vec::with_capacity(1);
+            for (event, id) in &replay.events {
+                hit.clear();
+                matcher.matching(event, &mut hit);
+                if !hit.is_empty() {
+                    frames.push(Frame::new(event, Some(id)));
+                }
+            }
+        }
+        for frame in frames {
+            // The queue was sized for the greetings and the replay, so this cannot overflow.
+            self.hub
+                .send_to(registration.id, Outbound::Frame(Arc::new(frame)));
+        }
+        drop(window);
+        (registration, token)
+    }
+
+    /// Note where this process starts reading `stream` (a newly assigned Kafka partition).
+    pub fn start_stream(&self, stream: &Arc<str>, position: i64) {
+        self.lock_window().start_stream(stream, position);
+    }
+
+    fn lock_window(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

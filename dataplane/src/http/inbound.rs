@@ -3,17 +3,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
 use super::{Body, json, server::Handler, text};
+use crate::connections::{open, sse};
+use crate::events;
+use crate::metrics::Transport;
 use crate::state::State;
 
 /// Routes inbound requests.
 #[derive(Debug)]
 pub struct Inbound {
-    #[allow(dead_code)]
     state: Arc<State>,
 }
 
@@ -26,12 +28,79 @@ impl Inbound {
 
 impl Handler for Inbound {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        let state = &self.state;
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/_rig/health") => text(StatusCode::OK, "OK"),
+            (&Method::GET, "/_rig/v1/connection/sse") => connect_sse(state, &req),
+            (&Method::POST, "/_rig/v1/events") => publish(state, req).await,
+            (&Method::OPTIONS, "/_rig/v1/events") => preflight(state, "POST", "content-type"),
             _ => json(
                 StatusCode::NOT_FOUND,
                 &serde_json::json!({"message": "Not Found"}),
             ),
         }
     }
+}
+
+fn connect_sse(state: &Arc<State>, req: &Request<Incoming>) -> Response<Body> {
+    let mut params = open::ConnectParams::from_query(req.uri().query());
+    if let Some(id) = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        params.last_event_id = Some(id.to_owned());
+    }
+    match open::open(state, Transport::Sse, &params) {
+        Ok(opened) => sse::response(opened, &state.cors),
+        Err(refused) => text(refused.status, refused.message),
+    }
+}
+
+/// `POST /_rig/v1/events` (and, without the submission check, `POST /v3/messages`).
+pub async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match super::read_body(body, state.config.max_body_bytes).await {
+        Ok(body) => body,
+        Err(res) => return res,
+    };
+    match events::from_http(&parts.headers, body) {
+        Ok(event) => {
+            let answer = event.json.clone();
+            state
+                .metrics
+                .consumed_events
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.publish(event);
+            let mut res = Response::new(super::full(answer));
+            *res.status_mut() = StatusCode::ACCEPTED;
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            res.headers_mut()
+                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, state.cors.clone());
+            res
+        }
+        Err(error) => {
+            tracing::info!(%error, "refused an HTTP-published event");
+            text(error.status(), error.to_string())
+        }
+    }
+}
+
+fn preflight(state: &State, methods: &'static str, headers: &'static str) -> Response<Body> {
+    let mut res = Response::new(super::full(""));
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, state.cors.clone());
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(headers),
+    );
+    res
 }

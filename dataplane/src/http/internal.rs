@@ -35,6 +35,7 @@ impl Handler for Internal {
                 );
                 res
             }
+            (&Method::POST, "/v3/messages") => super::inbound::publish(&self.state, req).await,
             _ => json(
                 StatusCode::NOT_FOUND,
                 &serde_json::json!({"errors": {"detail": "Not found"}}),

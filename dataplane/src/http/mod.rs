@@ -39,3 +39,18 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     );
     res
 }
+
+/// Read a whole request body of at most `limit` bytes; beyond it, the 413 answer to send.
+pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, Response<Body>> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body too large: the limit is {limit} bytes."),
+        )),
+        Err(error) => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("Could not read the request body: {error}"),
+        )),
+    }
+}

@@ -1,0 +1,100 @@
+//! Frames: an event encoded once for every transport, shared by all connections that receive it.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::events::CloudEvent;
+
+/// The SSE comment line sent as a heartbeat (RIG's text), a static allocation shared by all.
+pub const SSE_HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");
+
+/// One event, encoded once per transport. Connections receive an `Arc<Frame>`; the bytes are
+/// shared, never copied per connection.
+#[derive(Debug)]
+pub struct Frame {
+    /// The CloudEvent type (used for `event:` lines and logging).
+    pub event_type: String,
+    /// `id: …\nevent: …\ndata: …\n\n`, ready to write to an SSE stream.
+    pub sse: Bytes,
+    /// The event JSON, as one WebSocket text frame or long-polling array element.
+    pub json: Bytes,
+}
+
+impl Frame {
+    /// Encode `event` with the resume token `id` (omitted when `None`).
+    pub fn new(event: &CloudEvent, id: Option<&str>) -> Self {
+        Self {
+            event_type: event.event_type.clone(),
+            sse: encode_sse(id, &event.event_type, &event.json),
+            json: event.json.clone(),
+        }
+    }
+}
+
+/// Encode one SSE message. `data` may contain newlines (pretty-printed JSON): each line becomes its
+/// own `data:` line, as the SSE format requires, so the client's `event.data` is the JSON unchanged.
+pub fn encode_sse(id: Option<&str>, event_type: &str, data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + event_type.len() + 64);
+    if let Some(id) = id {
+        out.put_slice(b"id: ");
+        put_single_line(&mut out, id.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"event: ");
+    put_single_line(&mut out, event_type.as_bytes());
+    out.put_u8(b'\n');
+    let mut lines = data.split(|b| *b == b'\n').peekable();
+    if lines.peek().is_none() {
+        out.put_slice(b"data: \n");
+    }
+    for line in lines {
+        out.put_slice(b"data: ");
+        out.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.put_u8(b'\n');
+    }
+    out.put_u8(b'\n');
+    out.freeze()
+}
+
+/// Field values that must stay on one line: line breaks would end the field early and let a
+/// producer inject fields, so they are replaced by spaces.
+fn put_single_line(out: &mut BytesMut, value: &[u8]) {
+    for &b in value {
+        out.put_u8(if b == b'\n' || b == b'\r' { b' ' } else { b });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_message_has_id_event_and_data_lines() {
+        let bytes = encode_sse(Some("abc"), "greeting", br#"{"a":1}"#);
+        assert_eq!(&bytes[..], b"id: abc\nevent: greeting\ndata: {\"a\":1}\n\n");
+    }
+
+    #[test]
+    fn multi_line_data_becomes_several_data_lines() {
+        let bytes = encode_sse(None, "t", b"{\n  \"a\": 1\r\n}");
+        assert_eq!(
+            &bytes[..],
+            b"event: t\ndata: {\ndata:   \"a\": 1\ndata: }\n\n"
+        );
+    }
+
+    #[test]
+    fn newlines_in_type_or_id_cannot_inject_fields() {
+        let bytes = encode_sse(Some("1\nevent: evil"), "t\ndata: x", b"{}");
+        let text = std::str::from_utf8(&bytes).expect("utf8");
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("event:")).count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("data:")).count(),
+            1,
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! Kafka: the event consumer that feeds the hub.
+
+pub mod consumer;

@@ -1,0 +1,210 @@
+//! The replay window: the last `capacity` events this process forwarded, with their positions.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use super::token::Frontier;
+use crate::events::CloudEvent;
+
+/// Streams of HTTP-published events start with this prefix. They are local to the process that
+/// accepted the event, so a token naming another process's HTTP stream cannot be judged here and
+/// is not reported as a gap.
+pub const HTTP_STREAM_PREFIX: &str = "_http@";
+
+#[derive(Debug)]
+struct Entry {
+    stream: Arc<str>,
+    position: i64,
+    event: Arc<CloudEvent>,
+    token: Arc<str>,
+}
+
+/// What a reconnecting client gets from the window.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Events past the client's frontier may be missing: send `rig.connection.gap` first.
+    pub gap: bool,
+    /// The retained events past the client's frontier, in forwarding order, with their tokens.
+    pub events: Vec<(Arc<CloudEvent>, Arc<str>)>,
+}
+
+/// A bounded, in-order record of forwarded events.
+#[derive(Debug)]
+pub struct Window {
+    capacity: usize,
+    entries: VecDeque<Entry>,
+    frontier: Frontier,
+    /// Per stream, the first position the window can still vouch for: positions below it were
+    /// either evicted or never seen by this process.
+    floor: BTreeMap<Arc<str>, i64>,
+}
+
+impl Window {
+    /// An empty window keeping at most `capacity` events (0 disables replay: every resume is a gap).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: VecDeque::with_capacity(capacity.min(65_536)),
+            frontier: Frontier::default(),
+            floor: BTreeMap::new(),
+        }
+    }
+
+    /// Declare that this process sees `stream` from `position` on (e.g. where a Kafka partition
+    /// was assigned). Without it the first event seen on a stream sets the floor.
+    pub fn start_stream(&mut self, stream: &Arc<str>, position: i64) {
+        self.floor.entry(stream.clone()).or_insert(position);
+        self.frontier.0.entry(stream.clone()).or_insert(position);
+    }
+
+    /// Record a forwarded event; returns its resume token (the frontier after it).
+    pub fn push(&mut self, stream: &Arc<str>, position: i64, event: Arc<CloudEvent>) -> Arc<str> {
+        self.floor.entry(stream.clone()).or_insert(position);
+        self.frontier.advance(stream, position);
+        let token: Arc<str> = Arc::from(self.frontier.encode());
+        if self.capacity == 0 {
+            self.floor
+                .insert(stream.clone(), position.saturating_add(1));
+            return token;
+        }
+        if self.entries.len() == self.capacity
+            && let Some(old) = self.entries.pop_front()
+        {
+            self.floor
+                .insert(old.stream, old.position.saturating_add(1));
+        }
+        self.entries.push_back(Entry {
+            stream: stream.clone(),
+            position,
+            event,
+            token: token.clone(),
+        });
+        token
+    }
+
+    /// The current frontier as a token (for greeting events of a new connection).
+    pub fn token(&self) -> String {
+        self.frontier.encode()
+    }
+
+    /// What a client whose last token was `from` missed (`None`: the token is not understood).
+    pub fn replay(&self, from: Option<&Frontier>) -> Replay {
+        let Some(from) = from else {
+            return Replay {
+                gap: true,
+                events: Vec::new(),
+            };
+        };
+        let gap = from.0.iter().any(|(stream, next)| {
+            if stream.starts_with(HTTP_STREAM_PREFIX) && !self.floor.contains_key(stream) {
+                return false;
+            }
+            match self.floor.get(stream) {
+                Some(floor) => next < floor,
+                // A Kafka stream this process never saw: whatever the client missed is not here.
+                None => true,
+            }
+        });
+        let events = self
+            .entries
+            .iter()
+            .filter(|e| match from.next(&e.stream) {
+                Some(next) => e.position >= next,
+                // Streams the client never heard of: a Kafka partition that appeared later (all of
+                // it is new to the client); another process's HTTP events never reached it.
+                None => !e.stream.starts_with(HTTP_STREAM_PREFIX),
+            })
+            .map(|e| (e.event.clone(), e.token.clone()))
+            .collect();
+        Replay { gap, events }
+    }
+
+    /// Events retained.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is retained.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: i64) -> Arc<CloudEvent> {
+        Arc::new(CloudEvent::new_rig("t", serde_json::json!({ "n": n })))
+    }
+
+    fn numbers(replay: &Replay) -> Vec<i64> {
+        replay
+            .events
+            .iter()
+            .map(|(e, _)| e.value["data"]["n"].as_i64().expect("n"))
+            .collect()
+    }
+
+    #[test]
+    fn replays_exactly_what_follows_the_token_in_order() {
+        let p0: Arc<str> = Arc::from("t/0");
+        let p1: Arc<str> = Arc::from("t/1");
+        let mut w = Window::new(100);
+        w.start_stream(&p0, 0);
+        w.start_stream(&p1, 0);
+        let mut tokens = Vec::new();
+        for n in 0..10 {
+            let stream = if n % 2 == 0 { &p0 } else { &p1 };
+            tokens.push(w.push(stream, n / 2, event(n)));
+        }
+        let from = Frontier::decode(&tokens[3]).expect("token");
+        let replay = w.replay(Some(&from));
+        assert!(!replay.gap);
+        assert_eq!(numbers(&replay), vec![4, 5, 6, 7, 8, 9]);
+        // The last token: nothing missed.
+        let last = Frontier::decode(&tokens[9]).expect("token");
+        let replay = w.replay(Some(&last));
+        assert!(!replay.gap && replay.events.is_empty());
+    }
+
+    #[test]
+    fn an_evicted_position_is_a_gap_but_the_rest_is_still_replayed() {
+        let p: Arc<str> = Arc::from("t/0");
+        let mut w = Window::new(3);
+        w.start_stream(&p, 0);
+        let tokens: Vec<_> = (0..6).map(|n| w.push(&p, n, event(n))).collect();
+        let from = Frontier::decode(&tokens[0]).expect("token");
+        let replay = w.replay(Some(&from));
+        assert!(replay.gap, "events 1 and 2 were evicted");
+        assert_eq!(numbers(&replay), vec![3, 4, 5]);
+        let from = Frontier::decode(&tokens[2]).expect("token");
+        let replay = w.replay(Some(&from));
+        assert!(!replay.gap, "3.. are all retained");
+        assert_eq!(numbers(&replay), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn unknown_tokens_and_unseen_kafka_streams_are_gaps() {
+        let w = Window::new(10);
+        assert!(w.replay(None).gap);
+        let from = Frontier::decode("1~other/0:5").expect("token");
+        assert!(w.replay(Some(&from)).gap);
+        let from = Frontier::decode("1~_http@other-pod:5").expect("token");
+        assert!(
+            !w.replay(Some(&from)).gap,
+            "another process's HTTP stream is not judged"
+        );
+    }
+
+    #[test]
+    fn positions_before_the_start_of_a_stream_are_a_gap() {
+        let p: Arc<str> = Arc::from("t/0");
+        let mut w = Window::new(10);
+        w.start_stream(&p, 100);
+        let from = Frontier::decode("1~t/0:90").expect("token");
+        assert!(w.replay(Some(&from)).gap);
+        let from = Frontier::decode("1~t/0:100").expect("token");
+        assert!(!w.replay(Some(&from)).gap);
+    }
+}

@@ -1,0 +1,407 @@
+//! Events reach exactly the right SSE clients: published over HTTP or produced to the real Kafka,
+//! filtered by subscriptions, seen by every data-plane process, and resumable without loss.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
+use rig_e2e::sse::{self, SseClient, SseEvent};
+use rig_e2e::{Env, http, unique_name, wait_until};
+
+const T: Duration = Duration::from_secs(30);
+
+fn ce(event_type: &str, id: &str, data: serde_json::Value) -> String {
+    serde_json::json!({
+        "specversion": "1.0", "type": event_type, "source": "/e2e", "id": id, "data": data
+    })
+    .to_string()
+}
+
+fn subscriptions(value: serde_json::Value) -> String {
+    let json = value.to_string();
+    form_encode(&json)
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Open an SSE connection and consume the two greeting events.
+async fn subscribe(dp: &DataPlane, subs: serde_json::Value) -> (SseClient, String) {
+    let path = format!(
+        "/_rig/v1/connection/sse?subscriptions={}",
+        subscriptions(subs)
+    );
+    let mut client = sse::open(dp.inbound(), &path, &[])
+        .await
+        .expect("SSE connect");
+    let create = client.next(T).await.expect("read").expect("first event");
+    assert_eq!(create.event, "rig.connection.create");
+    let token = create.json()["data"]["connection_token"]
+        .as_str()
+        .expect("connection token")
+        .to_owned();
+    let set = client.next(T).await.expect("read").expect("second event");
+    assert_eq!(set.event, "rig.subscriptions_set");
+    (client, token)
+}
+
+async fn metric(dp: &DataPlane, name: &str) -> f64 {
+    let (_, text) = http::get(dp.internal(), "/metrics").await.expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+async fn topic(env: &Env, partitions: i32) -> String {
+    let name = unique_name("events");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", env.kafka_brokers().expect("kafka"))
+        .create()
+        .expect("admin");
+    let res = admin
+        .create_topics(
+            &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topic");
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    name
+}
+
+fn producer(env: &Env) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", env.kafka_brokers().expect("kafka"))
+        .set("acks", "all")
+        .create()
+        .expect("producer")
+}
+
+async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &str,
+    headers: Option<OwnedHeaders>,
+) {
+    let mut record = FutureRecord::to(topic).key(key).payload(payload);
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    p.send(record, Duration::from_secs(30))
+        .await
+        .expect("delivered");
+}
+
+async fn kafka_dataplane(env: &Env, topic: &str) -> DataPlane {
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("KAFKA_BROKERS", env.kafka_brokers().expect("kafka"))
+        .env("KAFKA_SOURCE_TOPICS", topic)
+        .env(
+            "EXTRACTORS",
+            r#"{"greeting":{"name":{"stable_field_index":0,"event":{"json_pointer":"/data/name"}}}}"#,
+        );
+    let dp = DataPlane::start(config).await.expect("data plane");
+    wait_partitions(&dp).await;
+    dp
+}
+
+async fn wait_partitions(dp: &DataPlane) {
+    wait_until("partitions assigned", T, || async {
+        (metric(dp, "rig_kafka_assigned_partitions").await >= 1.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_published_event_reaches_the_subscribed_sse_client_verbatim() {
+    let dp = DataPlane::start(DataPlaneConfig::new().expect("ports"))
+        .await
+        .expect("dp");
+    let (mut client, token) = subscribe(&dp, serde_json::json!([{"eventType": "greeting"}])).await;
+    assert!(!token.is_empty());
+    assert_eq!(
+        client.headers["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    assert_eq!(client.headers["cache-control"], "no-cache");
+
+    // Pretty-printed with unusual key order: the client must get these exact bytes back.
+    let body = "{\n  \"type\": \"greeting\", \"specversion\": \"1.0\",\n  \"source\": \"/e2e\", \"id\": \"g-1\", \"x-extra\": [1, 2]\n}";
+    let other = ce("other", "o-1", serde_json::json!({}));
+    let (status, _, _) = http::post(
+        dp.inbound(),
+        "/_rig/v1/events",
+        "application/cloudevents+json",
+        other,
+    )
+    .await
+    .expect("post");
+    assert_eq!(status, 202);
+    let (status, headers, _) = http::post(
+        dp.inbound(),
+        "/_rig/v1/events",
+        "application/cloudevents+json",
+        body,
+    )
+    .await
+    .expect("post");
+    assert_eq!(status, 202);
+    assert_eq!(headers["access-control-allow-origin"], "*");
+
+    let got = client.next(T).await.expect("read").expect("event");
+    assert_eq!(
+        got.event, "greeting",
+        "the unsubscribed 'other' event must not arrive first"
+    );
+    assert_eq!(got.data, body);
+    assert!(got.id.is_some(), "every event carries a resume token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_http_events_are_refused_with_their_status() {
+    let dp = DataPlane::start(DataPlaneConfig::new().expect("ports"))
+        .await
+        .expect("dp");
+    let cases: [(&str, &str, u16); 4] = [
+        ("application/cloudevents+json", "{not json", 400),
+        (
+            "application/cloudevents+json",
+            r#"{"specversion":"1.0","source":"/x","id":"1"}"#,
+            400,
+        ),
+        ("application/cloudevents-batch", "[]", 415),
+        ("application/cloudevents+xml", "<a/>", 415),
+    ];
+    for (content_type, body, expected) in cases {
+        let (status, _, text) = http::post(dp.inbound(), "/_rig/v1/events", content_type, body)
+            .await
+            .expect("post");
+        assert_eq!(status, expected, "{content_type} {body}: {text}");
+        assert!(!text.is_empty(), "a refusal says why");
+    }
+    let big = "x".repeat(2 * 1024 * 1024);
+    let (status, _, _) = http::post(
+        dp.inbound(),
+        "/_rig/v1/events",
+        "application/cloudevents+json",
+        big,
+    )
+    .await
+    .expect("post");
+    assert_eq!(status, 413);
+    // Malformed subscriptions on connect.
+    let res = sse::connect(
+        dp.inbound(),
+        "/_rig/v1/connection/sse?subscriptions=%5B%7Bbad",
+        &[],
+    )
+    .await
+    .expect("connect");
+    match res {
+        sse::Connect::Refused(status, _, text) => {
+            assert_eq!(status, 400);
+            assert!(
+                text.starts_with("Failed to decode subscription list"),
+                "{text}"
+            );
+        }
+        sse::Connect::Stream(_) => panic!("malformed subscriptions must be refused"),
+    }
+    // The process is still healthy.
+    assert_eq!(
+        http::get(dp.internal(), "/health").await.expect("health").0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dataplane_gets_every_kafka_event_and_filters_by_constraints() {
+    let env = Env::load().expect("env");
+    let topic = topic(&env, 3).await;
+    // RIG issue #332: two processes on the same topic must each see 100% of the events.
+    let a = kafka_dataplane(&env, &topic).await;
+    let b = kafka_dataplane(&env, &topic).await;
+    wait_until("all partitions on both", T, || async {
+        (metric(&a, "rig_kafka_assigned_partitions").await >= 3.0
+            && metric(&b, "rig_kafka_assigned_partitions").await >= 3.0)
+            .then_some(())
+    })
+    .await;
+    let joe = serde_json::json!([{"eventType": "greeting", "oneOf": [{"name": "joe"}]}]);
+    let (mut on_a, _) = subscribe(&a, joe.clone()).await;
+    let (mut on_b, _) = subscribe(&b, joe).await;
+    let (mut all_b, _) = subscribe(&b, serde_json::json!([{"eventType": "greeting"}])).await;
+
+    let p = producer(&env);
+    for i in 0..100 {
+        let name = if i % 2 == 0 { "joe" } else { "bob" };
+        let key = format!("k{}", i % 5);
+        let payload = ce(
+            "greeting",
+            &format!("e{i}"),
+            serde_json::json!({"name": name, "i": i}),
+        );
+        produce(&p, &topic, &key, &payload, None).await;
+    }
+
+    for (label, client, expected) in [
+        ("a/joe", &mut on_a, 50),
+        ("b/joe", &mut on_b, 50),
+        ("b/all", &mut all_b, 100),
+    ] {
+        let mut got: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        let mut count = 0;
+        while count < expected {
+            let e = client
+                .next(T)
+                .await
+                .expect("read")
+                .unwrap_or_else(|| panic!("{label}: stream ended"));
+            let v = e.json();
+            let i = v["data"]["i"].as_i64().expect("i");
+            if expected == 50 {
+                assert_eq!(v["data"]["name"], "joe", "{label}: only joe's events");
+            }
+            got.entry(format!("k{}", i % 5)).or_default().push(i);
+            count += 1;
+        }
+        for (key, values) in &got {
+            assert!(
+                values.windows(2).all(|w| w[0] < w[1]),
+                "{label}: order within key {key}"
+            );
+        }
+    }
+    assert_eq!(metric(&a, "rig_consumed_events_total").await, 100.0);
+    assert_eq!(metric(&b, "rig_consumed_events_total").await, 100.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_kafka_message_is_skipped_and_counted_binary_and_ce02_work() {
+    let env = Env::load().expect("env");
+    let topic = topic(&env, 1).await;
+    let dp = kafka_dataplane(&env, &topic).await;
+    let (mut client, _) = subscribe(&dp, serde_json::json!([{"eventType": "greeting"}])).await;
+    let p = producer(&env);
+    let v02 =
+        serde_json::json!({"specversion": "0.2", "type": "greeting", "source": "/e2e", "id": "a"})
+            .to_string();
+    produce(&p, &topic, "k", &v02, None).await;
+    produce(&p, &topic, "k", "this is not a cloud event", None).await;
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "ce_specversion",
+            value: Some("1.0"),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some("greeting"),
+        })
+        .insert(Header {
+            key: "ce_source",
+            value: Some("/e2e"),
+        })
+        .insert(Header {
+            key: "ce_id",
+            value: Some("b"),
+        })
+        .insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        });
+    produce(&p, &topic, "k", r#"{"name":"binary"}"#, Some(headers)).await;
+
+    let first: SseEvent = client.next(T).await.expect("read").expect("event");
+    assert_eq!(first.json()["id"], "a");
+    assert_eq!(first.data, v02, "structured events arrive as produced");
+    let second = client.next(T).await.expect("read").expect("event");
+    assert_eq!(second.json()["id"], "b");
+    assert_eq!(second.json()["data"]["name"], "binary");
+    assert_eq!(metric(&dp, "rig_consumed_events_failed_total").await, 1.0);
+    assert_eq!(metric(&dp, "rig_consumed_events_total").await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_with_last_event_id_gets_exactly_the_missed_events() {
+    let dp = DataPlane::start(DataPlaneConfig::new().expect("ports"))
+        .await
+        .expect("dp");
+    let subs = serde_json::json!([{"eventType": "greeting"}]);
+    let (mut client, _) = subscribe(&dp, subs.clone()).await;
+    let inbound = dp.inbound();
+    let post = move |i: i32| {
+        let body = ce("greeting", &format!("e{i}"), serde_json::json!({"i": i}));
+        async move {
+            let (status, _, _) = http::post(
+                inbound,
+                "/_rig/v1/events",
+                "application/cloudevents+json",
+                body,
+            )
+            .await
+            .expect("post");
+            assert_eq!(status, 202);
+        }
+    };
+    for i in 0..5 {
+        post(i).await;
+    }
+    let mut last = None;
+    for i in 0..5 {
+        let e = client.next(T).await.expect("read").expect("event");
+        assert_eq!(e.json()["data"]["i"], i);
+        last = e.id;
+    }
+    drop(client);
+    for i in 5..12 {
+        post(i).await;
+    }
+    let last = last.expect("resume token");
+    let path = format!(
+        "/_rig/v1/connection/sse?subscriptions={}",
+        subscriptions(subs.clone())
+    );
+    let mut again = sse::open(dp.inbound(), &path, &[("last-event-id", &last)])
+        .await
+        .expect("reconnect");
+    let seen = again
+        .until(T, |e| e.json()["data"]["i"] == 11)
+        .await
+        .expect("missed events");
+    let numbers: Vec<i64> = seen
+        .iter()
+        .filter(|e| e.event == "greeting")
+        .map(|e| e.json()["data"]["i"].as_i64().expect("i"))
+        .collect();
+    assert_eq!(
+        numbers,
+        (5..12).collect::<Vec<_>>(),
+        "exactly the missed events, in order"
+    );
+    assert!(seen.iter().all(|e| e.event != "rig.connection.gap"));
+
+    // A token the window cannot serve yields a gap event before live events.
+    let mut stale = sse::open(dp.inbound(), &path, &[("last-event-id", "garbage")])
+        .await
+        .expect("connect");
+    let seen = stale
+        .until(T, |e| e.event == "rig.connection.gap")
+        .await
+        .expect("gap event");
+    assert_eq!(seen.len(), 3, "create, subscriptions_set, gap: {seen:?}");
+}
