@@ -12,8 +12,12 @@ use crate::connections::frame::Frame;
 use crate::connections::hub::{Hub, Outbound, Registration};
 use crate::connections::limit::RateLimiter;
 use crate::events::CloudEvent;
+use crate::kafka::history::{self, Fetched, Range};
 use crate::metrics::{Metrics, Transport};
 use crate::replay::window::HTTP_STREAM_PREFIX;
+
+/// How long a resuming client may wait for Kafka history (partition assignment plus reading).
+const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::replay::{Frontier, Window};
 use crate::subscriptions::{self, Extractors, Index, Subscription};
 
@@ -40,6 +44,7 @@ pub struct State {
     pub cors: HeaderValue,
     http_stream: Arc<str>,
     http_seq: AtomicI64,
+    streams_started: tokio::sync::watch::Sender<u64>,
 }
 
 impl State {
@@ -64,6 +69,7 @@ impl State {
             cors,
             http_stream: Arc::from(format!("{HTTP_STREAM_PREFIX}{}", config.owner)),
             http_seq: AtomicI64::new(0),
+            streams_started: tokio::sync::watch::Sender::new(0),
             config,
         }
     }
@@ -100,10 +106,11 @@ impl State {
         transport: Transport,
         subs: &[Subscription],
         last_event_id: Option<&str>,
+        history: Option<&Fetched>,
     ) -> (Registration, String) {
         // Holding the window lock keeps publishers out until the queue holds the replay.
         let window = self.lock_window();
-        let replay = last_event_id.map(|id| window.replay(Frontier::decode(id).as_ref()));
+        let replay = last_event_id.map(|id| window.replay(Frontier::decode(id).as_ref(), history));
         let replay_len = replay.as_ref().map_or(0, |r| r.events.len() + 1);
         let registration = self.hub.register(transport, subs, replay_len);
         let token = self.tokens.encode(&self.owner, registration.id);
@@ -151,6 +158,67 @@ impl State {
     /// Note where this process starts reading `stream` (a newly assigned Kafka partition).
     pub fn start_stream(&self, stream: &Arc<str>, position: i64) {
         self.lock_window().start_stream(stream, position);
+        self.streams_started.send_modify(|n| *n += 1);
+    }
+
+    /// For a client resuming from `last_event_id`: read from Kafka what it missed before the
+    /// replay window (after a restart the window starts empty). `None` when nothing needs reading
+    /// or Kafka is off; failures are logged and yield `None` (the client then gets a gap event).
+    pub async fn kafka_history(&self, last_event_id: Option<&str>) -> Option<Fetched> {
+        let brokers = self.config.kafka_brokers.as_deref()?;
+        let from = Frontier::decode(last_event_id?)?;
+        let wanted: Vec<(Arc<str>, String, i32, i64)> = from
+            .0
+            .iter()
+            .filter(|(stream, _)| !stream.starts_with(HTTP_STREAM_PREFIX))
+            .filter_map(|(stream, next)| {
+                let (topic, partition) = stream.rsplit_once('/')?;
+                let partition = partition.parse().ok()?;
+                self.config
+                    .kafka_source_topics
+                    .iter()
+                    .any(|t| t == topic)
+                    .then(|| (stream.clone(), topic.to_owned(), partition, *next))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return None;
+        }
+        // Right after a restart the consumer may not have assigned the partitions yet; their
+        // start is where history must end, so wait for it (bounded).
+        let mut started = self.streams_started.subscribe();
+        let all_started = |_: &u64| {
+            let window = self.lock_window();
+            wanted.iter().all(|(s, ..)| window.floor(s).is_some())
+        };
+        let _ = tokio::time::timeout(HISTORY_TIMEOUT, started.wait_for(all_started)).await;
+        let ranges: Vec<Range> = {
+            let window = self.lock_window();
+            wanted
+                .into_iter()
+                .filter_map(|(stream, topic, partition, from)| {
+                    let to = window.floor(&stream)?;
+                    (from < to).then_some(Range {
+                        stream,
+                        topic,
+                        partition,
+                        from,
+                        to,
+                    })
+                })
+                .collect()
+        };
+        if ranges.is_empty() {
+            return None;
+        }
+        let max = self.config.replay_window.max(1);
+        match history::fetch(brokers, ranges, max, HISTORY_TIMEOUT).await {
+            Ok(fetched) => Some(fetched),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read Kafka history for a resuming client");
+                None
+            }
+        }
     }
 
     fn lock_window(&self) -> std::sync::MutexGuard<'_, Window> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::StatusCode;
 
 use super::hub::Registration;
+use crate::kafka::history::Fetched;
 use crate::metrics::Transport;
 use crate::state::State;
 use crate::subscriptions::{self, Subscription};
@@ -72,11 +73,32 @@ pub struct Opened {
     pub subscriptions: Vec<Subscription>,
 }
 
-/// Run the connect checks and register the connection.
+/// Run the connect checks and register the connection; a resuming client (`last_event_id`) is
+/// served from the replay window only. Prefer [`open_resumed`] where the caller can await.
 pub fn open(
     state: &Arc<State>,
     transport: Transport,
     params: &ConnectParams,
+) -> Result<Opened, Refused> {
+    open_with(state, transport, params, None)
+}
+
+/// Like [`open`], but a client resuming from a position older than the replay window first gets
+/// the missed events from Kafka (after a restart, the window starts empty).
+pub async fn open_resumed(
+    state: &Arc<State>,
+    transport: Transport,
+    params: &ConnectParams,
+) -> Result<Opened, Refused> {
+    let history = state.kafka_history(params.last_event_id.as_deref()).await;
+    open_with(state, transport, params, history.as_ref())
+}
+
+fn open_with(
+    state: &Arc<State>,
+    transport: Transport,
+    params: &ConnectParams,
+    history: Option<&Fetched>,
 ) -> Result<Opened, Refused> {
     let given = params.subscriptions.as_deref();
     if let Some(raw) = given {
@@ -110,7 +132,8 @@ pub fn open(
             message: "Reached maximum number of connections".to_owned(),
         });
     }
-    let (registration, token) = state.register(transport, &subs, params.last_event_id.as_deref());
+    let (registration, token) =
+        state.register(transport, &subs, params.last_event_id.as_deref(), history);
     Ok(Opened {
         registration,
         token,

@@ -31,7 +31,7 @@ impl Handler for Inbound {
         let state = &self.state;
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/_rig/health") => text(StatusCode::OK, "OK"),
-            (&Method::GET, "/_rig/v1/connection/sse") => connect_sse(state, &req),
+            (&Method::GET, "/_rig/v1/connection/sse") => connect_sse(state, &req).await,
             (&Method::POST, "/_rig/v1/events") => publish(state, req).await,
             (&Method::OPTIONS, "/_rig/v1/events") => preflight(state, "POST", "content-type"),
             _ => json(
@@ -42,7 +42,7 @@ impl Handler for Inbound {
     }
 }
 
-fn connect_sse(state: &Arc<State>, req: &Request<Incoming>) -> Response<Body> {
+async fn connect_sse(state: &Arc<State>, req: &Request<Incoming>) -> Response<Body> {
     let mut params = open::ConnectParams::from_query(req.uri().query());
     if let Some(id) = req
         .headers()
@@ -51,7 +51,7 @@ fn connect_sse(state: &Arc<State>, req: &Request<Incoming>) -> Response<Body> {
     {
         params.last_event_id = Some(id.to_owned());
     }
-    match open::open(state, Transport::Sse, &params) {
+    match open::open_resumed(state, Transport::Sse, &params).await {
         Ok(opened) => sse::response(opened, &state.cors),
         Err(refused) => text(refused.status, refused.message),
     }

@@ -1,3 +1,4 @@
 //! Kafka: the event consumer that feeds the hub.
 
 pub mod consumer;
+pub mod history;

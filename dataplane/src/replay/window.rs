@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::token::Frontier;
 use crate::events::CloudEvent;
+use crate::kafka::history::Fetched;
 
 /// Streams of HTTP-published events start with this prefix. They are local to the process that
 /// accepted the event, so a token naming another process's HTTP stream cannot be judged here and
@@ -87,8 +88,15 @@ impl Window {
         self.frontier.encode()
     }
 
+    /// The first position of `stream` the window can vouch for, if it has seen the stream.
+    pub fn floor(&self, stream: &str) -> Option<i64> {
+        self.floor.get(stream).copied()
+    }
+
     /// What a client whose last token was `from` missed (`None`: the token is not understood).
-    pub fn replay(&self, from: Option<&Frontier>) -> Replay {
+    /// `history` holds what was read from Kafka for positions older than the window: it is
+    /// replayed first, and the streams it covers count as served up to its end.
+    pub fn replay(&self, from: Option<&Frontier>, history: Option<&Fetched>) -> Replay {
         let Some(from) = from else {
             return Replay {
                 gap: true,
@@ -99,13 +107,25 @@ impl Window {
             if stream.starts_with(HTTP_STREAM_PREFIX) && !self.floor.contains_key(stream) {
                 return false;
             }
+            let next = match history.and_then(|h| h.covered.get(stream)) {
+                Some(end) => (*next).max(*end),
+                None => *next,
+            };
             match self.floor.get(stream) {
-                Some(floor) => next < floor,
+                Some(floor) => next < *floor,
                 // A Kafka stream this process never saw: whatever the client missed is not here.
                 None => true,
             }
         });
-        let events = self
+        let mut events = Vec::new();
+        if let Some(history) = history {
+            let mut frontier = from.clone();
+            for (stream, position, event) in &history.events {
+                frontier.advance(stream, *position);
+                events.push((event.clone(), Arc::from(frontier.encode())));
+            }
+        }
+        let live = self
             .entries
             .iter()
             .filter(|e| match from.next(&e.stream) {
@@ -114,8 +134,8 @@ impl Window {
                 // it is new to the client); another process's HTTP events never reached it.
                 None => !e.stream.starts_with(HTTP_STREAM_PREFIX),
             })
-            .map(|e| (e.event.clone(), e.token.clone()))
-            .collect();
+            .map(|e| (e.event.clone(), e.token.clone()));
+        events.extend(live);
         Replay { gap, events }
     }
 
@@ -159,12 +179,12 @@ mod tests {
             tokens.push(w.push(stream, n / 2, event(n)));
         }
         let from = Frontier::decode(&tokens[3]).expect("token");
-        let replay = w.replay(Some(&from));
+        let replay = w.replay(Some(&from), None);
         assert!(!replay.gap);
         assert_eq!(numbers(&replay), vec![4, 5, 6, 7, 8, 9]);
         // The last token: nothing missed.
         let last = Frontier::decode(&tokens[9]).expect("token");
-        let replay = w.replay(Some(&last));
+        let replay = w.replay(Some(&last), None);
         assert!(!replay.gap && replay.events.is_empty());
     }
 
@@ -175,11 +195,11 @@ mod tests {
         w.start_stream(&p, 0);
         let tokens: Vec<_> = (0..6).map(|n| w.push(&p, n, event(n))).collect();
         let from = Frontier::decode(&tokens[0]).expect("token");
-        let replay = w.replay(Some(&from));
+        let replay = w.replay(Some(&from), None);
         assert!(replay.gap, "events 1 and 2 were evicted");
         assert_eq!(numbers(&replay), vec![3, 4, 5]);
         let from = Frontier::decode(&tokens[2]).expect("token");
-        let replay = w.replay(Some(&from));
+        let replay = w.replay(Some(&from), None);
         assert!(!replay.gap, "3.. are all retained");
         assert_eq!(numbers(&replay), vec![3, 4, 5]);
     }
@@ -187,14 +207,42 @@ mod tests {
     #[test]
     fn unknown_tokens_and_unseen_kafka_streams_are_gaps() {
         let w = Window::new(10);
-        assert!(w.replay(None).gap);
+        assert!(w.replay(None, None).gap);
         let from = Frontier::decode("1~other/0:5").expect("token");
-        assert!(w.replay(Some(&from)).gap);
+        assert!(w.replay(Some(&from), None).gap);
         let from = Frontier::decode("1~_http@other-pod:5").expect("token");
         assert!(
-            !w.replay(Some(&from)).gap,
+            !w.replay(Some(&from), None).gap,
             "another process's HTTP stream is not judged"
         );
+    }
+
+    #[test]
+    fn history_fills_the_positions_before_the_window() {
+        let p: Arc<str> = Arc::from("t/0");
+        let mut w = Window::new(10);
+        w.start_stream(&p, 100);
+        w.push(&p, 100, event(100));
+        let from = Frontier::decode("1~t/0:97").expect("token");
+        let history = Fetched {
+            events: (97..100).map(|n| (p.clone(), n, event(n))).collect(),
+            covered: [(p.clone(), 100)].into_iter().collect(),
+            invalid: 0,
+        };
+        let replay = w.replay(Some(&from), Some(&history));
+        assert!(!replay.gap);
+        assert_eq!(numbers(&replay), vec![97, 98, 99, 100]);
+        assert_eq!(
+            &*replay.events[0].1, "1~t/0:98",
+            "history tokens advance the client's frontier"
+        );
+        // History that stops short of the window's start is a gap.
+        let short = Fetched {
+            events: Vec::new(),
+            covered: [(p.clone(), 99)].into_iter().collect(),
+            invalid: 0,
+        };
+        assert!(w.replay(Some(&from), Some(&short)).gap);
     }
 
     #[test]
@@ -203,8 +251,8 @@ mod tests {
         let mut w = Window::new(10);
         w.start_stream(&p, 100);
         let from = Frontier::decode("1~t/0:90").expect("token");
-        assert!(w.replay(Some(&from)).gap);
+        assert!(w.replay(Some(&from), None).gap);
         let from = Frontier::decode("1~t/0:100").expect("token");
-        assert!(!w.replay(Some(&from)).gap);
+        assert!(!w.replay(Some(&from), None).gap);
     }
 }
