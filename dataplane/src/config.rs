@@ -4,8 +4,12 @@
 //! process at start-up with a message naming the variable (a misconfigured gateway must not serve).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use thiserror::Error;
+
+use crate::auth::check::CheckMode;
+use crate::peers::PeerMap;
 
 /// Inbound port: connections, subscriptions, event publishing, proxied APIs (RIG's default 4000).
 pub const ENV_INBOUND_PORT: &str = "INBOUND_PORT";
@@ -24,6 +28,18 @@ pub const ENV_KAFKA_SOURCE_TOPICS: &str = "KAFKA_SOURCE_TOPICS";
 pub const ENV_MAX_CONNECTIONS_PER_MINUTE: &str = "MAX_CONNECTIONS_PER_MINUTE";
 /// RIG's `EXTRACTORS`: inline JSON or a path to a JSON file.
 pub const ENV_EXTRACTORS: &str = "EXTRACTORS";
+/// RIG's `SUBSCRIPTION_CHECK`: `no_check` (default), `jwt_validation`, or an `http://` URL.
+pub const ENV_SUBSCRIPTION_CHECK: &str = "SUBSCRIPTION_CHECK";
+/// RIG's `SUBMISSION_CHECK` (guards `POST /_rig/v1/events`): same values.
+pub const ENV_SUBMISSION_CHECK: &str = "SUBMISSION_CHECK";
+/// Milliseconds an external authorization check may take; no answer in time denies.
+pub const ENV_CHECK_TIMEOUT_MS: &str = "RIG_CHECK_TIMEOUT_MS";
+/// The other processes' internal APIs, for forwarding requests about their connections:
+/// comma-separated `<owner>=http://<host>:<port>`, and optionally `*=http://{owner}.<svc>:<port>`
+/// (see `peers`).
+pub const ENV_PEERS: &str = "RIG_PEERS";
+/// Milliseconds a forwarded request may take before the client gets 504.
+pub const ENV_PEER_TIMEOUT_MS: &str = "RIG_PEER_TIMEOUT_MS";
 /// Events kept for lossless reconnect (see `replay`); 0 disables replay.
 pub const ENV_REPLAY_WINDOW: &str = "RIG_REPLAY_WINDOW";
 /// Frames a connection may have queued before it counts as a slow consumer and is closed.
@@ -46,6 +62,11 @@ const DEFAULT_REPLAY_WINDOW: usize = 10_000;
 const DEFAULT_QUEUE_CAPACITY: usize = 256;
 /// 1 MiB: CloudEvents are small; larger bodies are almost always a mistake or an attack.
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// 5 s, RIG's HTTP client's receive timeout: long enough for a slow policy service, short enough
+/// that a dead one does not hold connects and publishes for long.
+const DEFAULT_CHECK_TIMEOUT_MS: u64 = 5_000;
+/// 5 s: a peer answers a subscription update in milliseconds; beyond this it is stuck.
+const DEFAULT_PEER_TIMEOUT_MS: u64 = 5_000;
 
 /// A configuration value that cannot be used.
 #[derive(Debug, Error)]
@@ -82,6 +103,16 @@ pub struct Config {
     pub max_connections_per_minute: u64,
     /// RIG's `EXTRACTORS` JSON (already read from the file when a path was given).
     pub extractors_json: Option<String>,
+    /// `SUBSCRIPTION_CHECK`.
+    pub subscription_check: CheckMode,
+    /// `SUBMISSION_CHECK`.
+    pub submission_check: CheckMode,
+    /// Bound on one external authorization check.
+    pub check_timeout: Duration,
+    /// The other processes (`RIG_PEERS`).
+    pub peers: PeerMap,
+    /// Bound on one forwarded request.
+    pub peer_timeout: Duration,
     /// Events kept for lossless reconnect.
     pub replay_window: usize,
     /// Per-connection queue capacity.
@@ -121,6 +152,34 @@ impl Config {
             )?
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_MINUTE),
             extractors_json: extractors(lookup(ENV_EXTRACTORS))?,
+            subscription_check: check_mode(&lookup, ENV_SUBSCRIPTION_CHECK)?,
+            submission_check: check_mode(&lookup, ENV_SUBMISSION_CHECK)?,
+            check_timeout: Duration::from_millis(
+                parse(
+                    &lookup,
+                    ENV_CHECK_TIMEOUT_MS,
+                    "a positive number of milliseconds",
+                )?
+                .filter(|ms| *ms > 0)
+                .unwrap_or(DEFAULT_CHECK_TIMEOUT_MS),
+            ),
+            peers: match lookup(ENV_PEERS) {
+                None => PeerMap::default(),
+                Some(value) => PeerMap::parse(&value).map_err(|reason| Error::Invalid {
+                    var: ENV_PEERS,
+                    value,
+                    reason,
+                })?,
+            },
+            peer_timeout: Duration::from_millis(
+                parse(
+                    &lookup,
+                    ENV_PEER_TIMEOUT_MS,
+                    "a positive number of milliseconds",
+                )?
+                .filter(|ms| *ms > 0)
+                .unwrap_or(DEFAULT_PEER_TIMEOUT_MS),
+            ),
             replay_window: parse(&lookup, ENV_REPLAY_WINDOW, "a non-negative integer")?
                 .unwrap_or(DEFAULT_REPLAY_WINDOW),
             queue_capacity: parse(&lookup, ENV_QUEUE_CAPACITY, "a positive integer")?
@@ -131,6 +190,16 @@ impl Config {
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(random_owner),
         })
+    }
+}
+
+/// `SUBSCRIPTION_CHECK` / `SUBMISSION_CHECK`; unset means `no_check` (RIG's default).
+fn check_mode(lookup: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<CheckMode> {
+    match lookup(var) {
+        None => Ok(CheckMode::NoCheck),
+        Some(value) => {
+            CheckMode::parse(&value).map_err(|reason| Error::Invalid { var, value, reason })
+        }
     }
 }
 
@@ -223,5 +292,35 @@ mod tests {
         .expect("valid");
         assert_eq!(c.inbound, "127.0.0.1:5000".parse().expect("addr"));
         assert_eq!(c.internal, "127.0.0.1:5010".parse().expect("addr"));
+    }
+
+    #[test]
+    fn checks_and_peers_are_read_and_bad_values_name_the_variable() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.subscription_check, CheckMode::NoCheck);
+        assert_eq!(c.submission_check, CheckMode::NoCheck);
+        assert!(c.peers.is_empty());
+        let c = config(&[
+            ("SUBSCRIPTION_CHECK", "JWT_VALIDATION"),
+            ("SUBMISSION_CHECK", "http://check:8080/events"),
+            ("RIG_PEERS", "rig-0=http://10.0.0.1:4010"),
+            ("RIG_CHECK_TIMEOUT_MS", "250"),
+        ])
+        .expect("valid");
+        assert_eq!(c.subscription_check, CheckMode::JwtValidation);
+        assert!(matches!(c.submission_check, CheckMode::External(_)));
+        assert_eq!(
+            c.peers.base("rig-0").as_deref(),
+            Some("http://10.0.0.1:4010")
+        );
+        assert_eq!(c.check_timeout, Duration::from_millis(250));
+        for (var, value) in [
+            ("SUBSCRIPTION_CHECK", "sometimes"),
+            ("RIG_PEERS", "rig-0"),
+            ("RIG_PEER_TIMEOUT_MS", "soon"),
+        ] {
+            let err = config(&[(var, value)]).expect_err("invalid");
+            assert!(err.to_string().contains(var), "{err}");
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod events;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod peers;
 pub mod replay;
 pub mod state;
 pub mod subscriptions;

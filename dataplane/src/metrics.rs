@@ -56,6 +56,18 @@ pub struct Metrics {
     pub replay_hits: AtomicU64,
     /// Resumes that could not be served whole (the client got `rig.connection.gap`).
     pub replay_misses: AtomicU64,
+    /// Requests `SUBSCRIPTION_CHECK` denied.
+    pub subscription_check_denials: AtomicU64,
+    /// `SUBSCRIPTION_CHECK` calls that failed (no usable answer; the request was denied).
+    pub subscription_check_errors: AtomicU64,
+    /// Requests `SUBMISSION_CHECK` denied.
+    pub submission_check_denials: AtomicU64,
+    /// `SUBMISSION_CHECK` calls that failed (no usable answer; the request was denied).
+    pub submission_check_errors: AtomicU64,
+    /// Subscription updates forwarded to the process that holds the connection.
+    pub peer_forwards: AtomicU64,
+    /// Forwarded subscription updates that got no answer from the owner (or had no known owner).
+    pub peer_forward_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -131,6 +143,40 @@ impl Metrics {
             "rig_replay_misses_total",
             "Reconnects that could not be served whole (rig.connection.gap sent).",
             load(&self.replay_misses),
+        );
+        for (name, help, subscription, submission) in [
+            (
+                "rig_authorization_check_denials_total",
+                "Requests denied by SUBSCRIPTION_CHECK or SUBMISSION_CHECK.",
+                &self.subscription_check_denials,
+                &self.submission_check_denials,
+            ),
+            (
+                "rig_authorization_check_errors_total",
+                "External authorization checks without a usable answer (the request was denied).",
+                &self.subscription_check_errors,
+                &self.submission_check_errors,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n\
+                 {name}{{check=\"subscription\"}} {}\n{name}{{check=\"submission\"}} {}",
+                load(subscription),
+                load(submission)
+            );
+        }
+        counter(
+            &mut out,
+            "rig_peer_forwards_total",
+            "Subscription updates forwarded to the process that holds the connection.",
+            load(&self.peer_forwards),
+        );
+        counter(
+            &mut out,
+            "rig_peer_forward_failures_total",
+            "Forwarded subscription updates without an answer from the connection's owner.",
+            load(&self.peer_forward_failures),
         );
         out
     }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use http::HeaderValue;
 
+use crate::auth::check::{Check, CheckKind};
 use crate::auth::jwt::{Claims, JwtError, Verifier};
 use crate::auth::token::TokenCodec;
 use crate::config::Config;
@@ -14,12 +15,13 @@ use crate::connections::limit::RateLimiter;
 use crate::events::CloudEvent;
 use crate::kafka::history::{self, Fetched, Range};
 use crate::metrics::{Metrics, Transport};
+use crate::peers::Peers;
 use crate::replay::window::HTTP_STREAM_PREFIX;
 
 /// How long a resuming client may wait for Kafka history (partition assignment plus reading).
 const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::replay::{Frontier, Window};
-use crate::subscriptions::{self, Extractors, Index, Subscription};
+use crate::subscriptions::{self, ConnId, Extractors, Index, Subscription};
 
 /// Everything a handler may need; one per process, behind an `Arc`.
 #[derive(Debug)]
@@ -42,6 +44,12 @@ pub struct State {
     pub connection_limiter: RateLimiter,
     /// `access-control-allow-origin`, validated once.
     pub cors: HeaderValue,
+    /// `SUBSCRIPTION_CHECK`: connecting with subscriptions, replacing subscriptions.
+    pub subscription_check: Check,
+    /// `SUBMISSION_CHECK`: `POST /_rig/v1/events`.
+    pub submission_check: Check,
+    /// The other processes, to which requests about their connections are forwarded.
+    pub peers: Peers,
     http_stream: Arc<str>,
     http_seq: AtomicI64,
     streams_started: tokio::sync::watch::Sender<u64>,
@@ -58,6 +66,19 @@ impl State {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(extractors, config.queue_capacity, metrics.clone()));
         let cors = HeaderValue::from_str(&config.cors).unwrap_or(HeaderValue::from_static("*"));
+        let subscription_check = Check::new(
+            CheckKind::Subscription,
+            config.subscription_check.clone(),
+            config.check_timeout,
+            metrics.clone(),
+        );
+        let submission_check = Check::new(
+            CheckKind::Submission,
+            config.submission_check.clone(),
+            config.check_timeout,
+            metrics.clone(),
+        );
+        let peers = Peers::new(config.peers.clone(), config.peer_timeout, metrics.clone());
         Self {
             metrics,
             hub,
@@ -67,6 +88,9 @@ impl State {
             owner: config.owner.clone(),
             connection_limiter: RateLimiter::per_minute(config.max_connections_per_minute),
             cors,
+            subscription_check,
+            submission_check,
+            peers,
             http_stream: Arc::from(format!("{HTTP_STREAM_PREFIX}{}", config.owner)),
             http_seq: AtomicI64::new(0),
             streams_started: tokio::sync::watch::Sender::new(0),
@@ -153,6 +177,30 @@ impl State {
         }
         drop(window);
         (registration, token)
+    }
+
+    /// Replace the subscriptions of connection `id` and queue `rig.subscriptions_set` (with the new
+    /// set) to it; `false` when the connection is not (or no longer) here. Atomic with respect to
+    /// event publication: events published before get the old set's matches, events after the
+    /// new set's, and they reach the queue after the `rig.subscriptions_set` frame.
+    pub fn set_subscriptions(&self, id: ConnId, subs: &[Subscription]) -> bool {
+        let window = self.lock_window();
+        if !self.hub.set_subscriptions(id, subs) {
+            return false;
+        }
+        let set = CloudEvent::new_rig("rig.subscriptions_set", subscriptions::to_json(subs));
+        let frame = Frame::new(&set, Some(&window.token()));
+        let queued = self.hub.send_to(id, Outbound::Frame(Arc::new(frame)));
+        drop(window);
+        if !queued {
+            // The set is in effect; only the notice is lost (the queue is full or just closed).
+            self.metrics.queue_drops.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                connection = id,
+                "cannot queue rig.subscriptions_set: the connection's queue is full or closed"
+            );
+        }
+        true
     }
 
     /// Note where this process starts reading `stream` (a newly assigned Kafka partition).

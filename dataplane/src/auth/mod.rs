@@ -10,6 +10,7 @@
 //! like [`crate::config`]. Start-up problems are [`ConfigError`]s; a refused token is the module's
 //! own error ([`jwt::JwtError`], [`token::TokenError`]), always answered with a 4xx.
 
+pub mod check;
 pub mod jwt;
 pub mod token;
 

@@ -127,6 +127,11 @@ impl Hub {
         true
     }
 
+    /// Whether connection `id` is open here.
+    pub fn contains(&self, id: ConnId) -> bool {
+        read(self.shard(id)).contains_key(&id)
+    }
+
     /// Queue `item` to connection `id` (for events addressed to one connection, such as
     /// `rig.subscriptions_set`); `false` when the connection is gone or its queue is full.
     pub fn send_to(&self, id: ConnId, item: Outbound) -> bool {

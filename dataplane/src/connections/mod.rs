@@ -7,3 +7,4 @@ pub mod hub;
 pub mod limit;
 pub mod open;
 pub mod sse;
+pub mod subscriptions_put;

@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 
 use super::hub::Registration;
+use crate::auth::check::ExternalRequest;
 use crate::kafka::history::Fetched;
 use crate::metrics::Transport;
 use crate::state::State;
@@ -74,13 +75,18 @@ pub struct Opened {
 }
 
 /// Run the connect checks and register the connection; a resuming client (`last_event_id`) is
-/// served from the replay window only. Prefer [`open_resumed`] where the caller can await.
-pub fn open(
+/// served from the replay window only. Prefer [`open_resumed`] where history matters.
+pub async fn open(
     state: &Arc<State>,
     transport: Transport,
     params: &ConnectParams,
 ) -> Result<Opened, Refused> {
-    open_with(state, transport, params, None)
+    let subs = check(state, params).await?;
+    admit(state, transport, params, &subs, None).map(|(registration, token)| Opened {
+        registration,
+        token,
+        subscriptions: subs,
+    })
 }
 
 /// Like [`open`], but a client resuming from a position older than the replay window first gets
@@ -90,22 +96,23 @@ pub async fn open_resumed(
     transport: Transport,
     params: &ConnectParams,
 ) -> Result<Opened, Refused> {
+    let subs = check(state, params).await?;
     let history = state.kafka_history(params.last_event_id.as_deref()).await;
-    open_with(state, transport, params, history.as_ref())
+    admit(state, transport, params, &subs, history.as_ref()).map(|(registration, token)| Opened {
+        registration,
+        token,
+        subscriptions: subs,
+    })
 }
 
-fn open_with(
-    state: &Arc<State>,
-    transport: Transport,
-    params: &ConnectParams,
-    history: Option<&Fetched>,
-) -> Result<Opened, Refused> {
-    let given = params.subscriptions.as_deref();
-    if let Some(raw) = given {
-        serde_json::from_str::<serde_json::Value>(raw).map_err(|e| {
+/// Checks 1-4 (module docs): the subscriptions the connection would get.
+async fn check(state: &Arc<State>, params: &ConnectParams) -> Result<Vec<Subscription>, Refused> {
+    let given = match params.subscriptions.as_deref() {
+        Some(raw) => Some(serde_json::from_str::<serde_json::Value>(raw).map_err(|e| {
             Refused::bad_request(format!("Failed to decode subscription list: {e}"))
-        })?;
-    }
+        })?),
+        None => None,
+    };
     let claims =
         match params.jwt.as_deref().filter(|t| !t.is_empty()) {
             Some(token) => Some(state.verify_jwt(token).map_err(|e| {
@@ -117,26 +124,51 @@ fn open_with(
         Some(claims) => state.hub.extractors().jwt_subscriptions(claims.as_value()),
         None => Vec::new(),
     };
-    if let Some(raw) = given {
-        let parsed = subscriptions::parse_list(raw)
+    if let Some(value) = &given {
+        let parsed = subscriptions::parse_value(value)
             .map_err(|e| Refused::bad_request(format!("could not parse subscriptions: {e}")))?;
         for sub in parsed {
             if !subs.contains(&sub) {
                 subs.push(sub);
             }
         }
+        // SUBSCRIPTION_CHECK only when subscriptions were passed (RIG): the check service gets
+        // them as the client sent them, with the `jwt` as a bearer token.
+        let jwt = params.jwt.as_deref().filter(|t| !t.is_empty());
+        state
+            .subscription_check
+            .authorize(
+                || claims.is_some(),
+                || ExternalRequest {
+                    body: serde_json::json!({ "subscriptions": value })
+                        .to_string()
+                        .into(),
+                    content_type: HeaderValue::from_static("application/json; charset=utf-8"),
+                    authorization: jwt
+                        .and_then(|t| HeaderValue::try_from(format!("Bearer {t}")).ok())
+                        .into_iter()
+                        .collect(),
+                },
+            )
+            .await
+            .map_err(|_| Refused::bad_request("Subscription denied (not authorized)."))?;
     }
+    Ok(subs)
+}
+
+/// Check 5 (the rate limit), then registration.
+fn admit(
+    state: &Arc<State>,
+    transport: Transport,
+    params: &ConnectParams,
+    subs: &[Subscription],
+    history: Option<&Fetched>,
+) -> Result<(Registration, String), Refused> {
     if !state.connection_limiter.try_acquire() {
         return Err(Refused {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: "Reached maximum number of connections".to_owned(),
         });
     }
-    let (registration, token) =
-        state.register(transport, &subs, params.last_event_id.as_deref(), history);
-    Ok(Opened {
-        registration,
-        token,
-        subscriptions: subs,
-    })
+    Ok(state.register(transport, subs, params.last_event_id.as_deref(), history))
 }

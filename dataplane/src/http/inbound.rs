@@ -8,7 +8,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 
 use super::{Body, json, server::Handler, text};
-use crate::connections::{open, sse};
+use crate::auth::check::{self, ExternalRequest};
+use crate::connections::{open, sse, subscriptions_put};
 use crate::events;
 use crate::metrics::Transport;
 use crate::state::State;
@@ -32,8 +33,17 @@ impl Handler for Inbound {
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/_rig/health") => text(StatusCode::OK, "OK"),
             (&Method::GET, "/_rig/v1/connection/sse") => connect_sse(state, &req).await,
-            (&Method::POST, "/_rig/v1/events") => publish(state, req).await,
+            (&Method::POST, "/_rig/v1/events") => submit(state, req).await,
             (&Method::OPTIONS, "/_rig/v1/events") => preflight(state, "POST", "content-type"),
+            (&Method::PUT, path) if subscriptions_put::token_in_path(path).is_some() => {
+                let token = subscriptions_put::token_in_path(path)
+                    .unwrap_or_default()
+                    .to_owned();
+                subscriptions_put::put(state, req, token, subscriptions_put::Via::Inbound).await
+            }
+            (&Method::OPTIONS, path) if subscriptions_put::token_in_path(path).is_some() => {
+                preflight(state, "PUT", "content-type,authorization")
+            }
             _ => json(
                 StatusCode::NOT_FOUND,
                 &serde_json::json!({"message": "Not Found"}),
@@ -57,8 +67,21 @@ async fn connect_sse(state: &Arc<State>, req: &Request<Incoming>) -> Response<Bo
     }
 }
 
-/// `POST /_rig/v1/events` (and, without the submission check, `POST /v3/messages`).
+/// `POST /_rig/v1/events`: [`publish`] after `SUBMISSION_CHECK`.
+async fn submit(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    publish_checked(state, req, true).await
+}
+
+/// `POST /v3/messages` (internal API): like `POST /_rig/v1/events`, without `SUBMISSION_CHECK`.
 pub async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    publish_checked(state, req, false).await
+}
+
+async fn publish_checked(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    check: bool,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let body = match super::read_body(body, state.config.max_body_bytes).await {
         Ok(body) => body,
@@ -66,6 +89,30 @@ pub async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Response<Bod
     };
     match events::from_http(&parts.headers, body) {
         Ok(event) => {
+            // The event is parsed first: the check service gets it as CloudEvent JSON (RIG's docs),
+            // with the client's authorization.
+            if check
+                && state
+                    .submission_check
+                    .authorize(
+                        || {
+                            check::check_tokens(&parts.headers)
+                                .into_iter()
+                                .any(|t| state.verify_jwt(t).is_ok())
+                        },
+                        || ExternalRequest {
+                            body: event.json.clone(),
+                            content_type: HeaderValue::from_static(
+                                "application/json; charset=utf-8",
+                            ),
+                            authorization: check::authorization_headers(&parts.headers),
+                        },
+                    )
+                    .await
+                    .is_err()
+            {
+                return text(StatusCode::FORBIDDEN, "Submission denied.");
+            }
             let answer = event.json.clone();
             state
                 .metrics

@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 
 use super::{Body, json, server::Handler, text};
+use crate::connections::subscriptions_put;
 use crate::state::State;
 
 /// Routes internal API requests.
@@ -36,6 +37,12 @@ impl Handler for Internal {
                 res
             }
             (&Method::POST, "/v3/messages") => super::inbound::publish(&self.state, req).await,
+            (&Method::PUT, path) if subscriptions_put::token_in_internal_path(path).is_some() => {
+                let token = subscriptions_put::token_in_internal_path(path)
+                    .unwrap_or_default()
+                    .to_owned();
+                subscriptions_put::put(&self.state, req, token, subscriptions_put::Via::Peer).await
+            }
             _ => json(
                 StatusCode::NOT_FOUND,
                 &serde_json::json!({"errors": {"detail": "Not found"}}),
