@@ -46,6 +46,12 @@ pub const ENV_REPLAY_WINDOW: &str = "RIG_REPLAY_WINDOW";
 pub const ENV_QUEUE_CAPACITY: &str = "RIG_CONNECTION_QUEUE";
 /// Largest accepted request body on `/_rig/v1/events`, `/v3/messages` and subscription PUTs.
 pub const ENV_MAX_BODY_BYTES: &str = "RIG_MAX_BODY_BYTES";
+/// Milliseconds a long poll is held open when nothing is pending (0: answer at once).
+pub const ENV_LONGPOLLING_HOLD_MS: &str = "RIG_LONGPOLLING_HOLD_MS";
+/// Seconds a long-polling session lives without a poll.
+pub const ENV_LONGPOLLING_SESSION_TIMEOUT_SECS: &str = "RIG_LONGPOLLING_SESSION_TIMEOUT_SECS";
+/// Events a long-polling session keeps between polls; beyond it the oldest are dropped.
+pub const ENV_LONGPOLLING_BUFFER: &str = "RIG_LONGPOLLING_BUFFER";
 /// The name of this process in connection tokens (the pod name in Kubernetes).
 pub const ENV_POD_NAME: &str = "POD_NAME";
 
@@ -62,6 +68,13 @@ const DEFAULT_REPLAY_WINDOW: usize = 10_000;
 const DEFAULT_QUEUE_CAPACITY: usize = 256;
 /// 1 MiB: CloudEvents are small; larger bodies are almost always a mistake or an attack.
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// 5 s, RIG's (10 checks 500 ms apart): well below the 30-60 s idle timeouts of proxies and load
+/// balancers, long enough that an idle client polls only a dozen times a minute.
+const DEFAULT_LONGPOLLING_HOLD_MS: u64 = 5_000;
+/// 1 h, RIG's: a tab in the background keeps its session (and buffered events) for a while.
+const DEFAULT_LONGPOLLING_SESSION_TIMEOUT_SECS: u64 = 3_600;
+/// 200, RIG's ring size: a few minutes of a typical frontend's events between polls.
+const DEFAULT_LONGPOLLING_BUFFER: usize = 200;
 /// 5 s, RIG's HTTP client's receive timeout: long enough for a slow policy service, short enough
 /// that a dead one does not hold connects and publishes for long.
 const DEFAULT_CHECK_TIMEOUT_MS: u64 = 5_000;
@@ -119,6 +132,12 @@ pub struct Config {
     pub queue_capacity: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How long a long poll with nothing to answer is held open.
+    pub longpolling_hold: std::time::Duration,
+    /// How long a long-polling session lives without a poll.
+    pub longpolling_session_timeout: std::time::Duration,
+    /// Events a long-polling session keeps between polls (at least 1).
+    pub longpolling_buffer: usize,
     /// Name of this process in connection tokens.
     pub owner: String,
 }
@@ -186,6 +205,23 @@ impl Config {
                 .unwrap_or(DEFAULT_QUEUE_CAPACITY),
             max_body_bytes: parse(&lookup, ENV_MAX_BODY_BYTES, "a positive integer")?
                 .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            longpolling_hold: std::time::Duration::from_millis(
+                parse(&lookup, ENV_LONGPOLLING_HOLD_MS, "a number of milliseconds")?
+                    .unwrap_or(DEFAULT_LONGPOLLING_HOLD_MS),
+            ),
+            longpolling_session_timeout: std::time::Duration::from_secs(
+                parse(
+                    &lookup,
+                    ENV_LONGPOLLING_SESSION_TIMEOUT_SECS,
+                    "a positive number of seconds",
+                )?
+                .map_or(
+                    DEFAULT_LONGPOLLING_SESSION_TIMEOUT_SECS,
+                    std::num::NonZeroU64::get,
+                ),
+            ),
+            longpolling_buffer: parse(&lookup, ENV_LONGPOLLING_BUFFER, "a positive integer")?
+                .map_or(DEFAULT_LONGPOLLING_BUFFER, std::num::NonZeroUsize::get),
             owner: lookup(ENV_POD_NAME)
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(random_owner),
@@ -274,6 +310,26 @@ mod tests {
         assert_eq!(c.inbound.port(), 4000);
         assert_eq!(c.internal.port(), 4010);
         assert_eq!(c.cors, "*");
+    }
+
+    #[test]
+    fn longpolling_defaults_are_rigs_and_zero_sizes_are_refused() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.longpolling_hold, std::time::Duration::from_secs(5));
+        assert_eq!(
+            c.longpolling_session_timeout,
+            std::time::Duration::from_secs(3600)
+        );
+        assert_eq!(c.longpolling_buffer, 200);
+        let c = config(&[("RIG_LONGPOLLING_HOLD_MS", "0")]).expect("no hold is fine");
+        assert!(c.longpolling_hold.is_zero());
+        for var in [
+            "RIG_LONGPOLLING_BUFFER",
+            "RIG_LONGPOLLING_SESSION_TIMEOUT_SECS",
+        ] {
+            let err = config(&[(var, "0")]).expect_err("zero");
+            assert!(err.to_string().contains(var), "{err}");
+        }
     }
 
     #[test]

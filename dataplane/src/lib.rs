@@ -46,6 +46,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     tracing::info!(inbound = %config.inbound, internal = %config.internal, owner = %config.owner, "listening");
     let state = Arc::new(State::new(config, Arc::new(extractors), verifier, tokens));
 
+    // One sweeper expires every idle long-polling session: no timer per session.
+    let sweeper = tokio::spawn(state.longpolling.clone().run_sweeper(shutdown.clone()));
     let heartbeat = {
         let state = state.clone();
         let mut shutdown = shutdown.clone();
@@ -83,6 +85,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     );
     tokio::join!(inbound, internal);
     let _ = heartbeat.await;
+    let _ = sweeper.await;
     if let Some(consumer) = consumer {
         match consumer.await {
             Ok(Ok(())) => {}

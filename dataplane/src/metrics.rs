@@ -50,6 +50,11 @@ pub struct Metrics {
     pub forwarded_events: AtomicU64,
     /// Frames dropped because a connection's queue was full (the connection is closed).
     pub queue_drops: AtomicU64,
+    /// Events dropped from full long-polling buffers before the client got them (it is told with
+    /// `rig.connection.gap`).
+    pub longpolling_dropped: AtomicU64,
+    /// Long-polling sessions removed after the session timeout without polls.
+    pub longpolling_expired: AtomicU64,
     /// Kafka partitions this process reads.
     pub assigned_partitions: AtomicU64,
     /// Resumes served entirely from the replay window.
@@ -125,6 +130,18 @@ impl Metrics {
             "rig_queue_drops_total",
             "Frames dropped because a connection's queue was full (the connection is closed).",
             load(&self.queue_drops),
+        );
+        counter(
+            &mut out,
+            "rig_longpolling_dropped_events_total",
+            "Events dropped from full long-polling buffers before the client got them.",
+            load(&self.longpolling_dropped),
+        );
+        counter(
+            &mut out,
+            "rig_longpolling_expired_sessions_total",
+            "Long-polling sessions removed after the session timeout without polls.",
+            load(&self.longpolling_expired),
         );
         let _ = writeln!(
             out,

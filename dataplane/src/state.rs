@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::connections::frame::Frame;
 use crate::connections::hub::{Hub, Outbound, Registration};
 use crate::connections::limit::RateLimiter;
+use crate::connections::longpolling::sessions::Sessions;
 use crate::events::CloudEvent;
 use crate::kafka::history::{self, Fetched, Range};
 use crate::metrics::{Metrics, Transport};
@@ -32,6 +33,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Open connections and the subscription index.
     pub hub: Arc<Hub>,
+    /// Long-polling sessions: their buffers between polls.
+    pub longpolling: Arc<Sessions>,
     /// Recently forwarded events, for lossless reconnect.
     pub window: Mutex<Window>,
     /// JWT verification (without a configured key every token is refused).
@@ -65,6 +68,11 @@ impl State {
     ) -> Self {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(extractors, config.queue_capacity, metrics.clone()));
+        let longpolling = Arc::new(Sessions::new(
+            config.longpolling_buffer,
+            config.longpolling_session_timeout,
+            metrics.clone(),
+        ));
         let cors = HeaderValue::from_str(&config.cors).unwrap_or(HeaderValue::from_static("*"));
         let subscription_check = Check::new(
             CheckKind::Subscription,
@@ -82,6 +90,7 @@ impl State {
         Self {
             metrics,
             hub,
+            longpolling,
             window: Mutex::new(Window::new(config.replay_window)),
             verifier,
             tokens,

@@ -28,6 +28,15 @@ impl Frame {
             json: event.json.clone(),
         }
     }
+
+    /// The resume token the frame was encoded with (its SSE `id:` line), for transports that
+    /// report it another way (long-polling's `last_event_id`). Read back from the encoded bytes so
+    /// that a frame carries no second copy.
+    pub fn resume_token(&self) -> Option<&str> {
+        let rest = self.sse.strip_prefix(b"id: ")?;
+        let end = rest.iter().position(|b| *b == b'\n')?;
+        std::str::from_utf8(&rest[..end]).ok()
+    }
 }
 
 /// Encode one SSE message. `data` may contain newlines (pretty-printed JSON): each line becomes its
@@ -96,5 +105,13 @@ mod tests {
             1,
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_resume_token_is_read_back_from_the_frame() {
+        let event = CloudEvent::new_rig("t", serde_json::json!({}));
+        let frame = Frame::new(&event, Some("1~a/0:3,b/1:7"));
+        assert_eq!(frame.resume_token(), Some("1~a/0:3,b/1:7"));
+        assert_eq!(Frame::new(&event, None).resume_token(), None);
     }
 }

@@ -5,6 +5,7 @@ pub mod body;
 pub mod frame;
 pub mod hub;
 pub mod limit;
+pub mod longpolling;
 pub mod open;
 pub mod sse;
 pub mod subscriptions_put;

@@ -9,7 +9,7 @@ use hyper::{Request, Response};
 
 use super::{Body, json, server::Handler, text};
 use crate::auth::check::{self, ExternalRequest};
-use crate::connections::{open, sse, subscriptions_put};
+use crate::connections::{longpolling, open, sse, subscriptions_put};
 use crate::events;
 use crate::metrics::Transport;
 use crate::state::State;
@@ -33,6 +33,10 @@ impl Handler for Inbound {
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/_rig/health") => text(StatusCode::OK, "OK"),
             (&Method::GET, "/_rig/v1/connection/sse") => connect_sse(state, &req).await,
+            (&Method::GET, "/_rig/v1/connection/longpolling") => {
+                longpolling::get(state, &req).await
+            }
+            (&Method::OPTIONS, "/_rig/v1/connection/longpolling") => longpolling::preflight(state),
             (&Method::POST, "/_rig/v1/events") => submit(state, req).await,
             (&Method::OPTIONS, "/_rig/v1/events") => preflight(state, "POST", "content-type"),
             (&Method::PUT, path) if subscriptions_put::token_in_path(path).is_some() => {
