@@ -140,6 +140,8 @@ pub struct Config {
     pub longpolling_buffer: usize,
     /// Name of this process in connection tokens.
     pub owner: String,
+    /// Standalone mode: a file or folder of `EventRoute`/`ProxyRoute`/`Blacklist` manifests.
+    pub manifests: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -222,6 +224,9 @@ impl Config {
             ),
             longpolling_buffer: parse(&lookup, ENV_LONGPOLLING_BUFFER, "a positive integer")?
                 .map_or(DEFAULT_LONGPOLLING_BUFFER, std::num::NonZeroUsize::get),
+            manifests: lookup(crate::manifests::ENV_MANIFESTS)
+                .filter(|p| !p.trim().is_empty())
+                .map(std::path::PathBuf::from),
             owner: lookup(ENV_POD_NAME)
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(random_owner),

@@ -9,9 +9,11 @@ pub mod connections;
 pub mod events;
 pub mod http;
 pub mod kafka;
+pub mod manifests;
 pub mod metrics;
 pub mod peers;
 pub mod replay;
+pub mod routes;
 pub mod state;
 pub mod subscriptions;
 
@@ -33,10 +35,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         .and_then(|jwt| jwt.verifier())
         .context("JWT configuration")?;
     let tokens = auth::TokenCodec::from_env().context("connection token key")?;
-    let extractors = match &config.extractors_json {
-        Some(json) => subscriptions::Extractors::from_rig_json(json).context("EXTRACTORS")?,
-        None => subscriptions::Extractors::new(),
-    };
+    // A configuration that does not compile stops the process with the reason: a gateway must
+    // not serve with half its routes.
+    let routes = routes::compile(&config).context("configuration")?;
     let inbound = TcpListener::bind(config.inbound)
         .await
         .with_context(|| format!("binding the inbound port {}", config.inbound))?;
@@ -44,7 +45,16 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         .await
         .with_context(|| format!("binding the internal API port {}", config.internal))?;
     tracing::info!(inbound = %config.inbound, internal = %config.internal, owner = %config.owner, "listening");
-    let state = Arc::new(State::new(config, Arc::new(extractors), verifier, tokens));
+    let (topics_tx, topics_rx) = watch::channel(routes.topics);
+    let state = Arc::new(State::new(config, Arc::new(routes.extractors), verifier, tokens));
+    if let Some(path) = state.config.manifests.clone() {
+        tokio::spawn(routes::watch_manifests(
+            state.clone(),
+            path,
+            topics_tx,
+            shutdown.clone(),
+        ));
+    }
 
     // One sweeper expires every idle long-polling session: no timer per session.
     let sweeper = tokio::spawn(state.longpolling.clone().run_sweeper(shutdown.clone()));
@@ -56,7 +66,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => state.hub.heartbeat(metrics::Transport::Sse),
+                    _ = tick.tick() => {
+                        state.hub.heartbeat(metrics::Transport::Sse);
+                        state.hub.heartbeat(metrics::Transport::Ws);
+                    }
                     _ = http::server::stopped(&mut shutdown) => break,
                 }
             }
@@ -67,8 +80,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     };
     let consumer = match state.config.kafka_brokers.clone() {
         Some(brokers) => {
-            let topics = state.config.kafka_source_topics.clone();
-            let task = kafka::consumer::run(state.clone(), brokers, topics, shutdown.clone());
+            let task = kafka::consumer::run(state.clone(), brokers, topics_rx, shutdown.clone());
             Some(tokio::spawn(task))
         }
         None => None,

@@ -57,6 +57,10 @@ pub struct Metrics {
     pub longpolling_expired: AtomicU64,
     /// Kafka partitions this process reads.
     pub assigned_partitions: AtomicU64,
+    /// Successful reloads of the standalone manifests.
+    pub config_reloads: AtomicU64,
+    /// Rejected reloads (the previous configuration stayed).
+    pub config_reload_failures: AtomicU64,
     /// Resumes served entirely from the replay window.
     pub replay_hits: AtomicU64,
     /// Resumes that could not be served whole (the client got `rig.connection.gap`).
@@ -148,6 +152,18 @@ impl Metrics {
             "# HELP rig_kafka_assigned_partitions Kafka partitions this process reads.\n\
              # TYPE rig_kafka_assigned_partitions gauge\nrig_kafka_assigned_partitions {}",
             load(&self.assigned_partitions)
+        );
+        counter(
+            &mut out,
+            "rig_config_reloads_total",
+            "Successful reloads of the standalone manifests.",
+            load(&self.config_reloads),
+        );
+        counter(
+            &mut out,
+            "rig_config_reload_failures_total",
+            "Rejected reloads of the standalone manifests (the previous configuration stayed).",
+            load(&self.config_reload_failures),
         );
         counter(
             &mut out,

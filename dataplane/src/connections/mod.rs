@@ -9,3 +9,4 @@ pub mod longpolling;
 pub mod open;
 pub mod sse;
 pub mod subscriptions_put;
+pub mod ws;

@@ -9,7 +9,7 @@ use hyper::{Request, Response};
 
 use super::{Body, json, server::Handler, text};
 use crate::auth::check::{self, ExternalRequest};
-use crate::connections::{longpolling, open, sse, subscriptions_put};
+use crate::connections::{longpolling, open, sse, subscriptions_put, ws};
 use crate::events;
 use crate::metrics::Transport;
 use crate::state::State;
@@ -33,6 +33,7 @@ impl Handler for Inbound {
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/_rig/health") => text(StatusCode::OK, "OK"),
             (&Method::GET, "/_rig/v1/connection/sse") => connect_sse(state, &req).await,
+            (&Method::GET, "/_rig/v1/connection/ws") => ws::connect(state, req),
             (&Method::GET, "/_rig/v1/connection/longpolling") => {
                 longpolling::get(state, &req).await
             }

@@ -35,11 +35,12 @@ pub enum Error {
     Create(#[source] rdkafka::error::KafkaError),
 }
 
-/// Consume `topics` from `brokers` and publish every event to the hub, until `shutdown`.
+/// Consume the topics named by `topics` (which may change at run time) from `brokers` and publish
+/// every event to the hub, until `shutdown`.
 pub async fn run(
     state: Arc<State>,
     brokers: String,
-    topics: Vec<String>,
+    mut topics: watch::Receiver<Vec<String>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let consumer: StreamConsumer = ClientConfig::new()
@@ -54,7 +55,7 @@ pub async fn run(
         .set("topic.metadata.refresh.interval.ms", "5000")
         .create()
         .map_err(Error::Create)?;
-    tracing::info!(%brokers, ?topics, "consuming events (every partition, from the latest offset)");
+    tracing::info!(%brokers, topics = ?*topics.borrow(), "consuming events (every partition, from the latest offset)");
     let consumer = Arc::new(consumer);
     let mut assigned: BTreeSet<(String, i32)> = BTreeSet::new();
     let mut streams = Streams::default();
@@ -62,7 +63,16 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = refresh.tick() => {
-                assign_new_partitions(&state, &consumer, &topics, &mut assigned, &mut streams).await;
+                let current = topics.borrow().clone();
+                assign_new_partitions(&state, &consumer, &current, &mut assigned, &mut streams).await;
+            }
+            changed = topics.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let current = topics.borrow_and_update().clone();
+                unassign_removed(&state, &consumer, &current, &mut assigned);
+                assign_new_partitions(&state, &consumer, &current, &mut assigned, &mut streams).await;
             }
             message = consumer.recv() => match message {
                 Ok(message) => handle(&state, &mut streams, &message),
@@ -155,6 +165,37 @@ async fn assign_new_partitions(
             }
         }
         Err(error) => tracing::warn!(%error, "cannot assign partitions; retrying"),
+    }
+}
+
+/// Stop reading partitions of topics that are no longer configured.
+fn unassign_removed(
+    state: &State,
+    consumer: &StreamConsumer,
+    topics: &[String],
+    assigned: &mut BTreeSet<(String, i32)>,
+) {
+    let removed: Vec<(String, i32)> = assigned
+        .iter()
+        .filter(|(topic, _)| !topics.contains(topic))
+        .cloned()
+        .collect();
+    if removed.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in &removed {
+        list.add_partition(topic, *partition);
+    }
+    match consumer.incremental_unassign(&list) {
+        Ok(()) => {
+            for tp in removed {
+                tracing::info!(topic = %tp.0, partition = tp.1, "unassigned (topic no longer configured)");
+                state.metrics.assigned_partitions.fetch_sub(1, Ordering::Relaxed);
+                assigned.remove(&tp);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot unassign partitions"),
     }
 }
 

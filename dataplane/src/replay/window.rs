@@ -148,6 +148,16 @@ impl Window {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// The resume token after the oldest retained event whose CloudEvent `id` is `event_id`, for
+    /// clients that know event ids but not tokens (WebSocket). The oldest, so that a reused id
+    /// replays more rather than less. `None` when no retained event has that id.
+    pub fn token_after_event(&self, event_id: &str) -> Option<Arc<str>> {
+        self.entries
+            .iter()
+            .find(|e| e.event.id == event_id)
+            .map(|e| e.token.clone())
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +174,20 @@ mod tests {
             .iter()
             .map(|(e, _)| e.value["data"]["n"].as_i64().expect("n"))
             .collect()
+    }
+
+    #[test]
+    fn an_event_id_resolves_to_the_token_after_its_oldest_occurrence() {
+        let p: Arc<str> = Arc::from("t/0");
+        let mut w = Window::new(10);
+        let first = event(1);
+        let id = first.id.clone();
+        let after_first = w.push(&p, 0, first.clone());
+        w.push(&p, 1, event(2));
+        // The same id again (a producer retry): the older occurrence wins.
+        w.push(&p, 2, first);
+        assert_eq!(w.token_after_event(&id), Some(after_first));
+        assert_eq!(w.token_after_event("unknown"), None);
     }
 
     #[test]
