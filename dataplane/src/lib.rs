@@ -46,7 +46,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         .with_context(|| format!("binding the internal API port {}", config.internal))?;
     tracing::info!(inbound = %config.inbound, internal = %config.internal, owner = %config.owner, "listening");
     let (topics_tx, topics_rx) = watch::channel(routes.topics);
-    let state = Arc::new(State::new(config, Arc::new(routes.extractors), verifier, tokens));
+    let state = Arc::new(State::new(
+        config,
+        Arc::new(routes.extractors),
+        verifier,
+        tokens,
+    ));
     if let Some(path) = state.config.manifests.clone() {
         tokio::spawn(routes::watch_manifests(
             state.clone(),

@@ -90,7 +90,8 @@ pub fn load(path: &Path) -> Result<Manifests, Error> {
                 document: i + 1,
                 reason,
             };
-            let value = serde_yaml::Value::deserialize(document).map_err(|e| invalid(e.to_string()))?;
+            let value =
+                serde_yaml::Value::deserialize(document).map_err(|e| invalid(e.to_string()))?;
             if value.is_null() {
                 continue; // an empty document (e.g. a trailing `---`)
             }
@@ -206,7 +207,10 @@ mod tests {
         let text = "apiVersion: rig.dev/v1alpha1\nkind: EventRoute\nmetadata: {name: a}\nspec:\n  source: {kafka: {topics: [t]}}\n  events: [{type: x}]\n---\napiVersion: rig.dev/v1alpha1\nkind: EventRoute\nmetadata: {name: b}\nspec:\n  sauce: {}\n";
         let d = dir(&[("bad.yaml", text)]);
         let err = load(&d).expect_err("unknown field").to_string();
-        assert!(err.contains("bad.yaml") && err.contains("document 2"), "{err}");
+        assert!(
+            err.contains("bad.yaml") && err.contains("document 2"),
+            "{err}"
+        );
         assert!(err.contains("sauce"), "{err}");
         let d = dir(&[("k.yaml", "apiVersion: v1\nkind: ConfigMap\n")]);
         let err = load(&d).expect_err("foreign kind").to_string();

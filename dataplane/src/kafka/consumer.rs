@@ -191,7 +191,10 @@ fn unassign_removed(
         Ok(()) => {
             for tp in removed {
                 tracing::info!(topic = %tp.0, partition = tp.1, "unassigned (topic no longer configured)");
-                state.metrics.assigned_partitions.fetch_sub(1, Ordering::Relaxed);
+                state
+                    .metrics
+                    .assigned_partitions
+                    .fetch_sub(1, Ordering::Relaxed);
                 assigned.remove(&tp);
             }
         }
