@@ -57,6 +57,8 @@ pub struct Metrics {
     pub longpolling_expired: AtomicU64,
     /// Kafka partitions this process reads.
     pub assigned_partitions: AtomicU64,
+    /// Messages behind the end of the assigned partitions (sum over partitions).
+    pub consumer_lag: AtomicU64,
     /// Successful reloads of the standalone manifests.
     pub config_reloads: AtomicU64,
     /// Rejected reloads (the previous configuration stayed).
@@ -152,6 +154,12 @@ impl Metrics {
             "# HELP rig_kafka_assigned_partitions Kafka partitions this process reads.\n\
              # TYPE rig_kafka_assigned_partitions gauge\nrig_kafka_assigned_partitions {}",
             load(&self.assigned_partitions)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rig_kafka_consumer_lag_messages Messages behind the end of the assigned partitions.\n\
+             # TYPE rig_kafka_consumer_lag_messages gauge\nrig_kafka_consumer_lag_messages {}",
+            load(&self.consumer_lag)
         );
         counter(
             &mut out,

@@ -65,6 +65,7 @@ pub async fn run(
             _ = refresh.tick() => {
                 let current = topics.borrow().clone();
                 assign_new_partitions(&state, &consumer, &current, &mut assigned, &mut streams).await;
+                report_lag(&state, &consumer).await;
             }
             changed = topics.changed() => {
                 if changed.is_err() {
@@ -84,18 +85,52 @@ pub async fn run(
     Ok(())
 }
 
-/// Replay-stream names per partition (`topic/partition`), allocated once.
+/// Replay-stream names per partition (`topic/partition`), allocated once; the per-message lookup
+/// allocates nothing.
 #[derive(Debug, Default)]
-struct Streams(HashMap<(String, i32), Arc<str>>);
+struct Streams(HashMap<String, HashMap<i32, Arc<str>>>);
 
 impl Streams {
     fn get(&mut self, topic: &str, partition: i32) -> Arc<str> {
-        if let Some(s) = self.0.get(&(topic.to_owned(), partition)) {
+        if let Some(s) = self.0.get(topic).and_then(|p| p.get(&partition)) {
             return s.clone();
         }
         let s: Arc<str> = Arc::from(format!("{topic}/{partition}"));
-        self.0.insert((topic.to_owned(), partition), s.clone());
+        self.0
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(partition, s.clone());
         s
+    }
+}
+
+/// Messages behind the end of every assigned partition (end offset minus the consumer's
+/// position), summed; published as `rig_kafka_consumer_lag_messages`.
+async fn report_lag(state: &State, consumer: &Arc<StreamConsumer>) {
+    let consumer = consumer.clone();
+    let lag = tokio::task::spawn_blocking(move || {
+        let positions = consumer.position().ok()?;
+        let mut total: i64 = 0;
+        for element in positions.elements() {
+            let Offset::Offset(position) = element.offset() else {
+                continue; // nothing consumed yet on this partition: no position to compare
+            };
+            if let Ok((_, high)) = consumer.fetch_watermarks(
+                element.topic(),
+                element.partition(),
+                Duration::from_secs(5),
+            ) {
+                total += (high - position).max(0);
+            }
+        }
+        Some(total)
+    })
+    .await;
+    if let Ok(Some(lag)) = lag {
+        state
+            .metrics
+            .consumer_lag
+            .store(lag.max(0) as u64, Ordering::Relaxed);
     }
 }
 

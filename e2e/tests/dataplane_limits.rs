@@ -1,0 +1,168 @@
+//! Hygiene: a client that never reads is closed as a slow consumer without disturbing the others,
+//! and bad JWTs on connect get their documented answer.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
+use rig_e2e::sse;
+use rig_e2e::{http, wait_until};
+use tokio::io::AsyncWriteExt;
+
+const T: Duration = Duration::from_secs(60);
+const SECRET: &str = "limits-test-secret";
+
+async fn metric(dp: &DataPlane, name: &str) -> f64 {
+    let (_, text) = http::get(dp.internal(), "/metrics").await.expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+const SUBS: &str = "subscriptions=%5B%7B%22eventType%22%3A%22big%22%7D%5D";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_and_others_get_everything() {
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("RIG_CONNECTION_QUEUE", "16");
+    let dp = DataPlane::start(config).await.expect("start");
+
+    // The stuck client: sends its request, then never reads a byte.
+    let mut stuck = tokio::net::TcpStream::connect(dp.inbound())
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /_rig/v1/connection/sse?{SUBS} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n\r\n",
+        dp.inbound()
+    );
+    stuck
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    wait_until("both connections registered", T, || async {
+        (metric(&dp, "rig_connections{transport=\"sse\"}").await >= 1.0).then_some(())
+    })
+    .await;
+
+    // The healthy client reads concurrently.
+    const EVENTS: usize = 300;
+    let mut healthy = sse::open(
+        dp.inbound(),
+        &format!("/_rig/v1/connection/sse?{SUBS}"),
+        &[],
+    )
+    .await
+    .expect("healthy client");
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < EVENTS {
+            match healthy.next(T).await.expect("read") {
+                Some(e) if e.event == "big" => got += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        got
+    });
+
+    // 300 events of 64 KiB: ~19 MiB, far beyond the stuck socket's kernel buffers plus its queue.
+    let filler = "x".repeat(64 * 1024);
+    for i in 0..EVENTS {
+        let body = serde_json::json!({
+            "specversion": "1.0", "type": "big", "source": "/e2e", "id": format!("b{i}"),
+            "data": {"filler": filler}
+        })
+        .to_string();
+        let (status, _, _) = http::post(
+            dp.internal(),
+            "/v3/messages",
+            "application/cloudevents+json",
+            body,
+        )
+        .await
+        .expect("post");
+        assert_eq!(status, 202);
+    }
+    assert_eq!(
+        reader.await.expect("reader"),
+        EVENTS,
+        "the healthy client got every event"
+    );
+    wait_until("the stuck client is dropped", T, || async {
+        (metric(&dp, "rig_queue_drops_total").await >= 1.0).then_some(())
+    })
+    .await;
+    drop(stuck);
+    assert_eq!(
+        http::get(dp.internal(), "/health").await.expect("health").0,
+        200
+    );
+}
+
+fn token(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_jwts_on_connect_are_refused_and_a_valid_one_is_accepted() {
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("JWT_SECRET_KEY", SECRET);
+    let dp = DataPlane::start(config).await.expect("start");
+    let expired = token(serde_json::json!({"exp": now() - 3600, "jti": "a"}));
+    let other_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"exp": now() + 3600}),
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-secret"),
+    )
+    .expect("sign");
+    let hs512 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+        &serde_json::json!({"exp": now() + 3600}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign");
+    for (label, jwt) in [
+        ("garbage", "not.a.jwt".to_owned()),
+        ("expired", expired),
+        ("wrong key", other_key),
+        ("algorithm not configured", hs512),
+    ] {
+        match sse::connect(
+            dp.inbound(),
+            &format!("/_rig/v1/connection/sse?jwt={jwt}"),
+            &[],
+        )
+        .await
+        .expect("connect")
+        {
+            sse::Connect::Refused(status, _, text) => {
+                assert_eq!(status, 400, "{label}");
+                assert!(text.contains("could not decode JWT"), "{label}: {text}");
+            }
+            sse::Connect::Stream(_) => panic!("{label}: must be refused"),
+        }
+    }
+    let valid = token(serde_json::json!({"exp": now() + 3600, "jti": "ok"}));
+    let mut client = sse::open(
+        dp.inbound(),
+        &format!("/_rig/v1/connection/sse?jwt={valid}"),
+        &[],
+    )
+    .await
+    .expect("a valid token connects");
+    let first = client.next(T).await.expect("read").expect("event");
+    assert_eq!(first.event, "rig.connection.create");
+}
