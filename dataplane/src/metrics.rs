@@ -93,9 +93,15 @@ impl Metrics {
         self.connections[transport.index()].fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition of every metric; `subscriptions` is the number of
+    /// subscriptions in the index right now (RIG's `rig_subscriptions_total` gauge).
+    pub fn render(&self, subscriptions: usize) -> String {
         let mut out = String::with_capacity(2048);
+        let _ = writeln!(
+            out,
+            "# HELP rig_subscriptions_total Subscriptions of the open connections.\n\
+             # TYPE rig_subscriptions_total gauge\nrig_subscriptions_total {subscriptions}"
+        );
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         gauge_by_transport(
             &mut out,
@@ -127,7 +133,7 @@ impl Metrics {
         );
         counter(
             &mut out,
-            "rig_forwarded_events_total",
+            "rig_consumed_events_forwarded_total",
             "Event frames queued to frontend connections.",
             load(&self.forwarded_events),
         );
@@ -249,7 +255,8 @@ mod tests {
         m.connection_opened(Transport::Ws);
         m.connection_closed(Transport::Ws);
         m.consumed_events_failed.fetch_add(3, Ordering::Relaxed);
-        let text = m.render();
+        let text = m.render(7);
+        assert!(text.contains("rig_subscriptions_total 7\n"), "{text}");
         assert!(
             text.contains("rig_connections{transport=\"ws\"} 1\n"),
             "{text}"
@@ -263,7 +270,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("# TYPE rig_forwarded_events_total counter\n"),
+            text.contains("# TYPE rig_consumed_events_forwarded_total counter\n"),
             "{text}"
         );
     }

@@ -405,3 +405,72 @@ async fn reconnect_with_last_event_id_gets_exactly_the_missed_events() {
         .expect("gap event");
     assert_eq!(seen.len(), 3, "create, subscriptions_set, gap: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_is_an_or_of_ands_unknown_fields_are_ignored_types_match_exactly() {
+    let config = DataPlaneConfig::new().expect("ports").env(
+        "EXTRACTORS",
+        r#"{"greeting":{"name":{"stable_field_index":0,"event":{"json_pointer":"/data/name"}},
+                        "age":{"stable_field_index":1,"event":{"json_pointer":"/data/age"}}}}"#,
+    );
+    let dp = DataPlane::start(config).await.expect("dp");
+    // (name=joe AND age=30) OR (name=ann); `mood` has no extractor, so it is ignored.
+    let (mut client, _) = subscribe(
+        &dp,
+        serde_json::json!([{"eventType": "greeting",
+            "oneOf": [{"name": "joe", "age": 30}, {"name": "ann", "mood": "happy"}]}]),
+    )
+    .await;
+    let cases = [
+        ("greeting", "joe", serde_json::json!(30), true),
+        ("greeting", "joe", serde_json::json!(31), false),
+        ("greeting", "joe", serde_json::Value::Null, false),
+        ("greeting", "ann", serde_json::json!(99), true),
+        ("greeting", "bob", serde_json::json!(30), false),
+        ("greeting.v2", "joe", serde_json::json!(30), false),
+        ("Greeting", "ann", serde_json::json!(1), false),
+    ];
+    for (i, (event_type, name, age, _)) in cases.iter().enumerate() {
+        let body = ce(
+            event_type,
+            &format!("c{i}"),
+            serde_json::json!({"name": name, "age": age}),
+        );
+        let (status, _, _) = http::post(
+            dp.inbound(),
+            "/_rig/v1/events",
+            "application/cloudevents+json",
+            body,
+        )
+        .await
+        .expect("post");
+        assert_eq!(status, 202);
+    }
+    // A final marker that matches, so everything before it has been decided.
+    let marker = ce("greeting", "end", serde_json::json!({"name": "ann"}));
+    http::post(
+        dp.inbound(),
+        "/_rig/v1/events",
+        "application/cloudevents+json",
+        marker,
+    )
+    .await
+    .expect("post");
+    let got = client
+        .until(T, |e| e.json()["id"] == "end")
+        .await
+        .expect("events");
+    let ids: Vec<String> = got
+        .iter()
+        .map(|e| e.json()["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let expected: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.3)
+        .map(|(i, _)| format!("c{i}"))
+        .chain(std::iter::once("end".to_owned()))
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(metric(&dp, "rig_subscriptions_total").await, 1.0);
+}

@@ -317,7 +317,7 @@ mod tests {
     }
 
     fn metrics_text(m: &Metrics) -> String {
-        m.render()
+        m.render(0)
     }
 
     #[tokio::test]

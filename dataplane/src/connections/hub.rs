@@ -213,6 +213,11 @@ impl Hub {
         }
     }
 
+    /// Subscriptions of all open connections (for the `rig_subscriptions_total` gauge).
+    pub fn subscription_count(&self) -> usize {
+        self.index.subscription_count()
+    }
+
     /// Open connections of this process.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| read(s).len()).sum()

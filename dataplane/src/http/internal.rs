@@ -29,7 +29,7 @@ impl Handler for Internal {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => text(StatusCode::OK, "OK"),
             (&Method::GET, "/metrics") => {
-                let mut res = text(StatusCode::OK, self.state.metrics.render());
+                let mut res = text(StatusCode::OK, self.state.metrics.render(self.state.hub.subscription_count()));
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
