@@ -71,18 +71,27 @@ async fn crds_install_and_examples_round_trip_through_the_apiserver() {
     let back = api.get("session-3b1f2c9e").await.expect("read back");
     assert_eq!(back.spec, bl.spec);
 
-    // `kubectl get rig` lists all three kinds through the category.
-    let listed = kubectl_ok(&env, &["get", "rig", "-n", &ns, "-o", "name"], None).expect("get rig");
-    for expected in [
+    // `kubectl get rig` lists all three kinds through the category. Discovery catches up with a
+    // new CRD shortly after it is Established, so poll (bounded) until kubectl sees the category.
+    let expected = [
         "eventroute.rig.dev/greetings",
         "proxyroute.rig.dev/books",
         "proxyroute.rig.dev/orders",
         "blacklist.rig.dev/session-3b1f2c9e",
-    ] {
-        assert!(
-            listed.contains(expected),
-            "{expected} missing in:\n{listed}"
-        );
+    ];
+    let env2 = env.clone();
+    let ns2 = ns.clone();
+    let listed = rig_e2e::wait_until(
+        "`kubectl get rig` to list all kinds",
+        std::time::Duration::from_secs(60),
+        || {
+            let listed = kubectl_ok(&env2, &["get", "rig", "-n", &ns2, "-o", "name"], None).ok();
+            async move { listed.filter(|l| expected.iter().all(|e| l.contains(e))) }
+        },
+    )
+    .await;
+    for e in expected {
+        assert!(listed.contains(e), "{e} missing in:\n{listed}");
     }
 }
 
