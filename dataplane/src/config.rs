@@ -52,6 +52,9 @@ pub const ENV_LONGPOLLING_HOLD_MS: &str = "RIG_LONGPOLLING_HOLD_MS";
 pub const ENV_LONGPOLLING_SESSION_TIMEOUT_SECS: &str = "RIG_LONGPOLLING_SESSION_TIMEOUT_SECS";
 /// Events a long-polling session keeps between polls; beyond it the oldest are dropped.
 pub const ENV_LONGPOLLING_BUFFER: &str = "RIG_LONGPOLLING_BUFFER";
+/// Open connections one JWT session may hold in this process (beyond RIG, its issue #258); 0 or
+/// unset: no limit.
+pub const ENV_MAX_CONNECTIONS_PER_SESSION: &str = "MAX_CONNECTIONS_PER_SESSION";
 /// The name of this process in connection tokens (the pod name in Kubernetes).
 pub const ENV_POD_NAME: &str = "POD_NAME";
 
@@ -114,6 +117,8 @@ pub struct Config {
     pub kafka_source_topics: Vec<String>,
     /// New connections per minute (0 = unlimited).
     pub max_connections_per_minute: u64,
+    /// Open connections per JWT session; `None` (the default: RIG has no such limit) = unlimited.
+    pub max_connections_per_session: Option<usize>,
     /// RIG's `EXTRACTORS` JSON (already read from the file when a path was given).
     pub extractors_json: Option<String>,
     /// `SUBSCRIPTION_CHECK`.
@@ -172,6 +177,12 @@ impl Config {
                 "a non-negative integer",
             )?
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_MINUTE),
+            max_connections_per_session: parse::<usize>(
+                &lookup,
+                ENV_MAX_CONNECTIONS_PER_SESSION,
+                "a non-negative integer (0: no limit)",
+            )?
+            .filter(|n| *n > 0),
             extractors_json: extractors(lookup(ENV_EXTRACTORS))?,
             subscription_check: check_mode(&lookup, ENV_SUBSCRIPTION_CHECK)?,
             submission_check: check_mode(&lookup, ENV_SUBMISSION_CHECK)?,
@@ -315,6 +326,20 @@ mod tests {
         assert_eq!(c.inbound.port(), 4000);
         assert_eq!(c.internal.port(), 4010);
         assert_eq!(c.cors, "*");
+        assert_eq!(c.max_connections_per_session, None, "no per-session limit");
+    }
+
+    #[test]
+    fn the_per_session_limit_is_read_and_zero_means_none() {
+        let c = config(&[("MAX_CONNECTIONS_PER_SESSION", "3")]).expect("valid");
+        assert_eq!(c.max_connections_per_session, Some(3));
+        let c = config(&[("MAX_CONNECTIONS_PER_SESSION", "0")]).expect("valid");
+        assert_eq!(c.max_connections_per_session, None);
+        let err = config(&[("MAX_CONNECTIONS_PER_SESSION", "-1")]).expect_err("negative");
+        assert!(
+            err.to_string().contains("MAX_CONNECTIONS_PER_SESSION"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod peers;
 pub mod replay;
 pub mod routes;
+pub mod sessions;
 pub mod state;
 pub mod subscriptions;
 
@@ -52,6 +53,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         verifier,
         tokens,
     ));
+    if state.config.manifests.is_some() {
+        state.apply_manifest_blacklists(&routes.blacklists);
+    }
     if let Some(path) = state.config.manifests.clone() {
         tokio::spawn(routes::watch_manifests(
             state.clone(),
@@ -63,6 +67,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 
     // One sweeper expires every idle long-polling session: no timer per session.
     let sweeper = tokio::spawn(state.longpolling.clone().run_sweeper(shutdown.clone()));
+    // Likewise one sweeper removes expired session revocations.
+    let blacklist_sweeper = tokio::spawn(state.blacklist.clone().run_sweeper(shutdown.clone()));
     let heartbeat = {
         let state = state.clone();
         let mut shutdown = shutdown.clone();
@@ -103,6 +109,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     tokio::join!(inbound, internal);
     let _ = heartbeat.await;
     let _ = sweeper.await;
+    let _ = blacklist_sweeper.await;
     if let Some(consumer) = consumer {
         match consumer.await {
             Ok(Ok(())) => {}

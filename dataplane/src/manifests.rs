@@ -111,9 +111,15 @@ pub fn load(path: &Path) -> Result<Manifests, Error> {
                 Some("ProxyRoute") => out
                     .proxy_routes
                     .push(serde_yaml::from_value(value).map_err(parse_err)?),
-                Some("Blacklist") => out
-                    .blacklists
-                    .push(serde_yaml::from_value(value).map_err(parse_err)?),
+                Some("Blacklist") => {
+                    let blacklist: Blacklist = serde_yaml::from_value(value).map_err(parse_err)?;
+                    crate::sessions::rfc3339::parse(&blacklist.spec.expires_at)
+                        .map_err(|e| invalid(format!("spec.expiresAt: {e}")))?;
+                    if blacklist.spec.session_id.is_empty() {
+                        return Err(invalid("spec.sessionId must not be empty".to_owned()));
+                    }
+                    out.blacklists.push(blacklist);
+                }
                 other => {
                     return Err(invalid(format!(
                         "kind must be EventRoute, ProxyRoute or Blacklist, got {:?}",
@@ -212,6 +218,15 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("sauce"), "{err}");
+        let d = dir(&[(
+            "bl.yaml",
+            "apiVersion: rig.dev/v1alpha1\nkind: Blacklist\nmetadata: {name: b}\nspec:\n  sessionId: s\n  expiresAt: tomorrow\n",
+        )]);
+        let err = load(&d).expect_err("bad expiresAt").to_string();
+        assert!(
+            err.contains("bl.yaml") && err.contains("spec.expiresAt: not an RFC 3339 date-time"),
+            "{err}"
+        );
         let d = dir(&[("k.yaml", "apiVersion: v1\nkind: ConfigMap\n")]);
         let err = load(&d).expect_err("foreign kind").to_string();
         assert!(err.contains("apiVersion must be rig.dev/v1alpha1"), "{err}");

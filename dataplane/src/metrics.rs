@@ -79,6 +79,10 @@ pub struct Metrics {
     pub peer_forwards: AtomicU64,
     /// Forwarded subscription updates that got no answer from the owner (or had no known owner).
     pub peer_forward_failures: AtomicU64,
+    /// Entries in the session blacklist (a gauge).
+    pub blacklist_entries: AtomicU64,
+    /// Connections closed because their session was revoked.
+    pub sessions_killed: AtomicU64,
 }
 
 impl Metrics {
@@ -224,6 +228,18 @@ impl Metrics {
             "rig_peer_forward_failures_total",
             "Forwarded subscription updates without an answer from the connection's owner.",
             load(&self.peer_forward_failures),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rig_blacklist_entries Revoked sessions held in the session blacklist.\n\
+             # TYPE rig_blacklist_entries gauge\nrig_blacklist_entries {}",
+            load(&self.blacklist_entries)
+        );
+        counter(
+            &mut out,
+            "rig_sessions_killed_total",
+            "Connections closed because their session was revoked.",
+            load(&self.sessions_killed),
         );
         out
     }

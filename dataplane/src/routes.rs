@@ -34,6 +34,8 @@ pub struct Routes {
     pub extractors: Extractors,
     /// `KAFKA_SOURCE_TOPICS` plus the topics of every `EventRoute`, sorted, no duplicates.
     pub topics: Vec<String>,
+    /// The `Blacklist` objects: revoked session and end of the revocation.
+    pub blacklists: Vec<(String, std::time::SystemTime)>,
 }
 
 /// Compile the routing from the configuration and (standalone mode) the manifests.
@@ -57,7 +59,20 @@ fn compile_with(config: &Config, manifests: &Manifests) -> Result<Routes, Error>
     topics.extend(manifests.kafka_topics());
     topics.sort();
     topics.dedup();
-    Ok(Routes { extractors, topics })
+    let blacklists = manifests
+        .blacklists
+        .iter()
+        .filter_map(|b| {
+            // `manifests::load` has validated every `expiresAt`.
+            let until = crate::sessions::rfc3339::parse(&b.spec.expires_at).ok()?;
+            Some((b.spec.session_id.clone(), until))
+        })
+        .collect();
+    Ok(Routes {
+        extractors,
+        topics,
+        blacklists,
+    })
 }
 
 /// Re-read the manifests at `path` whenever they change; a valid set replaces the extractors and
@@ -84,6 +99,7 @@ pub async fn watch_manifests(
         match compile(&state.config) {
             Ok(routes) => {
                 state.hub.set_extractors(Arc::new(routes.extractors));
+                state.apply_manifest_blacklists(&routes.blacklists);
                 topics.send_if_modified(|current| {
                     let changed = *current != routes.topics;
                     *current = routes.topics;

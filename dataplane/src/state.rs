@@ -10,7 +10,7 @@ use crate::auth::jwt::{Claims, JwtError, Verifier};
 use crate::auth::token::TokenCodec;
 use crate::config::Config;
 use crate::connections::frame::Frame;
-use crate::connections::hub::{Hub, Outbound, Registration};
+use crate::connections::hub::{Hub, Outbound, Registration, SessionLimit};
 use crate::connections::limit::RateLimiter;
 use crate::connections::longpolling::sessions::Sessions;
 use crate::events::CloudEvent;
@@ -18,6 +18,7 @@ use crate::kafka::history::{self, Fetched, Range};
 use crate::metrics::{Metrics, Transport};
 use crate::peers::Peers;
 use crate::replay::window::HTTP_STREAM_PREFIX;
+use crate::sessions::{self, Blacklist, Source};
 
 /// How long a resuming client may wait for Kafka history (partition assignment plus reading).
 const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -53,6 +54,8 @@ pub struct State {
     pub submission_check: Check,
     /// The other processes, to which requests about their connections are forwarded.
     pub peers: Peers,
+    /// Revoked JWT sessions.
+    pub blacklist: Arc<Blacklist>,
     http_stream: Arc<str>,
     http_seq: AtomicI64,
     streams_started: tokio::sync::watch::Sender<u64>,
@@ -87,7 +90,9 @@ impl State {
             metrics.clone(),
         );
         let peers = Peers::new(config.peers.clone(), config.peer_timeout, metrics.clone());
+        let blacklist = Arc::new(Blacklist::new(metrics.clone()));
         Self {
+            blacklist,
             metrics,
             hub,
             longpolling,
@@ -107,9 +112,101 @@ impl State {
         }
     }
 
-    /// Verify a raw JWT (signature, expiry, algorithm).
+    /// Verify a raw JWT (signature, expiry, algorithm) and refuse it when its session is revoked
+    /// ([`JwtError::Revoked`]). Every use of end-user JWTs goes through here.
     pub fn verify_jwt(&self, token: &str) -> Result<Claims, JwtError> {
-        self.verifier.verify(token)
+        let claims = self.verifier.verify(token)?;
+        if let Some(session) = self.verifier.session_id(&claims)
+            && self.blacklist.is_revoked(&session)
+        {
+            return Err(JwtError::Revoked { session });
+        }
+        Ok(claims)
+    }
+
+    /// The session of verified `claims` (the claim at `JWT_SESSION_FIELD`), if it has one.
+    pub fn session_of(&self, claims: &Claims) -> Option<Arc<str>> {
+        self.verifier.session_id(claims).map(Arc::from)
+    }
+
+    /// Add connection `id` to `sessions`, refusing beyond `limit` connections per session. A
+    /// session revoked since its token was verified is killed right away (the revocation may
+    /// have looked for its connections before this one joined), so no connection outlives a
+    /// revocation. `Ok(false)` when the connection is gone.
+    pub fn join_sessions(
+        &self,
+        id: ConnId,
+        sessions: &[Arc<str>],
+        limit: Option<usize>,
+    ) -> Result<bool, SessionLimit> {
+        let joined = self.hub.join_sessions(id, sessions, limit)?;
+        for session in sessions {
+            if self.blacklist.is_revoked(session) {
+                self.kill_session(session);
+            }
+        }
+        Ok(joined)
+    }
+
+    /// Revoke `session` until `until` and close its connections in this process; returns how
+    /// many were closed.
+    pub fn revoke(&self, session: &str, until: tokio::time::Instant, source: Source) -> usize {
+        let newly = self.blacklist.revoke(session, until, source);
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        tracing::info!(
+            session,
+            ?source,
+            newly,
+            validity_secs = left.as_secs(),
+            "session revoked"
+        );
+        self.kill_session(session)
+    }
+
+    /// Close every connection of `session` in this process: SSE and long-polling get
+    /// `rig.session_killed`, WebSocket close 1000 `Session killed.`. Counted in
+    /// `rig_sessions_killed_total`; returns how many were closed.
+    pub fn kill_session(&self, session: &str) -> usize {
+        let event = CloudEvent::new_rig(sessions::SESSION_KILLED, serde_json::json!({}));
+        let frame = Arc::new(Frame::new(&event, None));
+        let killed = self.hub.kill_session(session, &frame);
+        if killed > 0 {
+            self.metrics
+                .sessions_killed
+                .fetch_add(killed as u64, Ordering::Relaxed);
+            tracing::info!(
+                session,
+                connections = killed,
+                "revoked session: its connections were closed"
+            );
+        }
+        killed
+    }
+
+    /// Make `entries` (session id, end of the revocation) the complete set of revocations from
+    /// `Blacklist` objects, and close the connections of every session they revoke. Entries
+    /// already expired are skipped; a session no longer listed stops being revoked unless the API
+    /// revoked it too. The wall-clock end is converted to the monotonic clock once, here.
+    pub fn apply_manifest_blacklists(&self, entries: &[(String, std::time::SystemTime)]) {
+        let wall = std::time::SystemTime::now();
+        let now = tokio::time::Instant::now();
+        let active: Vec<(Arc<str>, tokio::time::Instant)> = entries
+            .iter()
+            .filter_map(|(session, expires)| {
+                let left = expires.duration_since(wall).ok()?;
+                let left = left.min(sessions::api::MAX_VALIDITY);
+                Some((Arc::from(session.as_str()), now + left))
+            })
+            .collect();
+        self.blacklist.replace_manifest(&active);
+        tracing::info!(
+            listed = entries.len(),
+            active = active.len(),
+            "Blacklist objects applied"
+        );
+        for (session, _) in &active {
+            self.kill_session(session);
+        }
     }
 
     /// Forward an event accepted over HTTP.
@@ -282,5 +379,125 @@ impl State {
         self.window
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::JwtConfig;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    const SECRET: &[u8] = b"state-test-secret";
+
+    fn state() -> State {
+        let config = Config::from_lookup(|_| None).expect("defaults");
+        let jwt = JwtConfig {
+            algorithm: Algorithm::HS256,
+            key: Some(SECRET.to_vec()),
+            session_field: "/jti".to_owned(),
+        };
+        State::new(
+            config,
+            Arc::new(Extractors::new()),
+            jwt.verifier().expect("verifier"),
+            TokenCodec::new(b"0123456789abcdef0123456789abcdef"),
+        )
+    }
+
+    fn token(jti: &str) -> String {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 3600;
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"jti": jti, "exp": exp}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .expect("sign")
+    }
+
+    fn until(secs: u64) -> tokio::time::Instant {
+        tokio::time::Instant::now() + std::time::Duration::from_secs(secs)
+    }
+
+    #[tokio::test]
+    async fn a_revoked_sessions_tokens_are_refused_with_rigs_text() {
+        let state = state();
+        let claims = state.verify_jwt(&token("x")).expect("valid before");
+        assert_eq!(state.session_of(&claims).as_deref(), Some("x"));
+        state.revoke("x", until(60), Source::Api);
+        let err = state.verify_jwt(&token("x")).expect_err("revoked");
+        assert!(matches!(&err, JwtError::Revoked { session } if session == "x"));
+        assert_eq!(
+            err.to_string(),
+            "could not decode JWT: Ignoring blacklisted JWT with ID \"x\"."
+        );
+        assert!(
+            state.verify_jwt(&token("y")).is_ok(),
+            "other sessions unaffected"
+        );
+    }
+
+    #[tokio::test]
+    async fn revoking_kills_live_connections_and_a_late_joiner_is_killed_on_joining() {
+        let state = state();
+        let (mut x, _) = state.register(Transport::Sse, &[], None, None);
+        let (y, _) = state.register(Transport::Sse, &[], None, None);
+        assert_eq!(state.join_sessions(x.id, &[Arc::from("x")], None), Ok(true));
+        assert_eq!(state.join_sessions(y.id, &[Arc::from("y")], None), Ok(true));
+        assert_eq!(state.revoke("x", until(60), Source::Api), 1);
+        let mut last = None;
+        while let Some(item) = x.rx.recv().await {
+            last = Some(item);
+        }
+        assert!(
+            matches!(&last, Some(Outbound::Close(Some(f))) if f.event_type == sessions::SESSION_KILLED),
+            "{last:?}"
+        );
+        assert!(state.hub.contains(y.id));
+        assert_eq!(state.metrics.sessions_killed.load(Ordering::Relaxed), 1);
+
+        // A connection whose token was verified before the revocation, joining after it.
+        let (mut late, _) = state.register(Transport::Ws, &[], None, None);
+        assert_eq!(
+            state.join_sessions(late.id, &[Arc::from("x")], None),
+            Ok(true)
+        );
+        assert!(!state.hub.contains(late.id), "killed on joining");
+        let mut last = None;
+        while let Some(item) = late.rx.recv().await {
+            last = Some(item);
+        }
+        assert!(matches!(last, Some(Outbound::Close(Some(_)))), "{last:?}");
+    }
+
+    #[tokio::test]
+    async fn manifest_revocations_apply_and_lift_when_removed() {
+        let state = state();
+        let now = std::time::SystemTime::now();
+        let hour = std::time::Duration::from_secs(3600);
+        let (mut m, _) = state.register(Transport::Sse, &[], None, None);
+        assert_eq!(state.join_sessions(m.id, &[Arc::from("m")], None), Ok(true));
+        state.apply_manifest_blacklists(&[
+            ("m".to_owned(), now + hour),
+            ("old".to_owned(), now - hour),
+        ]);
+        assert!(state.verify_jwt(&token("m")).is_err());
+        assert!(
+            state.verify_jwt(&token("old")).is_ok(),
+            "expired entries are skipped"
+        );
+        assert_eq!(state.blacklist.len(), 1);
+        assert!(!state.hub.contains(m.id), "the live connection was closed");
+        while m.rx.recv().await.is_some() {}
+        state.apply_manifest_blacklists(&[]);
+        assert!(
+            state.verify_jwt(&token("m")).is_ok(),
+            "removed object, lifted"
+        );
+        assert!(state.blacklist.is_empty());
     }
 }

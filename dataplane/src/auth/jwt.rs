@@ -317,6 +317,13 @@ pub enum JwtError {
         /// The token's `nbf`, in seconds since the Unix epoch.
         nbf: u64,
     },
+    /// The token is valid, but its session (`JWT_SESSION_FIELD`) is revoked (blacklisted). Never
+    /// returned by [`Verifier`], which does not know the blacklist. The text is RIG's.
+    #[error("could not decode JWT: Ignoring blacklisted JWT with ID {session:?}.")]
+    Revoked {
+        /// The session id.
+        session: String,
+    },
 }
 
 impl JwtError {
@@ -341,6 +348,7 @@ impl JwtError {
             }
             Self::Expired { exp } => format!("token expired (exp {exp})"),
             Self::NotYetValid { nbf } => format!("token not valid yet (nbf {nbf})"),
+            Self::Revoked { session } => format!("session {session:?} is revoked"),
         }
     }
 }

@@ -9,10 +9,17 @@
 //! removed from the hub, so its body ends after writing what is already queued), counted in
 //! `rig_queue_drops_total` and logged. A client that reconnects with its last event id gets the
 //! missed events from the replay window, so closing is lossless for well-behaved clients.
+//!
+//! Sessions: each connection belongs to the JWT sessions it authenticated with (the `jwt` it
+//! connected with, the bearer tokens of its subscription updates; RIG's process groups). An index
+//! session → connections, sharded like the connection table, lets a revocation close a session's
+//! connections without walking all of them ([`Hub::kill_session`]). Lock order: a connection shard,
+//! then a session shard; never the other way round.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::mpsc;
 
@@ -40,6 +47,18 @@ pub enum Outbound {
 struct Entry {
     tx: mpsc::Sender<Outbound>,
     transport: Transport,
+    /// The sessions it joined (usually none or one; an empty box does not allocate).
+    sessions: Box<[Arc<str>]>,
+}
+
+/// A session already holds the configured maximum of connections (`MAX_CONNECTIONS_PER_SESSION`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session {session:?} already has {limit} connections")]
+pub struct SessionLimit {
+    /// The session.
+    pub session: Arc<str>,
+    /// The limit.
+    pub limit: usize,
 }
 
 /// Every open connection of this process, indexed by subscription.
@@ -48,6 +67,9 @@ pub struct Hub {
     index: Index,
     extractors: RwLock<Arc<Extractors>>,
     shards: [RwLock<HashMap<ConnId, Entry>>; SHARDS],
+    /// Session → its open connections, sharded by a hash of the session.
+    sessions: [Mutex<HashMap<Arc<str>, HashSet<ConnId>>>; SHARDS],
+    session_hasher: std::collections::hash_map::RandomState,
     next_id: AtomicU64,
     queue_capacity: usize,
     metrics: Arc<Metrics>,
@@ -85,6 +107,8 @@ impl Hub {
             index: Index::new(extractors.clone()),
             extractors: RwLock::new(extractors),
             shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
+            sessions: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            session_hasher: std::collections::hash_map::RandomState::new(),
             next_id: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(4),
             metrics,
@@ -93,6 +117,10 @@ impl Hub {
 
     fn shard(&self, id: ConnId) -> &RwLock<HashMap<ConnId, Entry>> {
         &self.shards[(id as usize) & (SHARDS - 1)]
+    }
+
+    fn session_shard(&self, session: &str) -> &Mutex<HashMap<Arc<str>, HashSet<ConnId>>> {
+        &self.sessions[(self.session_hasher.hash_one(session) as usize) & (SHARDS - 1)]
     }
 
     /// Register a new connection with its subscriptions; its queue holds the configured capacity
@@ -105,7 +133,14 @@ impl Hub {
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.queue_capacity + extra);
-        write(self.shard(id)).insert(id, Entry { tx, transport });
+        write(self.shard(id)).insert(
+            id,
+            Entry {
+                tx,
+                transport,
+                sessions: Box::default(),
+            },
+        );
         self.index.set(id, subs);
         self.metrics.connection_opened(transport);
         Registration {
@@ -125,6 +160,75 @@ impl Hub {
         }
         self.index.set(id, subs);
         true
+    }
+
+    /// Add connection `id` to `sessions` (it stays in the sessions it joined before). With
+    /// `limit`, a session that already has `limit` other connections refuses it, and the
+    /// connection then joins none of `sessions`. `Ok(false)` when the connection is not (or no
+    /// longer) here.
+    pub fn join_sessions(
+        &self,
+        id: ConnId,
+        sessions: &[Arc<str>],
+        limit: Option<usize>,
+    ) -> Result<bool, SessionLimit> {
+        let mut shard = write(self.shard(id));
+        let Some(entry) = shard.get_mut(&id) else {
+            return Ok(false);
+        };
+        let mut new: Vec<Arc<str>> = Vec::new();
+        for session in sessions {
+            if !entry.sessions.contains(session) && !new.contains(session) {
+                new.push(session.clone());
+            }
+        }
+        for (i, session) in new.iter().enumerate() {
+            let mut index = lock(self.session_shard(session));
+            let members = index.entry(session.clone()).or_default();
+            if let Some(limit) = limit
+                && members.len() >= limit
+            {
+                if members.is_empty() {
+                    index.remove(session);
+                }
+                drop(index);
+                self.leave_sessions(id, &new[..i]);
+                return Err(SessionLimit {
+                    session: session.clone(),
+                    limit,
+                });
+            }
+            members.insert(id);
+        }
+        if !new.is_empty() {
+            let mut all = std::mem::take(&mut entry.sessions).into_vec();
+            all.extend(new);
+            entry.sessions = all.into_boxed_slice();
+        }
+        Ok(true)
+    }
+
+    /// Close every connection of `session`: each is removed from the hub and gets
+    /// `Outbound::Close(Some(frame))` (the transports turn it into `rig.session_killed` or a
+    /// WebSocket close). A connection whose queue is full is removed all the same; its stream then
+    /// ends after what is queued. Returns how many connections were closed.
+    pub fn kill_session(&self, session: &str, frame: &Arc<Frame>) -> usize {
+        let members = lock(self.session_shard(session)).remove(session);
+        let mut killed = 0;
+        for id in members.into_iter().flatten() {
+            if let Some(entry) = self.remove(id) {
+                let _ = entry.tx.try_send(Outbound::Close(Some(frame.clone())));
+                killed += 1;
+            }
+        }
+        killed
+    }
+
+    /// Open connections of `session` in this process.
+    pub fn session_connections(&self, session: &str) -> usize {
+        lock(self.session_shard(session))
+            .get(session)
+            .map_or(0, HashSet::len)
     }
 
     /// Whether connection `id` is open here.
@@ -206,6 +310,7 @@ impl Hub {
         for shard in &self.shards {
             let entries: Vec<(ConnId, Entry)> = write(shard).drain().collect();
             for (id, entry) in entries {
+                self.leave_sessions(id, &entry.sessions);
                 let _ = entry.tx.try_send(Outbound::Close(None));
                 self.index.remove(id);
                 self.metrics.connection_closed(entry.transport);
@@ -229,10 +334,37 @@ impl Hub {
     }
 
     fn unregister(&self, id: ConnId) {
-        let removed = write(self.shard(id)).remove(&id);
+        self.remove(id);
+    }
+
+    /// Remove connection `id` from the table, its sessions and the index; the entry, if it was
+    /// here (its queue's sender is dropped with it, which ends the stream once drained).
+    fn remove(&self, id: ConnId) -> Option<Entry> {
+        let removed = {
+            let mut shard = write(self.shard(id));
+            let removed = shard.remove(&id);
+            // Under the connection shard's lock, so a concurrent `join_sessions` cannot re-add it.
+            if let Some(entry) = &removed {
+                self.leave_sessions(id, &entry.sessions);
+            }
+            removed
+        };
         self.index.remove(id);
-        if let Some(entry) = removed {
+        if let Some(entry) = &removed {
             self.metrics.connection_closed(entry.transport);
+        }
+        removed
+    }
+
+    fn leave_sessions(&self, id: ConnId, sessions: &[Arc<str>]) {
+        for session in sessions {
+            let mut index = lock(self.session_shard(session));
+            if let Some(members) = index.get_mut(session) {
+                members.remove(&id);
+                if members.is_empty() {
+                    index.remove(session);
+                }
+            }
         }
     }
 }
@@ -247,4 +379,118 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Arc<Hub> {
+        let metrics = Arc::new(Metrics::default());
+        Arc::new(Hub::new(Arc::new(Extractors::new()), 8, metrics))
+    }
+
+    fn killed() -> Arc<Frame> {
+        let event = CloudEvent::new_rig("rig.session_killed", serde_json::json!({}));
+        Arc::new(Frame::new(&event, None))
+    }
+
+    fn s(name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
+
+    #[tokio::test]
+    async fn killing_a_session_closes_exactly_its_connections() {
+        let hub = hub();
+        let mut x1 = hub.register(Transport::Sse, &[], 0);
+        let mut x2 = hub.register(Transport::Ws, &[], 0);
+        let mut y = hub.register(Transport::Sse, &[], 0);
+        assert_eq!(hub.join_sessions(x1.id, &[s("x")], None), Ok(true));
+        assert_eq!(hub.join_sessions(x2.id, &[s("x"), s("x")], None), Ok(true));
+        assert_eq!(hub.join_sessions(y.id, &[s("y")], None), Ok(true));
+        assert_eq!(hub.session_connections("x"), 2);
+
+        assert_eq!(hub.kill_session("x", &killed()), 2);
+        for reg in [&mut x1, &mut x2] {
+            match reg.rx.recv().await {
+                Some(Outbound::Close(Some(frame))) => {
+                    assert_eq!(frame.event_type, "rig.session_killed");
+                }
+                other => panic!("expected the kill, got {other:?}"),
+            }
+            assert!(
+                reg.rx.recv().await.is_none(),
+                "the queue ends after the kill"
+            );
+        }
+        assert!(!hub.contains(x1.id) && !hub.contains(x2.id));
+        assert!(hub.contains(y.id));
+        assert!(y.rx.try_recv().is_err(), "the other session got nothing");
+        assert_eq!(hub.session_connections("x"), 0);
+        assert_eq!(hub.kill_session("x", &killed()), 0, "nothing left to kill");
+        assert_eq!(hub.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_in_two_sessions_dies_with_either_and_leaves_both_indexes() {
+        let hub = hub();
+        let a = hub.register(Transport::Sse, &[], 0);
+        assert_eq!(hub.join_sessions(a.id, &[s("x")], None), Ok(true));
+        // A subscription update with another session's token joins it as well.
+        assert_eq!(hub.join_sessions(a.id, &[s("y")], None), Ok(true));
+        assert_eq!(hub.session_connections("x"), 1);
+        assert_eq!(hub.session_connections("y"), 1);
+        assert_eq!(hub.kill_session("y", &killed()), 1);
+        assert_eq!(
+            hub.session_connections("x"),
+            0,
+            "removed from every session"
+        );
+        assert!(!hub.contains(a.id));
+    }
+
+    #[tokio::test]
+    async fn unregistering_leaves_the_session_index_and_unknown_connections_join_nothing() {
+        let hub = hub();
+        let a = hub.register(Transport::LongPolling, &[], 0);
+        let id = a.id;
+        assert_eq!(hub.join_sessions(id, &[s("x")], None), Ok(true));
+        drop(a);
+        assert_eq!(hub.session_connections("x"), 0);
+        assert_eq!(hub.join_sessions(id, &[s("x")], None), Ok(false));
+        assert_eq!(hub.session_connections("x"), 0);
+    }
+
+    #[tokio::test]
+    async fn the_per_session_limit_refuses_beyond_it_and_frees_up_on_close() {
+        let hub = hub();
+        let a = hub.register(Transport::Sse, &[], 0);
+        let b = hub.register(Transport::Sse, &[], 0);
+        let c = hub.register(Transport::Sse, &[], 0);
+        assert_eq!(hub.join_sessions(a.id, &[s("x")], Some(2)), Ok(true));
+        assert_eq!(hub.join_sessions(b.id, &[s("x")], Some(2)), Ok(true));
+        let refused = hub
+            .join_sessions(c.id, &[s("z"), s("x")], Some(2))
+            .expect_err("x is full");
+        assert_eq!(&*refused.session, "x");
+        assert_eq!(
+            hub.session_connections("z"),
+            0,
+            "a refused join joins nothing"
+        );
+        assert_eq!(
+            hub.join_sessions(a.id, &[s("x")], Some(2)),
+            Ok(true),
+            "rejoining is free"
+        );
+        drop(a);
+        assert_eq!(hub.join_sessions(c.id, &[s("x")], Some(2)), Ok(true));
+        assert_eq!(hub.session_connections("x"), 2);
+    }
 }

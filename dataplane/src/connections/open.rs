@@ -2,8 +2,13 @@
 //! registration with the hub and the two greeting events.
 //!
 //! Order of checks (RIG §1.1): the `subscriptions` parameter must be JSON; a non-empty `jwt` must
-//! verify; the subscriptions must be valid; the subscription check runs when subscriptions were
-//! given; then the connection rate limit.
+//! verify (a token of a revoked session is refused here, 400); the subscriptions must be valid;
+//! the subscription check runs when subscriptions were given; then the connection rate limit.
+//!
+//! A connection opened with a valid `jwt` joins the token's session (`JWT_SESSION_FIELD`), so
+//! revoking the session closes it. Beyond RIG, `MAX_CONNECTIONS_PER_SESSION` caps a session's open
+//! connections in this process: beyond it, 429 `Reached maximum number of connections for this
+//! session` (checked after the rate limit, atomically with joining).
 
 use std::sync::Arc;
 
@@ -15,6 +20,9 @@ use crate::kafka::history::Fetched;
 use crate::metrics::Transport;
 use crate::state::State;
 use crate::subscriptions::{self, Subscription};
+
+/// The answer when `MAX_CONNECTIONS_PER_SESSION` is reached.
+pub const SESSION_LIMIT_MESSAGE: &str = "Reached maximum number of connections for this session";
 
 /// Why a connection was refused: the status and RIG's message.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +89,8 @@ pub async fn open(
     transport: Transport,
     params: &ConnectParams,
 ) -> Result<Opened, Refused> {
-    let subs = check(state, params).await?;
-    admit(state, transport, params, &subs, None).map(|(registration, token)| Opened {
+    let (subs, session) = check(state, params).await?;
+    admit(state, transport, params, &subs, session, None).map(|(registration, token)| Opened {
         registration,
         token,
         subscriptions: subs,
@@ -96,17 +104,23 @@ pub async fn open_resumed(
     transport: Transport,
     params: &ConnectParams,
 ) -> Result<Opened, Refused> {
-    let subs = check(state, params).await?;
+    let (subs, session) = check(state, params).await?;
     let history = state.kafka_history(params.last_event_id.as_deref()).await;
-    admit(state, transport, params, &subs, history.as_ref()).map(|(registration, token)| Opened {
-        registration,
-        token,
-        subscriptions: subs,
-    })
+    admit(state, transport, params, &subs, session, history.as_ref()).map(
+        |(registration, token)| Opened {
+            registration,
+            token,
+            subscriptions: subs,
+        },
+    )
 }
 
-/// Checks 1-4 (module docs): the subscriptions the connection would get.
-async fn check(state: &Arc<State>, params: &ConnectParams) -> Result<Vec<Subscription>, Refused> {
+/// Checks 1-4 (module docs): the subscriptions the connection would get, and the session of its
+/// `jwt`.
+async fn check(
+    state: &Arc<State>,
+    params: &ConnectParams,
+) -> Result<(Vec<Subscription>, Option<Arc<str>>), Refused> {
     let given = match params.subscriptions.as_deref() {
         Some(raw) => Some(serde_json::from_str::<serde_json::Value>(raw).map_err(|e| {
             Refused::bad_request(format!("Failed to decode subscription list: {e}"))
@@ -153,15 +167,17 @@ async fn check(state: &Arc<State>, params: &ConnectParams) -> Result<Vec<Subscri
             .await
             .map_err(|_| Refused::bad_request("Subscription denied (not authorized)."))?;
     }
-    Ok(subs)
+    let session = claims.as_ref().and_then(|c| state.session_of(c));
+    Ok((subs, session))
 }
 
-/// Check 5 (the rate limit), then registration.
+/// Check 5 (the rate limit), then registration, then joining the session (with its limit).
 fn admit(
     state: &Arc<State>,
     transport: Transport,
     params: &ConnectParams,
     subs: &[Subscription],
+    session: Option<Arc<str>>,
     history: Option<&Fetched>,
 ) -> Result<(Registration, String), Refused> {
     if !state.connection_limiter.try_acquire() {
@@ -170,5 +186,22 @@ fn admit(
             message: "Reached maximum number of connections".to_owned(),
         });
     }
-    Ok(state.register(transport, subs, params.last_event_id.as_deref(), history))
+    let (registration, token) =
+        state.register(transport, subs, params.last_event_id.as_deref(), history);
+    if let Some(session) = session {
+        let limit = state.config.max_connections_per_session;
+        if let Err(full) = state.join_sessions(registration.id, &[session], limit) {
+            tracing::info!(
+                session = %full.session,
+                limit = full.limit,
+                "connection refused: per-session limit reached"
+            );
+            // Dropping the registration unregisters the connection.
+            return Err(Refused {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: SESSION_LIMIT_MESSAGE.to_owned(),
+            });
+        }
+    }
+    Ok((registration, token))
 }

@@ -15,10 +15,13 @@
 //! 4. `SUBSCRIPTION_CHECK`, else 403 `Subscription denied.`;
 //! 5. the token must be valid, else 400 `Invalid connection token.`;
 //! 6. the connection must be open here, else 410 `Connection no longer exists.`;
-//! 7. every `Bearer` JWT in `Authorization` must verify, else 400;
+//! 7. every `Bearer` JWT in `Authorization` must verify (a revoked session's token does not),
+//!    else 400;
 //! 8. every subscription must be valid, else 400;
 //! 9. 204: the set becomes the JWT-derived subscriptions of every bearer token, then the body's,
 //!    without repeats; it replaces the old set, and the connection gets `rig.subscriptions_set`.
+//!    The connection joins the sessions of the bearer tokens (in addition to those it joined
+//!    before, as RIG's process groups did), so revoking any of them closes it.
 //!
 //! Every answer carries `access-control-allow-origin` (as RIG's controller did), so browsers can
 //! read it.
@@ -184,9 +187,13 @@ async fn answer(
 
     // 7-8: the new set.
     let mut set = Vec::new();
+    let mut sessions = Vec::new();
     for token in crate::auth::bearer_tokens(headers) {
         match state.verify_jwt(token) {
-            Ok(claims) => set.extend(state.hub.extractors().jwt_subscriptions(claims.as_value())),
+            Ok(claims) => {
+                set.extend(state.hub.extractors().jwt_subscriptions(claims.as_value()));
+                sessions.extend(state.session_of(&claims));
+            }
             Err(error) => {
                 tracing::info!(reason = %error.reason(), "subscription update with an invalid JWT");
                 return text(
@@ -214,6 +221,10 @@ async fn answer(
 
     // 9.
     if !state.set_subscriptions(conn.conn, &set) {
+        return text(StatusCode::GONE, "Connection no longer exists.");
+    }
+    // No limit here: the connection exists already, a subscription update only adds sessions.
+    if !sessions.is_empty() && state.join_sessions(conn.conn, &sessions, None) != Ok(true) {
         return text(StatusCode::GONE, "Connection no longer exists.");
     }
     let mut res = Response::new(crate::http::full(Bytes::new()));

@@ -9,6 +9,7 @@ use hyper::{Request, Response};
 
 use super::{Body, json, server::Handler, text};
 use crate::connections::subscriptions_put;
+use crate::sessions;
 use crate::state::State;
 
 /// Routes internal API requests.
@@ -26,10 +27,21 @@ impl Internal {
 
 impl Handler for Internal {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path();
+        if sessions::api::is_collection(path) || sessions::api::id_in_path(path).is_some() {
+            return sessions::api::handle(&self.state, req)
+                .await
+                .unwrap_or_else(not_found);
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => text(StatusCode::OK, "OK"),
             (&Method::GET, "/metrics") => {
-                let mut res = text(StatusCode::OK, self.state.metrics.render(self.state.hub.subscription_count()));
+                let mut res = text(
+                    StatusCode::OK,
+                    self.state
+                        .metrics
+                        .render(self.state.hub.subscription_count()),
+                );
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -43,10 +55,15 @@ impl Handler for Internal {
                     .to_owned();
                 subscriptions_put::put(&self.state, req, token, subscriptions_put::Via::Peer).await
             }
-            _ => json(
-                StatusCode::NOT_FOUND,
-                &serde_json::json!({"errors": {"detail": "Not found"}}),
-            ),
+            _ => not_found(),
         }
     }
+}
+
+/// RIG's answer for unknown internal routes.
+fn not_found() -> Response<Body> {
+    json(
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({"errors": {"detail": "Not found"}}),
+    )
 }
