@@ -8,11 +8,13 @@ pub mod blacklist;
 pub mod condition;
 pub mod event_route;
 pub mod proxy_route;
+pub mod snapshot;
 
 pub use blacklist::{Blacklist, BlacklistSpec};
 pub use condition::{Condition, ConditionStatus, RigStatus};
 pub use event_route::{EventRoute, EventRouteSpec};
 pub use proxy_route::{ProxyRoute, ProxyRouteSpec};
+pub use snapshot::{NamedSpec, Snapshot};
 
 use kube::CustomResourceExt;
 
