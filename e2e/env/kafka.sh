@@ -4,6 +4,7 @@
 #   kafka.sh install                 fetch Kafka's jars from Maven Central into the cache (idempotent)
 #   kafka.sh up                      start the broker on free 127.0.0.1 ports, set KAFKA_BROKERS in the env file
 #   kafka.sh down                    stop it and delete its data (idempotent)
+#   kafka.sh stop / start            stop the broker keeping data and address / bring it back (outage tests)
 #   kafka.sh topic NAME [PARTITIONS] create a topic on the running broker (idempotent)
 #   kafka.sh cli CLASS [ARGS...]     run a Kafka tool class with Kafka's classpath, e.g.
 #                                    org.apache.kafka.tools.ConsoleProducer / .consumer.ConsoleConsumer
@@ -246,6 +247,35 @@ down() {
   log "kafka down"
 }
 
+# stop: stop the broker but keep its data, ports and env line (for broker-outage tests; `start`
+# brings the same broker back on the same address).
+stop() {
+  exec 9>"$RIG_RUN/kafka.lock"
+  flock 9
+  stop_bg kafka
+  log "kafka stopped (data and address kept; \`kafka.sh start\` resumes it)"
+}
+
+# start: restart a broker stopped by `stop`, on the same address, and wait until it answers.
+start() {
+  exec 9>"$RIG_RUN/kafka.lock"
+  flock 9
+  if pid_alive kafka; then
+    log "kafka already running"
+    return 0
+  fi
+  local brokers
+  brokers="$(env_get KAFKA_BROKERS)"
+  [ -f "$KAFKA_DIR/server.properties" ] && [ -n "$brokers" ] \
+    || die "kafka start" "no stopped broker under $KAFKA_DIR; use \`kafka.sh up\`"
+  trap 'stop_bg kafka' EXIT
+  start_bg kafka java "${BROKER_JVM[@]}" -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
+      -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" 3>&- 8>&- 9>&-
+  wait_until "kafka start (see $KAFKA_LOG)" 90 kafka_ready "$brokers"
+  trap - EXIT
+  log "kafka restarted at $brokers"
+}
+
 topic() {
   local name="${1:-}" partitions="${2:-3}" brokers
   [ -n "$name" ] || die "kafka topic" "usage: kafka.sh topic NAME [PARTITIONS]"
@@ -271,7 +301,9 @@ case "${1:-}" in
   install) install ;;
   up) up ;;
   down) down ;;
+  stop) stop ;;
+  start) start ;;
   topic) shift; topic "$@" ;;
   cli) shift; cli "$@" ;;
-  *) echo "usage: $0 install|up|down|topic NAME [PARTITIONS]|cli CLASS [ARGS...]" >&2; exit 2 ;;
+  *) echo "usage: $0 install|up|down|stop|start|topic NAME [PARTITIONS]|cli CLASS [ARGS...]" >&2; exit 2 ;;
 esac

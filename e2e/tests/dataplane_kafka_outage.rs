@@ -1,0 +1,147 @@
+//! A broker outage: the data plane keeps serving its connections while Kafka is down and, once the
+//! broker is back on the same address, forwards new events again by itself (no restart).
+//!
+//! The test runs its own broker (`e2e/env/kafka.sh` with a private run directory), so stopping it
+//! disturbs no other test.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
+use rig_e2e::{Env, http, repo_root, sse, unique_name, wait_until};
+
+const T: Duration = Duration::from_secs(90);
+
+/// A broker of its own, stopped and deleted when dropped.
+struct Broker {
+    run: PathBuf,
+}
+
+impl Broker {
+    fn kafka_sh(&self, verb: &str) {
+        let status = Command::new("bash")
+            .arg(repo_root().join("e2e/env/kafka.sh"))
+            .arg(verb)
+            .env("RIG_RUN", &self.run)
+            .status()
+            .expect("kafka.sh runs");
+        assert!(status.success(), "kafka.sh {verb} failed");
+    }
+
+    fn up() -> Self {
+        let run = std::env::temp_dir().join(unique_name("rig-outage"));
+        std::fs::create_dir_all(&run).expect("run dir");
+        let broker = Self { run };
+        broker.kafka_sh("up");
+        broker
+    }
+
+    fn brokers(&self) -> String {
+        Env::from_file(&self.run.join("env"))
+            .expect("env file")
+            .kafka_brokers()
+            .expect("KAFKA_BROKERS")
+            .to_owned()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("e2e/env/kafka.sh"))
+            .arg("down")
+            .env("RIG_RUN", &self.run)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
+}
+
+async fn metric(dp: &DataPlane, name: &str) -> f64 {
+    let (_, text) = http::get(dp.internal(), "/metrics").await.expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+async fn produce(brokers: &str, topic: &str, id: &str) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer");
+    let payload = serde_json::json!({
+        "specversion": "1.0", "type": "tick", "source": "/e2e", "id": id
+    })
+    .to_string();
+    producer
+        .send(
+            FutureRecord::to(topic).key("k").payload(&payload),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_recovers_from_a_broker_outage_by_itself() {
+    let broker = Broker::up();
+    let brokers = broker.brokers();
+    let topic = unique_name("outage");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("admin");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    drop(admin);
+
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("KAFKA_BROKERS", &brokers)
+        .env("KAFKA_SOURCE_TOPICS", &topic);
+    let dp = DataPlane::start(config).await.expect("start");
+    wait_until("partition assigned", T, || async {
+        (metric(&dp, "rig_kafka_assigned_partitions").await >= 1.0).then_some(())
+    })
+    .await;
+    let mut client = sse::open(
+        dp.inbound(),
+        "/_rig/v1/connection/sse?subscriptions=%5B%7B%22eventType%22%3A%22tick%22%7D%5D",
+        &[],
+    )
+    .await
+    .expect("connect");
+
+    produce(&brokers, &topic, "before").await;
+    let got = client
+        .until(T, |e| e.event == "tick")
+        .await
+        .expect("before");
+    assert_eq!(got.last().expect("event").json()["id"], "before");
+
+    broker.kafka_sh("stop");
+    // The data plane keeps serving while Kafka is away.
+    assert_eq!(
+        http::get(dp.internal(), "/health").await.expect("health").0,
+        200
+    );
+    broker.kafka_sh("start");
+
+    produce(&brokers, &topic, "after").await;
+    let got = client
+        .until(T, |e| e.event == "tick")
+        .await
+        .expect("after the outage");
+    assert_eq!(got.last().expect("event").json()["id"], "after");
+}
