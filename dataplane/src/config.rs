@@ -57,6 +57,15 @@ pub const ENV_LONGPOLLING_BUFFER: &str = "RIG_LONGPOLLING_BUFFER";
 pub const ENV_MAX_CONNECTIONS_PER_SESSION: &str = "MAX_CONNECTIONS_PER_SESSION";
 /// The name of this process in connection tokens (the pod name in Kubernetes).
 pub const ENV_POD_NAME: &str = "POD_NAME";
+/// RIG's proxy API definitions: a JSON list, inline (starting with `[`) or a file path.
+pub const ENV_PROXY_CONFIG_FILE: &str = "PROXY_CONFIG_FILE";
+/// Milliseconds a proxied request waits for the target's response head, for RIG definitions
+/// (`ProxyRoute` objects set their own `response.timeout`); beyond it the client gets 504.
+pub const ENV_PROXY_RECV_TIMEOUT: &str = "PROXY_RECV_TIMEOUT";
+/// Largest proxied request body (bytes); beyond it the client gets 413.
+pub const ENV_PROXY_MAX_BODY_BYTES: &str = "PROXY_MAX_BODY_BYTES";
+/// RIG's `HOST`: its IP is the `by=` of the `forwarded` header sent to proxy targets.
+pub const ENV_HOST: &str = "HOST";
 
 const DEFAULT_INBOUND_PORT: u16 = 4000;
 const DEFAULT_API_HTTP_PORT: u16 = 4010;
@@ -83,6 +92,13 @@ const DEFAULT_LONGPOLLING_BUFFER: usize = 200;
 const DEFAULT_CHECK_TIMEOUT_MS: u64 = 5_000;
 /// 5 s: a peer answers a subscription update in milliseconds; beyond this it is stuck.
 const DEFAULT_PEER_TIMEOUT_MS: u64 = 5_000;
+/// 5 s, RIG's `PROXY_RECV_TIMEOUT`.
+const DEFAULT_PROXY_RECV_TIMEOUT_MS: u64 = 5_000;
+/// 64 MiB: proxied bodies are streamed, so the bound is not about our memory but about letting a
+/// runaway upload reach a backend; file-upload routes may need more.
+const DEFAULT_PROXY_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// RIG's default `HOST`.
+const DEFAULT_HOST: &str = "localhost";
 
 /// A configuration value that cannot be used.
 #[derive(Debug, Error)]
@@ -147,6 +163,14 @@ pub struct Config {
     pub owner: String,
     /// Standalone mode: a file or folder of `EventRoute`/`ProxyRoute`/`Blacklist` manifests.
     pub manifests: Option<std::path::PathBuf>,
+    /// RIG's proxy definitions (`PROXY_CONFIG_FILE`, already read when a path was given).
+    pub proxy_config: Option<String>,
+    /// How long a RIG-defined proxy route waits for the target's response head.
+    pub proxy_recv_timeout: Duration,
+    /// Largest proxied request body.
+    pub proxy_max_body_bytes: u64,
+    /// `HOST`, for `forwarded: by=`.
+    pub host: String,
 }
 
 impl Config {
@@ -241,6 +265,21 @@ impl Config {
             owner: lookup(ENV_POD_NAME)
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(random_owner),
+            proxy_config: proxy_config(lookup(ENV_PROXY_CONFIG_FILE))?,
+            proxy_recv_timeout: Duration::from_millis(
+                parse(
+                    &lookup,
+                    ENV_PROXY_RECV_TIMEOUT,
+                    "a positive number of milliseconds",
+                )?
+                .filter(|ms| *ms > 0)
+                .unwrap_or(DEFAULT_PROXY_RECV_TIMEOUT_MS),
+            ),
+            proxy_max_body_bytes: parse(&lookup, ENV_PROXY_MAX_BODY_BYTES, "a number of bytes")?
+                .unwrap_or(DEFAULT_PROXY_MAX_BODY_BYTES),
+            host: lookup(ENV_HOST)
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_HOST.to_owned()),
         })
     }
 }
@@ -276,6 +315,22 @@ fn extractors(value: Option<String>) -> Result<Option<String>> {
                 var: ENV_EXTRACTORS,
                 value: path,
                 reason: "inline JSON or the path of a readable JSON file",
+            }),
+    }
+}
+
+/// `PROXY_CONFIG_FILE` is inline JSON when it starts with `[`, else a file path (RIG accepts both).
+fn proxy_config(value: Option<String>) -> Result<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) if v.trim_start().starts_with('[') => Ok(Some(v)),
+        Some(path) => std::fs::read_to_string(path.trim())
+            .map(Some)
+            .map_err(|_| Error::Invalid {
+                var: ENV_PROXY_CONFIG_FILE,
+                value: path,
+                reason: "an inline JSON list or the path of a readable JSON file",
             }),
     }
 }

@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod manifests;
 pub mod metrics;
 pub mod peers;
+pub mod proxy;
 pub mod replay;
 pub mod routes;
 pub mod sessions;
@@ -55,6 +56,22 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     ));
     if state.config.manifests.is_some() {
         state.apply_manifest_blacklists(&routes.blacklists);
+    }
+    state
+        .proxy
+        .set_manifests(&routes.proxy_routes)
+        .context("ProxyRoute manifests")?;
+    if let Some(text) = &state.config.proxy_config {
+        let n = state
+            .proxy
+            .load_rig_config(text, &|k| std::env::var(k).ok())
+            .map_err(|errors| {
+                anyhow::anyhow!(
+                    "PROXY_CONFIG_FILE is invalid: {}",
+                    serde_json::Value::Object(errors)
+                )
+            })?;
+        tracing::info!(apis = n, "proxy definitions loaded from PROXY_CONFIG_FILE");
     }
     if let Some(path) = state.config.manifests.clone() {
         tokio::spawn(routes::watch_manifests(

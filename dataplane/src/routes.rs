@@ -25,6 +25,9 @@ pub enum Error {
     /// The `EventRoute` extractors are invalid or conflict with `EXTRACTORS`.
     #[error("the EventRoute extractors are invalid")]
     Routes(#[source] subscriptions::extractors::Error),
+    /// A `ProxyRoute` is invalid.
+    #[error("a ProxyRoute is invalid")]
+    ProxyRoutes(#[source] crate::proxy::routes::RouteError),
 }
 
 /// Compiled event routing.
@@ -36,6 +39,8 @@ pub struct Routes {
     pub topics: Vec<String>,
     /// The `Blacklist` objects: revoked session and end of the revocation.
     pub blacklists: Vec<(String, std::time::SystemTime)>,
+    /// The `ProxyRoute` objects (validated).
+    pub proxy_routes: Vec<rig_crds::ProxyRoute>,
 }
 
 /// Compile the routing from the configuration and (standalone mode) the manifests.
@@ -55,6 +60,7 @@ fn compile_with(config: &Config, manifests: &Manifests) -> Result<Routes, Error>
     let from_routes = Extractors::from_event_routes(manifests.event_routes.iter().map(|r| &r.spec))
         .map_err(Error::Routes)?;
     let extractors = base.merge(from_routes).map_err(Error::Routes)?;
+    crate::proxy::validate_manifests(&manifests.proxy_routes).map_err(Error::ProxyRoutes)?;
     let mut topics = config.kafka_source_topics.clone();
     topics.extend(manifests.kafka_topics());
     topics.sort();
@@ -72,6 +78,7 @@ fn compile_with(config: &Config, manifests: &Manifests) -> Result<Routes, Error>
         extractors,
         topics,
         blacklists,
+        proxy_routes: manifests.proxy_routes.clone(),
     })
 }
 
@@ -98,6 +105,10 @@ pub async fn watch_manifests(
         seen = now;
         match compile(&state.config) {
             Ok(routes) => {
+                if let Err(error) = state.proxy.set_manifests(&routes.proxy_routes) {
+                    // Validated by `compile`; kept as a guard, never expected.
+                    tracing::error!(%error, "ProxyRoute manifests could not be installed");
+                }
                 state.hub.set_extractors(Arc::new(routes.extractors));
                 state.apply_manifest_blacklists(&routes.blacklists);
                 topics.send_if_modified(|current| {

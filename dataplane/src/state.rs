@@ -56,6 +56,8 @@ pub struct State {
     pub peers: Peers,
     /// Revoked JWT sessions.
     pub blacklist: Arc<Blacklist>,
+    /// The reverse proxy: route table, upstream client, proxy metrics.
+    pub proxy: crate::proxy::Proxy,
     http_stream: Arc<str>,
     http_seq: AtomicI64,
     streams_started: tokio::sync::watch::Sender<u64>,
@@ -91,8 +93,15 @@ impl State {
         );
         let peers = Peers::new(config.peers.clone(), config.peer_timeout, metrics.clone());
         let blacklist = Arc::new(Blacklist::new(metrics.clone()));
+        let proxy = crate::proxy::Proxy::new(
+            config.proxy_max_body_bytes,
+            config.proxy_recv_timeout,
+            &config.host,
+            cors.clone(),
+        );
         Self {
             blacklist,
+            proxy,
             metrics,
             hub,
             longpolling,

@@ -7,7 +7,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
-use super::{Body, json, server::Handler, text};
+use super::{Body, server::Handler, text};
 use crate::auth::check::{self, ExternalRequest};
 use crate::connections::{longpolling, open, sse, subscriptions_put, ws};
 use crate::events;
@@ -28,7 +28,7 @@ impl Inbound {
 }
 
 impl Handler for Inbound {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let state = &self.state;
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/_rig/health") => text(StatusCode::OK, "OK"),
@@ -49,10 +49,8 @@ impl Handler for Inbound {
             (&Method::OPTIONS, path) if subscriptions_put::token_in_path(path).is_some() => {
                 preflight(state, "PUT", "content-type,authorization")
             }
-            _ => json(
-                StatusCode::NOT_FOUND,
-                &serde_json::json!({"message": "Not Found"}),
-            ),
+            // Everything else, unmatched `/_rig/...` paths included (RIG), goes to the proxy.
+            _ => crate::proxy::handle(state, req, peer).await,
         }
     }
 }

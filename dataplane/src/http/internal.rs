@@ -33,15 +33,18 @@ impl Handler for Internal {
                 .await
                 .unwrap_or_else(not_found);
         }
+        if crate::proxy::is_api_path(path) {
+            return crate::proxy::api::handle(&self.state, req).await;
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => text(StatusCode::OK, "OK"),
             (&Method::GET, "/metrics") => {
-                let mut res = text(
-                    StatusCode::OK,
-                    self.state
-                        .metrics
-                        .render(self.state.hub.subscription_count()),
-                );
+                let mut metrics = self
+                    .state
+                    .metrics
+                    .render(self.state.hub.subscription_count());
+                self.state.proxy.render_metrics(&mut metrics);
+                let mut res = text(StatusCode::OK, metrics);
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

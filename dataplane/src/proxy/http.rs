@@ -1,0 +1,425 @@
+//! The HTTP target: forward a request to a backend and stream its answer back.
+//!
+//! Bodies are streamed both ways (never buffered whole): the request body goes through a
+//! [`Limited`] wrapper that ends the upload with 413 once it exceeds `PROXY_MAX_BODY_BYTES` (or at
+//! once when `content-length` says so). Headers: hop-by-hop ones are dropped (both ways), the
+//! route's added headers set, `host` rewritten to the target, `forwarded: for=…;by=…` replaces
+//! any client value, and a W3C `traceparent` is passed through when valid or generated. The
+//! upstream client is pooled (HTTP/1.1 keep-alive). The route's timeout bounds the wait for the
+//! response head (504); an unreachable target answers 502 `Bad gateway.`.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::metrics::Status;
+use super::routes::{Api, Endpoint, HttpTarget};
+use crate::http::{Body, text};
+
+/// How long an idle upstream connection stays pooled: below the usual 60 s+ server keep-alive,
+/// so the pool rarely hands out a connection the backend is closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the legacy
+/// `proxy-connection` and `keep-alive`, and HTTP/2's `http2-settings`).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "http2-settings",
+];
+
+/// The request body type sent upstream.
+type UpBody = Limited<Incoming>;
+
+/// The pooled client for HTTP targets.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, UpBody>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Upstream {
+    /// A pooled HTTP/1.1 client.
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        Self { client }
+    }
+}
+
+/// What a forward needs from the proxy's settings.
+#[derive(Debug)]
+pub struct Settings<'a> {
+    /// The pooled client.
+    pub upstream: &'a Upstream,
+    /// `PROXY_MAX_BODY_BYTES`.
+    pub max_body: u64,
+    /// Our address, for `forwarded: by=`.
+    pub by: &'a str,
+    /// Where latency is recorded.
+    pub metrics: &'a super::metrics::ProxyMetrics,
+}
+
+/// Forward `req`, matched by `endpoint` of `api`, to `target`; `peer` is the client.
+pub async fn forward(
+    settings: &Settings<'_>,
+    api: &Api,
+    endpoint: &Endpoint,
+    target: &HttpTarget,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    if content_length(&parts.headers).is_some_and(|len| len > settings.max_body) {
+        endpoint.counters.count(Status::BadRequest);
+        return too_large(settings.max_body);
+    }
+    let path = endpoint.rewrite(parts.uri.path());
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let uri = match Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+    {
+        Ok(uri) => uri,
+        Err(error) => {
+            // The rewritten path is not a valid URI path: a route configuration problem.
+            tracing::warn!(api = %api.shared.id, endpoint = %endpoint.id, %error, "the rewritten path is not a valid URI");
+            endpoint.counters.count(Status::Unreachable);
+            return text(StatusCode::BAD_GATEWAY, "Bad gateway.");
+        }
+    };
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    if endpoint.add_headers {
+        for (name, value) in &api.shared.add_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    headers.insert(http::header::HOST, target.host.clone());
+    headers.insert(http::header::FORWARDED, forwarded(peer.ip(), settings.by));
+    ensure_traceparent(headers);
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let limit = usize::try_from(settings.max_body).unwrap_or(usize::MAX);
+    let upstream_req = Request::from_parts(parts, Limited::new(body, limit));
+
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        api.shared.timeout,
+        settings.upstream.client.request(upstream_req),
+    )
+    .await;
+    match answer {
+        Err(_) => {
+            tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, timeout_ms = api.shared.timeout.as_millis() as u64, "proxy target did not answer in time");
+            endpoint.counters.count(Status::ResponseTimeout);
+            text(StatusCode::GATEWAY_TIMEOUT, "Gateway timeout.")
+        }
+        Ok(Err(error)) if caused_by::<LengthLimitError>(&error) => {
+            endpoint.counters.count(Status::BadRequest);
+            too_large(settings.max_body)
+        }
+        Ok(Err(error)) if caused_by_body_error(&error) => {
+            tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, error = %chain(&error), "the client's request body broke off");
+            endpoint.counters.count(Status::RequestTimeout);
+            text(StatusCode::BAD_REQUEST, "Could not read the request body.")
+        }
+        Ok(Err(error)) => {
+            tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, error = %chain(&error), "proxy target unreachable");
+            endpoint.counters.count(Status::Unreachable);
+            text(StatusCode::BAD_GATEWAY, "Bad gateway.")
+        }
+        Ok(Ok(res)) => {
+            settings.metrics.upstream(started.elapsed());
+            endpoint.counters.count(Status::Ok);
+            let (mut parts, body) = res.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.version = Version::default();
+            Response::from_parts(
+                parts,
+                Relay {
+                    inner: body,
+                    done: false,
+                }
+                .boxed(),
+            )
+        }
+    }
+}
+
+fn too_large(limit: u64) -> Response<Body> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("Request body too large: the limit is {limit} bytes."),
+    )
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Drop the hop-by-hop headers and those the `connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// `for=<client>;by=<us>`, IPv6 addresses quoted and bracketed (RFC 7239).
+pub fn forwarded(client: IpAddr, by: &str) -> HeaderValue {
+    let node = |ip: String, v6: bool| {
+        if v6 { format!("\"[{ip}]\"") } else { ip }
+    };
+    let by = match by.parse::<IpAddr>() {
+        Ok(ip) => node(ip.to_string(), ip.is_ipv6()),
+        Err(_) => by.to_owned(),
+    };
+    let client = match client {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => node(v6.to_string(), true),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    HeaderValue::from_str(&format!("for={client};by={by}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("for=unknown"))
+}
+
+/// Keep a valid W3C `traceparent`; otherwise start a new trace (and drop a `tracestate` that
+/// belonged to the invalid one).
+pub fn ensure_traceparent(headers: &mut HeaderMap) {
+    let valid = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(valid_traceparent);
+    if valid {
+        return;
+    }
+    headers.remove("tracestate");
+    let mut random = [0u8; 24];
+    if getrandom::fill(&mut random).is_err() {
+        // No randomness: forward without trace context rather than with a predictable id.
+        headers.remove("traceparent");
+        return;
+    }
+    random[0] |= 1; // never the all-zero (invalid) trace id
+    random[16] |= 1; // nor the all-zero parent id
+    let mut value = String::with_capacity(55);
+    value.push_str("00-");
+    hex(&mut value, &random[..16]);
+    value.push('-');
+    hex(&mut value, &random[16..]);
+    value.push_str("-01");
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert("traceparent", v);
+    }
+}
+
+fn hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+}
+
+/// `version-traceid-parentid-flags`, lowercase hex, ids not all zero, version not `ff`.
+fn valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.trim().split('-').collect();
+    let lens_ok = parts.len() >= 4
+        && parts[0].len() == 2
+        && parts[1].len() == 32
+        && parts[2].len() == 16
+        && parts[3].len() == 2;
+    let hex_ok = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    lens_ok
+        && parts[..4].iter().all(|p| hex_ok(p))
+        && parts[0] != "ff"
+        && (parts[0] != "00" || parts.len() == 4)
+        && nonzero(parts[1])
+        && nonzero(parts[2])
+}
+
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// The client's request body failed (hyper's "error reading a body from connection").
+fn caused_by_body_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && h.is_user()
+            && e.source().is_some_and(|s| s.is::<hyper::Error>())
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut current = error.source();
+    while let Some(e) = current {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        current = e.source();
+    }
+    out
+}
+
+/// The backend's response body, streamed to the client. The handler body type cannot fail, so a
+/// broken upstream body ends the stream early (logged); when the backend declared a
+/// `content-length` the client sees the response is incomplete.
+struct Relay {
+    inner: Incoming,
+    done: bool,
+}
+
+impl hyper::body::Body for Relay {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Err(error))) => {
+                tracing::warn!(%error, "the proxy target's response body broke off");
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, x-private"),
+            ("keep-alive", "5"),
+            ("te", "trailers"),
+            ("x-private", "1"),
+            ("x-kept", "1"),
+            ("transfer-encoding", "chunked"),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_quotes_ipv6() {
+        let v4: IpAddr = "10.0.0.1".parse().expect("ip");
+        assert_eq!(forwarded(v4, "127.0.0.1"), "for=10.0.0.1;by=127.0.0.1");
+        let v6: IpAddr = "::1".parse().expect("ip");
+        assert_eq!(forwarded(v6, "::1"), "for=\"[::1]\";by=\"[::1]\"");
+    }
+
+    #[test]
+    fn traceparent_is_kept_when_valid_else_generated() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_static(valid));
+        h.insert("tracestate", HeaderValue::from_static("a=b"));
+        ensure_traceparent(&mut h);
+        assert_eq!(h["traceparent"], valid);
+        assert_eq!(h["tracestate"], "a=b");
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        );
+        ensure_traceparent(&mut h);
+        let generated = h["traceparent"].to_str().expect("ascii").to_owned();
+        assert!(valid_traceparent(&generated), "{generated}");
+        assert!(h.get("tracestate").is_none());
+        let mut empty = HeaderMap::new();
+        ensure_traceparent(&mut empty);
+        assert!(valid_traceparent(
+            empty["traceparent"].to_str().expect("ascii")
+        ));
+    }
+}
