@@ -57,6 +57,10 @@ pub const ENV_LONGPOLLING_BUFFER: &str = "RIG_LONGPOLLING_BUFFER";
 pub const ENV_MAX_CONNECTIONS_PER_SESSION: &str = "MAX_CONNECTIONS_PER_SESSION";
 /// The name of this process in connection tokens (the pod name in Kubernetes).
 pub const ENV_POD_NAME: &str = "POD_NAME";
+/// Interval of SSE heartbeat comments and WebSocket pings, one shared timer for all connections.
+pub const ENV_HEARTBEAT_INTERVAL_MS: &str = "RIG_HEARTBEAT_INTERVAL_MS";
+/// RIG's 15 s: short enough for proxies with a 30-60 s idle timeout, rare enough to cost nothing.
+const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 15_000;
 /// RIG's proxy API definitions: a JSON list, inline (starting with `[`) or a file path.
 pub const ENV_PROXY_CONFIG_FILE: &str = "PROXY_CONFIG_FILE";
 /// Milliseconds a proxied request waits for the target's response head, for RIG definitions
@@ -161,6 +165,8 @@ pub struct Config {
     pub longpolling_buffer: usize,
     /// Name of this process in connection tokens.
     pub owner: String,
+    /// Interval of heartbeats (SSE comments, WebSocket pings).
+    pub heartbeat_interval: std::time::Duration,
     /// Standalone mode: a file or folder of `EventRoute`/`ProxyRoute`/`Blacklist` manifests.
     pub manifests: Option<std::path::PathBuf>,
     /// RIG's proxy definitions (`PROXY_CONFIG_FILE`, already read when a path was given).
@@ -262,6 +268,11 @@ impl Config {
             manifests: lookup(crate::manifests::ENV_MANIFESTS)
                 .filter(|p| !p.trim().is_empty())
                 .map(std::path::PathBuf::from),
+            heartbeat_interval: std::time::Duration::from_millis(
+                parse(&lookup, ENV_HEARTBEAT_INTERVAL_MS, "a positive number of milliseconds")?
+                    .filter(|ms: &u64| *ms > 0)
+                    .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS),
+            ),
             owner: lookup(ENV_POD_NAME)
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(random_owner),

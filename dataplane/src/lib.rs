@@ -28,8 +28,6 @@ use tokio::sync::watch;
 pub use config::Config;
 pub use state::State;
 
-/// How often SSE connections get a heartbeat comment (RIG: 15 s). One timer for all connections.
-const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Bind both listeners, start the event sources, serve until `shutdown` turns true, then drain.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -90,7 +88,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         let state = state.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+            // One timer for all connections (`RIG_HEARTBEAT_INTERVAL_MS`, RIG's 15 s by default).
+            let mut tick = tokio::time::interval(state.config.heartbeat_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
