@@ -269,9 +269,13 @@ impl Config {
                 .filter(|p| !p.trim().is_empty())
                 .map(std::path::PathBuf::from),
             heartbeat_interval: std::time::Duration::from_millis(
-                parse(&lookup, ENV_HEARTBEAT_INTERVAL_MS, "a positive number of milliseconds")?
-                    .filter(|ms: &u64| *ms > 0)
-                    .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS),
+                parse(
+                    &lookup,
+                    ENV_HEARTBEAT_INTERVAL_MS,
+                    "a positive number of milliseconds",
+                )?
+                .filter(|ms: &u64| *ms > 0)
+                .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS),
             ),
             owner: lookup(ENV_POD_NAME)
                 .filter(|n| !n.is_empty())

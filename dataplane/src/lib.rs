@@ -28,7 +28,6 @@ use tokio::sync::watch;
 pub use config::Config;
 pub use state::State;
 
-
 /// Bind both listeners, start the event sources, serve until `shutdown` turns true, then drain.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let verifier = auth::JwtConfig::from_env()
