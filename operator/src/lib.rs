@@ -3,3 +3,9 @@
 //! its status.
 
 pub mod compile;
+pub mod config;
+pub mod controller;
+pub mod lease;
+pub mod run;
+pub mod status;
+pub mod stream;

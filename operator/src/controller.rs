@@ -1,0 +1,267 @@
+//! The controller loop: reflect the three kinds, compile on every change, publish the result.
+//!
+//! One reflector per kind keeps an in-memory store of the cluster's objects. Nothing is compiled
+//! before all three stores finished their first list (an empty snapshot from a half-synced
+//! operator would wipe the data planes' routes). After that, a `Blacklist` change compiles at
+//! once; route changes open a short window ([`Config::route_debounce`]) that collects a burst
+//! (`kubectl apply -f dir/`) into one compilation. The compiler also says when the next
+//! `Blacklist` expires, and the loop compiles again at that moment. The loop is level-based: it
+//! always compiles the whole current state, so a missed or repeated event changes nothing.
+//!
+//! [`Config::route_debounce`]: crate::config::Config::route_debounce
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use rig_crds::{Blacklist, EventRoute, ProxyRoute, Snapshot};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::compile::{self, Kind, Verdict};
+
+/// A snapshot together with its stream line (encoded once, shared by every client).
+#[derive(Debug)]
+pub struct Published {
+    /// The snapshot.
+    pub snapshot: Arc<Snapshot>,
+    /// `{"type":"snapshot",…}\n`.
+    pub line: Bytes,
+}
+
+/// The reflector stores of the three kinds (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Stores {
+    /// `EventRoute` objects.
+    pub event_routes: Store<EventRoute>,
+    /// `ProxyRoute` objects.
+    pub proxy_routes: Store<ProxyRoute>,
+    /// `Blacklist` objects.
+    pub blacklists: Store<Blacklist>,
+}
+
+/// What the controller publishes.
+#[derive(Debug)]
+pub struct Outputs {
+    /// The current snapshot; `None` until the first complete compilation.
+    pub snapshot: watch::Sender<Option<Arc<Published>>>,
+    /// The verdicts of the last compilation.
+    pub verdicts: watch::Sender<Arc<Vec<Verdict>>>,
+}
+
+/// A change seen by one of the reflectors.
+enum Change {
+    /// Objects of this kind changed.
+    Objects(Kind),
+    /// This kind's store holds a complete list now.
+    Synced(Kind),
+}
+
+fn changes<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    kind: Kind,
+) -> impl Stream<Item = Change> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    )
+    .filter_map(move |event| async move {
+        match event {
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => Some(Change::Objects(kind)),
+            Ok(watcher::Event::InitDone) => Some(Change::Synced(kind)),
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => None,
+            Err(error) => {
+                // The backoff retries; the stores keep their last state meanwhile.
+                tracing::warn!(?kind, error = %crate::lease::error_chain(&error), "watch failed");
+                None
+            }
+        }
+    })
+}
+
+fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Start watching; returns the stores and the loop that compiles and publishes, which runs until
+/// the watch streams end (they do not, short of the process ending).
+pub fn start(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    debounce: Duration,
+    outputs: Outputs,
+) -> (Stores, impl Future<Output = ()> + Send + 'static) {
+    let (event_routes, er_writer) = reflector::store();
+    let (proxy_routes, pr_writer) = reflector::store();
+    let (blacklists, bl_writer) = reflector::store();
+    let merged = futures::stream::select_all([
+        changes(
+            api::<EventRoute>(client, namespace),
+            er_writer,
+            Kind::EventRoute,
+        )
+        .boxed(),
+        changes(
+            api::<ProxyRoute>(client, namespace),
+            pr_writer,
+            Kind::ProxyRoute,
+        )
+        .boxed(),
+        changes(
+            api::<Blacklist>(client, namespace),
+            bl_writer,
+            Kind::Blacklist,
+        )
+        .boxed(),
+    ]);
+    let stores = Stores {
+        event_routes,
+        proxy_routes,
+        blacklists,
+    };
+    let run = run_loop(stores.clone(), merged, debounce, outputs);
+    (stores, run)
+}
+
+async fn run_loop(
+    stores: Stores,
+    mut changes: impl Stream<Item = Change> + Unpin,
+    debounce: Duration,
+    outputs: Outputs,
+) {
+    let mut synced = BTreeSet::new();
+    let mut pending: Option<Instant> = None;
+    let mut expiry: Option<Instant> = None;
+    loop {
+        let ready = synced.len() == 3;
+        let compile_now = tokio::select! {
+            change = changes.next() => match change {
+                None => return,
+                Some(Change::Synced(kind)) => {
+                    synced.insert(kind);
+                    synced.len() == 3
+                }
+                Some(Change::Objects(Kind::Blacklist)) => ready,
+                Some(Change::Objects(_)) => {
+                    pending.get_or_insert_with(|| Instant::now() + debounce);
+                    false
+                }
+            },
+            _ = sleep_until(pending), if ready && pending.is_some() => true,
+            _ = sleep_until(expiry), if ready && expiry.is_some() => true,
+        };
+        if compile_now {
+            pending = None;
+            expiry = publish(&stores, &outputs);
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Compile the stores' current state and publish it; returns when to compile again for the next
+/// `Blacklist` expiry.
+fn publish(stores: &Stores, outputs: &Outputs) -> Option<Instant> {
+    let started = std::time::Instant::now();
+    let now = Timestamp::now();
+    let compiled = compile::compile(
+        &stores.event_routes.state(),
+        &stores.proxy_routes.state(),
+        &stores.blacklists.state(),
+        now,
+    );
+    let snapshot = Arc::new(compiled.snapshot);
+    let changed = outputs
+        .snapshot
+        .borrow()
+        .as_ref()
+        .map(|p| &p.snapshot.version)
+        != Some(&snapshot.version);
+    if changed {
+        match encode(&snapshot) {
+            Ok(line) => {
+                tracing::info!(
+                    version = %snapshot.version,
+                    event_routes = snapshot.event_routes.len(),
+                    proxy_routes = snapshot.proxy_routes.len(),
+                    blacklists = snapshot.blacklists.len(),
+                    bytes = line.len(),
+                    micros = started.elapsed().as_micros() as u64,
+                    "new snapshot"
+                );
+                outputs
+                    .snapshot
+                    .send_replace(Some(Arc::new(Published { snapshot, line })));
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot encode the snapshot; keeping the last one")
+            }
+        }
+    }
+    outputs.verdicts.send_if_modified(|old| {
+        let differs = **old != compiled.verdicts;
+        if differs {
+            *old = Arc::new(compiled.verdicts);
+        }
+        differs
+    });
+    compiled.next_expiry.map(|at| {
+        let wait = now.duration_until(at).unsigned_abs();
+        // A few milliseconds late, so the entry is expired by the time we compile.
+        Instant::now() + wait + Duration::from_millis(5)
+    })
+}
+
+/// The stream line of a snapshot: [`StreamMessage::Snapshot`], serialized without cloning.
+pub fn encode(snapshot: &Snapshot) -> Result<Bytes, serde_json::Error> {
+    #[derive(serde::Serialize)]
+    #[serde(tag = "type", rename_all = "camelCase")]
+    enum Message<'a> {
+        Snapshot(&'a Snapshot),
+    }
+    let mut line = serde_json::to_vec(&Message::Snapshot(snapshot))?;
+    line.push(b'\n');
+    Ok(Bytes::from(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rig_crds::snapshot::StreamMessage;
+
+    #[test]
+    fn encoded_lines_parse_as_stream_messages() {
+        let snapshot = Snapshot::new(vec![], vec![], vec![]);
+        let line = encode(&snapshot).expect("encode");
+        assert!(line.ends_with(b"\n"));
+        let parsed: StreamMessage = serde_json::from_slice(&line).expect("parse");
+        assert_eq!(parsed, StreamMessage::Snapshot(Box::new(snapshot)));
+    }
+}
