@@ -1,0 +1,855 @@
+//! The reverse proxy with HTTP targets, end to end: the real `rig-dataplane` in front of real HTTP
+//! backends started by the test on 127.0.0.1 (hyper), which echo what they received as JSON.
+//!
+//! Routing (first match, anchored and case-insensitive, 404, 405), rewrite with capture groups,
+//! query strings passed through, header rules (host, forwarded, hop-by-hop, added headers,
+//! traceparent), streaming both ways (an upload reaches the backend before it is complete; a
+//! response chunk reaches the client before the backend finished), 413, 502, 504, JWT-secured
+//! endpoints (401 with CORS, header, `x-` header and query tokens, revoked sessions),
+//! `/v3/apis` CRUD with RIG's error maps, `ProxyRoute` manifests reloaded live, and the metrics.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rig_e2e::dataplane::{self, DataPlane, DataPlaneConfig};
+use rig_e2e::{http as client, unique_name, wait_until};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+
+const T: Duration = Duration::from_secs(30);
+const SECRET: &str = "proxy-e2e-secret";
+const CORS: &str = "https://app.example";
+const MIB: usize = 1024 * 1024;
+/// The data plane's `PROXY_MAX_BODY_BYTES` in these tests: the 20 MiB upload fits.
+const LIMIT: usize = 21 * MIB;
+
+// ---- backends ----
+
+/// An HTTP backend that echoes requests as JSON.
+struct Backend {
+    addr: SocketAddr,
+    /// Request-body bytes received so far (all requests).
+    received: Arc<AtomicU64>,
+    /// Lets `/stream` send its second chunk.
+    release: Arc<Notify>,
+}
+
+struct Ctx {
+    name: String,
+    received: Arc<AtomicU64>,
+    release: Arc<Notify>,
+}
+
+type BackendBody = UnsyncBoxBody<Bytes, Infallible>;
+
+async fn backend(name: &str) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let received = Arc::new(AtomicU64::new(0));
+    let release = Arc::new(Notify::new());
+    let ctx = Arc::new(Ctx {
+        name: name.to_owned(),
+        received: received.clone(),
+        release: release.clone(),
+    });
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| echo(ctx.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Backend {
+        addr,
+        received,
+        release,
+    }
+}
+
+async fn echo(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<BackendBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if path.starts_with("/hang") {
+        // A backend that accepted the request and never answers.
+        std::future::pending::<()>().await;
+    }
+    if path == "/stream" {
+        let release = ctx.release.clone();
+        let chunks = futures::stream::unfold(0u8, move |step| {
+            let release = release.clone();
+            async move {
+                match step {
+                    0 => Some((Ok(Frame::data(Bytes::from_static(b"first\n"))), 1)),
+                    1 => {
+                        release.notified().await;
+                        Some((Ok(Frame::data(Bytes::from_static(b"second\n"))), 2))
+                    }
+                    _ => None,
+                }
+            }
+        });
+        return Ok(Response::new(UnsyncBoxBody::new(StreamBody::new(chunks))));
+    }
+    let method = req.method().to_string();
+    let query = req.uri().query().map(str::to_owned);
+    let mut headers = serde_json::Map::new();
+    for (k, v) in req.headers() {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match headers.get_mut(k.as_str()) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&v);
+            }
+            _ => {
+                headers.insert(k.as_str().to_owned(), v.into());
+            }
+        }
+    }
+    let mut body = req.into_body();
+    let mut len = 0usize;
+    let mut kept = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            len += data.len();
+            ctx.received.fetch_add(data.len() as u64, Ordering::Relaxed);
+            if kept.len() < 64 * 1024 {
+                kept.extend_from_slice(&data);
+            }
+        }
+    }
+    let answer = json!({
+        "backend": ctx.name, "method": method, "path": path, "query": query,
+        "headers": headers, "body_len": len, "body": String::from_utf8_lossy(&kept),
+    });
+    let mut res = Response::new(UnsyncBoxBody::new(Full::new(Bytes::from(
+        answer.to_string(),
+    ))));
+    let h = res.headers_mut();
+    h.insert("content-type", "application/json".parse().expect("value"));
+    h.insert("x-backend", ctx.name.parse().expect("value"));
+    h.insert("connection", "x-upstream-private".parse().expect("value"));
+    h.insert("x-upstream-private", "secret".parse().expect("value"));
+    h.insert("keep-alive", "timeout=5".parse().expect("value"));
+    *res.status_mut() = if path.starts_with("/status/201") {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(res)
+}
+
+// ---- set-up ----
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique_name("rig-proxy"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The main routes: `e2e/a-echo` (several endpoints), `e2e/b-second` (shadowed by a-echo for
+/// `/first/...`), `e2e/c-hang` (300 ms timeout), `e2e/d-closed` (nothing listens), `e2e/e-xauth`
+/// (JWT in `x-token`), `e2e/f-kafka` (a target of a later slice).
+fn manifests(one: SocketAddr, two: SocketAddr, closed: SocketAddr) -> String {
+    format!(
+        r#"apiVersion: rig.dev/v1alpha1
+kind: ProxyRoute
+metadata: {{name: a-echo, namespace: e2e}}
+spec:
+  endpoints:
+    - {{id: first, method: GET, pathRegex: '/first/.*'}}
+    - {{id: chapters, method: GET, pathRegex: '/books/([^/]+)/chapters/(\d+)', pathReplacement: '/v2/\2/of/\1'}}
+    - {{id: echo, method: POST, pathRegex: '/echo(/.*)?'}}
+    - {{id: upload, method: PUT, pathRegex: '/upload'}}
+    - {{id: stream, method: GET, pathRegex: '/stream'}}
+    - {{id: status, method: POST, pathRegex: '/status/.*'}}
+    - {{id: secure, method: GET, pathRegex: '/secure/.*', secured: true}}
+  target: {{kind: Http, url: 'http://{one}'}}
+  auth: {{header: Authorization, queryParameter: token}}
+  addRequestHeaders: {{x-gateway: rig, x-replaced: by-route}}
+---
+apiVersion: rig.dev/v1alpha1
+kind: ProxyRoute
+metadata: {{name: b-second, namespace: e2e}}
+spec:
+  endpoints:
+    - {{id: shadowed, method: GET, pathRegex: '/first/second'}}
+    - {{id: second, method: GET, pathRegex: '/second/.*'}}
+  target: {{kind: Http, url: 'http://{two}'}}
+---
+apiVersion: rig.dev/v1alpha1
+kind: ProxyRoute
+metadata: {{name: c-hang, namespace: e2e}}
+spec:
+  endpoints: [{{id: hang, method: GET, pathRegex: '/hang'}}]
+  target: {{kind: Http, url: 'http://{one}'}}
+  response: {{timeout: 300ms}}
+---
+apiVersion: rig.dev/v1alpha1
+kind: ProxyRoute
+metadata: {{name: d-closed, namespace: e2e}}
+spec:
+  endpoints: [{{id: closed, method: GET, pathRegex: '/closed'}}]
+  target: {{kind: Http, url: 'http://{closed}'}}
+---
+apiVersion: rig.dev/v1alpha1
+kind: ProxyRoute
+metadata: {{name: e-xauth, namespace: e2e}}
+spec:
+  endpoints: [{{id: x, method: GET, pathRegex: '/xauth', secured: true}}]
+  target: {{kind: Http, url: 'http://{one}'}}
+  auth: {{header: X-Token}}
+---
+apiVersion: rig.dev/v1alpha1
+kind: ProxyRoute
+metadata: {{name: f-kafka, namespace: e2e}}
+spec:
+  endpoints: [{{id: order, method: POST, pathRegex: '/orders'}}]
+  target: {{kind: Kafka, topic: orders}}
+"#
+    )
+}
+
+/// RIG's definitions: `use_env` target, a non-standard method (405), a rewrite.
+fn rig_config(port: u16) -> String {
+    json!([{
+        "id": "rig-api", "name": "rig-api",
+        "version_data": {"default": {"endpoints": [
+            {"id": "purge", "method": "purge", "path_regex": "/purge"},
+            {"id": "legacy", "method": "get", "path_regex": "/legacy/(.*)", "path_replacement": "/new/\\1"}
+        ]}},
+        "proxy": {"use_env": true, "target_url": "BACKEND_HOST", "port": port}
+    }])
+    .to_string()
+}
+
+struct Setup {
+    dp: DataPlane,
+    one: Backend,
+    two: Backend,
+    dir: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn setup() -> Setup {
+    let one = backend("one").await;
+    let two = backend("two").await;
+    let closed = dataplane::free_addr().expect("port");
+    let dir = temp_dir();
+    std::fs::write(
+        dir.join("routes.yaml"),
+        manifests(one.addr, two.addr, closed),
+    )
+    .expect("write");
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("RIG_MANIFESTS", dir.to_string_lossy())
+        .env("PROXY_CONFIG_FILE", rig_config(one.addr.port()))
+        .env("BACKEND_HOST", "127.0.0.1")
+        .env("HOST", "127.0.0.1")
+        .env("JWT_SECRET_KEY", SECRET)
+        .env("CORS", CORS)
+        .env("PROXY_MAX_BODY_BYTES", LIMIT.to_string());
+    let dp = DataPlane::start(config).await.expect("data plane");
+    Setup { dp, one, two, dir }
+}
+
+fn token(jti: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"exp": exp, "jti": jti}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// Send `method path` with `headers` and `body` to the inbound port.
+async fn call(
+    dp: &DataPlane,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut req = client::request(method, dp.inbound(), path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    client::send(
+        dp.inbound(),
+        req.body(Full::new(body.into())).expect("request"),
+    )
+    .await
+    .expect("inbound request")
+}
+
+/// GET through the proxy; the backend's echo as JSON (asserting 200).
+async fn echoed(dp: &DataPlane, path: &str, headers: &[(&str, &str)]) -> Value {
+    let (status, _, body) = call(dp, Method::GET, path, headers, Bytes::new()).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{path}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).expect("echo JSON")
+}
+
+async fn internal(
+    dp: &DataPlane,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Bytes) {
+    let mut req = client::request(method, dp.internal(), path);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let (status, _, body) = client::send(dp.internal(), req.body(Full::new(body)).expect("req"))
+        .await
+        .expect("internal request");
+    (status, body)
+}
+
+fn as_json(body: &Bytes) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into()))
+}
+
+// ---- tests ----
+
+#[tokio::test]
+async fn routing_first_match_rewrite_query_404_and_405() {
+    let s = setup().await;
+    // First match wins: a-echo's `/first/.*` comes before b-second's `/first/second`.
+    let e = echoed(&s.dp, "/first/second", &[]).await;
+    assert_eq!(e["backend"], "one");
+    assert_eq!(e["path"], "/first/second");
+    assert_eq!(echoed(&s.dp, "/second/x", &[]).await["backend"], "two");
+    // Anchored and case-insensitive; capture groups in the rewrite; query passed through as is.
+    let e = echoed(
+        &s.dp,
+        "/BOOKS/moby-dick/Chapters/12?a[b]=c&a[d][]=1&x=%20y&flag",
+        &[],
+    )
+    .await;
+    assert_eq!(e["path"], "/v2/12/of/moby-dick");
+    assert_eq!(e["query"], "a[b]=c&a[d][]=1&x=%20y&flag");
+    // RIG definitions from PROXY_CONFIG_FILE (use_env target) come after the manifests.
+    let e = echoed(&s.dp, "/legacy/a/b?q=1", &[]).await;
+    assert_eq!(e["path"], "/new/a/b");
+    assert_eq!(e["query"], "q=1");
+    // No match: wrong path, prefix only (anchored), wrong method, unmatched /_rig path.
+    for (method, path) in [
+        (Method::GET, "/nothing"),
+        (Method::GET, "/x/first/y"),
+        (Method::DELETE, "/first/y"),
+        (Method::GET, "/_rig/v1/unknown"),
+    ] {
+        let (status, _, body) = call(&s.dp, method.clone(), path, &[], Bytes::new()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(as_json(&body), json!({"message": "Not Found"}));
+    }
+    // A matched endpoint with a method the gateway does not proxy: RIG's 405.
+    let purge = Method::from_bytes(b"PURGE").expect("method");
+    let (status, _, body) = call(&s.dp, purge, "/purge", &[], Bytes::new()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body, "Method not allowed.");
+    // The backend's status passes through; a target of a later slice says so.
+    let (status, _, _) = call(&s.dp, Method::POST, "/status/201", &[], "x").await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, _) = call(&s.dp, Method::POST, "/orders", &[], "{}").await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+}
+
+#[tokio::test]
+async fn request_and_response_headers_are_rewritten() {
+    let s = setup().await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (status, headers, body) = call(
+        &s.dp,
+        Method::GET,
+        "/first/headers",
+        &[
+            ("connection", "keep-alive, x-drop-me"),
+            ("x-drop-me", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("forwarded", "for=203.0.113.9"),
+            ("x-replaced", "by-client"),
+            ("x-client", "kept"),
+            ("traceparent", parent),
+            ("tracestate", "vendor=1"),
+        ],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let e: Value = serde_json::from_slice(&body).expect("json");
+    let h = &e["headers"];
+    assert_eq!(h["host"], s.one.addr.to_string());
+    assert_eq!(h["forwarded"], "for=127.0.0.1;by=127.0.0.1");
+    assert_eq!(h["x-gateway"], "rig");
+    assert_eq!(h["x-replaced"], "by-route");
+    assert_eq!(h["x-client"], "kept");
+    assert_eq!(h["traceparent"], parent);
+    assert_eq!(h["tracestate"], "vendor=1");
+    for dropped in [
+        "x-drop-me",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ] {
+        assert!(
+            h.get(dropped).is_none(),
+            "{dropped} reached the backend: {h}"
+        );
+    }
+    // Response: the backend's headers minus hop-by-hop ones (and those its `connection` names).
+    assert_eq!(headers["x-backend"], "one");
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(headers.get("x-upstream-private").is_none(), "{headers:?}");
+    assert!(headers.get("keep-alive").is_none(), "{headers:?}");
+    // Without a traceparent the gateway starts a trace.
+    let e = echoed(&s.dp, "/first/trace", &[]).await;
+    let generated = e["headers"]["traceparent"].as_str().expect("traceparent");
+    let parts: Vec<&str> = generated.split('-').collect();
+    assert_eq!(parts.len(), 4, "{generated}");
+    assert_eq!((parts[0], parts[1].len(), parts[2].len()), ("00", 32, 16));
+    assert_ne!(parts[1], "0".repeat(32));
+}
+
+#[tokio::test]
+async fn multipart_upload_passes_verbatim() {
+    let s = setup().await;
+    let boundary = "----rig-e2e-boundary";
+    let body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"title\"\r\n\r\nMoby Dick\r\n\
+         --{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n\
+         content-type: application/octet-stream\r\n\r\n\x01\x02binary\r\n--{boundary}--\r\n"
+    );
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let (status, _, answer) = call(
+        &s.dp,
+        Method::POST,
+        "/echo/upload",
+        &[("content-type", &content_type)],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let e: Value = serde_json::from_slice(&answer).expect("json");
+    assert_eq!(e["method"], "POST");
+    assert_eq!(e["headers"]["content-type"], content_type);
+    assert_eq!(e["body"], body);
+    assert_eq!(e["body_len"], body.len());
+}
+
+/// A request whose body the test feeds through a channel (chunked, no content-length).
+async fn streaming_request(
+    addr: SocketAddr,
+    path: &str,
+) -> (
+    mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<hyper::Result<Response<Incoming>>>,
+) {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let chunks = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = client::request(Method::PUT, addr, path)
+        .body(StreamBody::new(chunks))
+        .expect("request");
+    (
+        tx,
+        tokio::spawn(async move { sender.send_request(req).await }),
+    )
+}
+
+#[tokio::test]
+async fn uploads_and_downloads_are_streamed_not_buffered() {
+    let s = setup().await;
+    // Upload: the backend gets the first MiB while the client still holds the rest back. A
+    // gateway that buffered the body would forward nothing until the end.
+    let (tx, response) = streaming_request(s.dp.inbound(), "/upload").await;
+    tx.send(Bytes::from(vec![b'a'; MIB])).await.expect("chunk");
+    wait_until("the backend receives the upload's start", T, || async {
+        (s.one.received.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await;
+    for _ in 1..20 {
+        tx.send(Bytes::from(vec![b'b'; MIB])).await.expect("chunk");
+    }
+    drop(tx);
+    let res = response.await.expect("task").expect("response");
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    let e: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(e["body_len"], 20 * MIB);
+    assert_eq!(s.one.received.load(Ordering::Relaxed), (20 * MIB) as u64);
+
+    // Download: the client reads the first chunk before the backend sends the second.
+    let stream = TcpStream::connect(s.dp.inbound()).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = client::request(Method::GET, s.dp.inbound(), "/stream")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let res = sender.send_request(req).await.expect("response");
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body();
+    let first = tokio::time::timeout(T, body.frame())
+        .await
+        .expect("the first chunk arrives before the backend finished")
+        .expect("a frame")
+        .expect("no error");
+    assert_eq!(first.into_data().expect("data"), "first\n");
+    s.one.release.notify_one();
+    let rest = body.collect().await.expect("rest").to_bytes();
+    assert_eq!(rest, "second\n");
+}
+
+#[tokio::test]
+async fn too_large_bodies_get_413() {
+    let s = setup().await;
+    // Declared too large: refused before the backend is contacted.
+    let mut tcp = TcpStream::connect(s.dp.inbound()).await.expect("connect");
+    let head = format!(
+        "PUT /upload HTTP/1.1\r\nhost: rig\r\ncontent-length: {}\r\n\r\n",
+        LIMIT + 1
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(T, tcp.read(&mut answer))
+        .await
+        .expect("an answer")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(s.one.received.load(Ordering::Relaxed), 0);
+
+    // Streamed (chunked) past the limit: cut off with 413 once the limit is crossed.
+    let (tx, response) = streaming_request(s.dp.inbound(), "/upload").await;
+    for _ in 0..(LIMIT / MIB) {
+        tx.send(Bytes::from(vec![b'c'; MIB])).await.expect("chunk");
+    }
+    tx.send(Bytes::from(vec![b'c'; MIB])).await.expect("chunk");
+    // The body stays open: the gateway must answer on its own.
+    let res = tokio::time::timeout(T, response)
+        .await
+        .expect("answered while the upload is still open")
+        .expect("task")
+        .expect("response");
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    drop(tx);
+}
+
+#[tokio::test]
+async fn unreachable_and_silent_backends_get_502_and_504() {
+    let s = setup().await;
+    let (status, _, body) = call(&s.dp, Method::GET, "/closed", &[], Bytes::new()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body, "Bad gateway.");
+    let (status, _, _) = call(&s.dp, Method::GET, "/hang", &[], Bytes::new()).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    // The outcomes are counted by endpoint regex, not by request path.
+    let (_, text) = client::get(s.dp.internal(), "/metrics")
+        .await
+        .expect("metrics");
+    for line in [
+        r#"rig_proxy_requests_total{method="GET",path="/closed",target="http",response_from="http",status="unreachable"} 1"#,
+        r#"rig_proxy_requests_total{method="GET",path="/hang",target="http",response_from="http",status="response_timeout"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing in:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn secured_endpoints_need_a_valid_jwt() {
+    let s = setup().await;
+    let valid = token("session-ok");
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer not-a-jwt")],
+        vec![("authorization", valid.as_str())], // no "Bearer "
+    ] {
+        let (status, h, body) = call(&s.dp, Method::GET, "/secure/x", &headers, Bytes::new()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert_eq!(body, "Authentication failed.");
+        assert_eq!(h["access-control-allow-origin"], CORS);
+        assert_eq!(h["access-control-allow-methods"], "*");
+        assert_eq!(h["access-control-allow-headers"], "content-type");
+    }
+    assert_eq!(s.one.received.load(Ordering::Relaxed), 0);
+    let bearer = format!("Bearer {valid}");
+    let e = echoed(&s.dp, "/secure/x", &[("authorization", &bearer)]).await;
+    assert_eq!(
+        e["headers"]["authorization"], bearer,
+        "the token is forwarded"
+    );
+    echoed(&s.dp, &format!("/secure/q?token=bad,{valid}"), &[]).await;
+    // An `x-` header carries the raw token; Authorization does not count there.
+    echoed(&s.dp, "/xauth", &[("x-token", &valid)]).await;
+    let (status, _, _) = call(
+        &s.dp,
+        Method::GET,
+        "/xauth",
+        &[("authorization", &bearer)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A revoked session is refused at once.
+    let revoked = token("session-revoked");
+    echoed(&s.dp, "/xauth", &[("x-token", &revoked)]).await;
+    let (status, body) = internal(
+        &s.dp,
+        Method::POST,
+        "/v3/session-blacklist",
+        Some(json!({"sessionId": "session-revoked", "validityInSeconds": 60})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body:?}");
+    let (status, _, _) = call(
+        &s.dp,
+        Method::GET,
+        "/xauth",
+        &[("x-token", &revoked)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn apis_crud_with_rigs_statuses_and_error_maps() {
+    let s = setup().await;
+    let (status, body) = internal(&s.dp, Method::GET, "/v3/apis", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let list = as_json(&body);
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "e2e/a-echo",
+            "e2e/b-second",
+            "e2e/c-hang",
+            "e2e/d-closed",
+            "e2e/e-xauth",
+            "e2e/f-kafka",
+            "rig-api"
+        ]
+    );
+    assert_eq!(list[0]["managed_by"], "ProxyRoute");
+
+    // Validation: RIG's keys and messages.
+    let (status, body) = internal(
+        &s.dp,
+        Method::POST,
+        "/v3/apis",
+        Some(
+            json!({"id": "bad", "version_data": {"default": {"endpoints": [
+            {"id": "e1", "method": "GET", "secured": true},
+        ]}}, "proxy": {"target_url": "127.0.0.1", "port": "80"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        as_json(&body),
+        json!({
+            "api": [{"name": "must be present"}, {"port": "must be integer"}],
+            "bad/e1": [{"path_regex": "must be present"}, {"auth_type": "must be one of [\"jwt\"]"}],
+        })
+    );
+
+    let port = s.two.addr.port();
+    let def = |replacement: &str| {
+        json!({"id": "dyn", "name": "dyn",
+            "version_data": {"default": {"endpoints": [
+                {"id": "e", "method": "GET", "path_regex": "/dyn/(.*)", "path_replacement": replacement},
+            ]}},
+            "proxy": {"target_url": "127.0.0.1", "port": port}})
+    };
+    let (status, body) = internal(&s.dp, Method::POST, "/v3/apis", Some(def("/one/\\1"))).await;
+    assert_eq!(
+        (status, as_json(&body)),
+        (StatusCode::CREATED, json!({"message": "ok"}))
+    );
+    let e = echoed(&s.dp, "/dyn/x", &[]).await;
+    assert_eq!(
+        (e["backend"].as_str(), e["path"].as_str()),
+        (Some("two"), Some("/one/x"))
+    );
+    let (status, body) = internal(&s.dp, Method::POST, "/v3/apis", Some(def("/one/\\1"))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        as_json(&body),
+        json!({"message": "API with id=dyn already exists."})
+    );
+    let (status, body) = internal(&s.dp, Method::GET, "/v3/apis/dyn", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let got = as_json(&body);
+    assert_eq!(
+        (got["active"].clone(), got["ref_number"].clone()),
+        (json!(true), json!(0))
+    );
+
+    // Update: merged, ref_number + 1, routing follows at once.
+    let (status, _) = internal(&s.dp, Method::PUT, "/v3/apis/dyn", Some(def("/two/\\1"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echoed(&s.dp, "/dyn/y", &[]).await["path"], "/two/y");
+    let (status, body) = internal(&s.dp, Method::PUT, "/v3/apis/missing", Some(def("/x"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        as_json(&body),
+        json!({"message": "API with id=missing doesn't exists."})
+    );
+    let (status, _) = internal(&s.dp, Method::PUT, "/v3/apis/dyn", Some(json!({"name": 1}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Soft delete: gone from routing and the API; a second delete is 404; re-create re-activates.
+    let (status, body) = internal(&s.dp, Method::DELETE, "/v3/apis/dyn", None).await;
+    assert_eq!((status, body.len()), (StatusCode::NO_CONTENT, 0));
+    let (status, _, _) = call(&s.dp, Method::GET, "/dyn/x", &[], Bytes::new()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = internal(&s.dp, Method::GET, "/v3/apis/dyn", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = internal(&s.dp, Method::DELETE, "/v3/apis/dyn", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = internal(&s.dp, Method::POST, "/v3/apis", Some(def("/three/\\1"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, body) = internal(&s.dp, Method::GET, "/v3/apis/dyn", None).await;
+    assert_eq!(as_json(&body)["ref_number"], 3);
+    assert_eq!(echoed(&s.dp, "/dyn/z", &[]).await["path"], "/three/z");
+
+    // Routes from manifests are read-only here.
+    for (method, body) in [(Method::DELETE, None), (Method::PUT, Some(def("/x")))] {
+        let (status, text) = internal(&s.dp, method.clone(), "/v3/apis/e2e/a-echo", body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{method}");
+        assert!(
+            String::from_utf8_lossy(&text).contains("ProxyRoute"),
+            "{text:?}"
+        );
+    }
+    let (status, _) = internal(&s.dp, Method::GET, "/v3/apis/e2e/a-echo", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn proxy_route_manifests_are_reloaded_live() {
+    let one = backend("one").await;
+    let dir = temp_dir();
+    std::fs::write(dir.join("empty.yaml"), "").expect("write");
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("RIG_MANIFESTS", dir.to_string_lossy());
+    let dp = DataPlane::start(config).await.expect("data plane");
+    let (status, _, _) = call(&dp, Method::GET, "/live/x", &[], Bytes::new()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let route = format!(
+        "apiVersion: rig.dev/v1alpha1\nkind: ProxyRoute\nmetadata: {{name: live}}\nspec:\n  endpoints: [{{id: l, method: GET, pathRegex: '/live/(.*)', pathReplacement: '/\\1'}}]\n  target: {{kind: Http, url: 'http://{}'}}\n",
+        one.addr
+    );
+    std::fs::write(dir.join("live.yaml"), route).expect("write");
+    let e = wait_until("the new route answers", T, || async {
+        let (status, _, body) = call(&dp, Method::GET, "/live/x", &[], Bytes::new()).await;
+        (status == StatusCode::OK).then(|| as_json(&body))
+    })
+    .await;
+    assert_eq!(e["path"], "/x");
+    // An invalid change is rejected whole: the route keeps answering.
+    std::fs::write(
+        dir.join("live.yaml"),
+        "apiVersion: rig.dev/v1alpha1\nkind: ProxyRoute\nmetadata: {name: live}\nspec:\n  endpoints: [{id: l, method: GET, pathRegex: '/live/(.*'}]\n  target: {kind: Http, url: 'http://127.0.0.1:9'}\n",
+    )
+    .expect("write");
+    wait_until("the bad change is rejected", T, || async {
+        let (_, text) = client::get(dp.internal(), "/metrics").await.ok()?;
+        text.lines()
+            .any(|l| l == "rig_config_reload_failures_total 1")
+            .then_some(())
+    })
+    .await;
+    let (status, _, _) = call(&dp, Method::GET, "/live/x", &[], Bytes::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    std::fs::remove_file(dir.join("live.yaml")).expect("remove");
+    wait_until("the removed route is gone", T, || async {
+        let (status, _, _) = call(&dp, Method::GET, "/live/x", &[], Bytes::new()).await;
+        (status == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_invalid_proxy_config_file_stops_the_process_with_rigs_error_map() {
+    let out = std::process::Command::new(dataplane::binary().expect("binary"))
+        .env("RIG_BIND_ADDRESS", "127.0.0.1")
+        .env(
+            "INBOUND_PORT",
+            dataplane::free_addr().expect("port").port().to_string(),
+        )
+        .env(
+            "API_HTTP_PORT",
+            dataplane::free_addr().expect("port").port().to_string(),
+        )
+        .env(
+            "PROXY_CONFIG_FILE",
+            r#"[{"id":"svc","version_data":{"default":{"endpoints":[]}},"proxy":{"target_url":"h","port":1}}]"#,
+        )
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "must refuse to start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PROXY_CONFIG_FILE is invalid")
+            && stderr.contains(r#"{"api":[{"name":"must be present"}]}"#),
+        "{stderr}"
+    );
+}
