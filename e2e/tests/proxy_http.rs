@@ -853,3 +853,30 @@ fn an_invalid_proxy_config_file_stops_the_process_with_rigs_error_map() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn http2_clients_reach_http1_backends() {
+    let s = setup().await;
+    let stream = TcpStream::connect(s.dp.inbound()).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c prior-knowledge handshake");
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{}/first/h2?a[b]=c", s.dp.inbound()))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let res = sender.send_request(req).await.expect("response");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    // HTTP/1 connection headers of the backend's answer would break HTTP/2 (RIG #193).
+    assert!(res.headers().get("x-upstream-private").is_none());
+    assert_eq!(res.headers()["x-backend"], "one");
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    let e: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(e["path"], "/first/h2");
+    assert_eq!(e["query"], "a[b]=c");
+    assert_eq!(e["headers"]["host"], s.one.addr.to_string());
+}
