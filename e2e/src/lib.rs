@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod env;
 pub mod http;
 pub mod kube_env;
+pub mod operator;
 pub mod sse;
 pub mod wait;
 

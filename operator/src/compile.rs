@@ -376,11 +376,18 @@ fn check_endpoint(endpoint: &Endpoint, problems: &mut Problems) {
 
 /// Compile a `pathRegex` exactly as the data plane matches it: anchored at both ends (an explicit
 /// `^`/`$` is harmless), case-insensitive, within [`REGEX_SIZE_LIMIT`].
+///
+/// The pattern must also compile on its own, so errors point into the user's text (not our
+/// wrapper) and a pattern cannot escape the anchoring group (`/a)|(/b`).
 pub fn path_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .case_insensitive(true)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
+    let build = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .case_insensitive(true)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+    };
+    build(pattern)?;
+    build(&format!("^(?:{pattern})$"))
 }
 
 /// The group numbers a `pathReplacement` references (`\0`…`\9`).

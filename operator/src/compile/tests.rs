@@ -125,6 +125,10 @@ fn a_bad_regex_rejects_only_its_route_with_a_readable_reason() {
     assert_eq!(reason, "InvalidPathRegex");
     assert!(message.contains("\"/books/(unclosed\""), "{message}");
     assert!(message.contains("unclosed group"), "{message}");
+    assert!(
+        !message.contains("(?:"),
+        "the error shows the user's pattern: {message}"
+    );
     assert!(!message.contains('\n'), "{message}");
     assert_eq!(outcome(&c, Kind::ProxyRoute, "good"), &Outcome::Accepted);
     let names: Vec<_> = c.snapshot.proxy_routes.iter().map(|r| &r.name).collect();
@@ -137,6 +141,10 @@ fn regexes_are_anchored_and_case_insensitive_as_the_data_plane_uses_them() {
     assert!(re.is_match("/BOOKS/1"));
     assert!(!re.is_match("/api/books/1"));
     assert!(path_regex("^/a$").expect("explicit anchors").is_match("/a"));
+    assert!(
+        path_regex("/a)|(/b").is_err(),
+        "cannot escape the anchoring group"
+    );
     // Huge automata are refused instead of being shipped to every data plane.
     assert!(path_regex("/(\\w{100}){100}").is_err());
 }
