@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use rig_crds::condition::ACCEPTED;
 use rig_crds::snapshot::StreamMessage;
@@ -154,6 +155,25 @@ async fn two_replicas_agree_report_status_and_fail_over() {
         message.contains("pathRegex \"/books/(unclosed\" does not compile"),
         "{message}"
     );
+    // ... and a Warning Event that `kubectl describe` shows.
+    let events = Api::<Event>::namespaced(client.clone(), &ns);
+    let note = wait_until(
+        "a Warning Event on the bad ProxyRoute",
+        STATUS_WAIT,
+        || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items.into_iter().find_map(|e| {
+                let about_books = e.regarding.as_ref()?.name.as_deref() == Some("books");
+                (about_books
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some("InvalidPathRegex"))
+                .then_some(e.note)
+                .flatten()
+            })
+        },
+    )
+    .await;
+    assert!(note.contains("does not compile"), "{note}");
     assert_eq!(
         accepted(&ers, "greetings", ConditionStatus::True).await.0,
         "Accepted"

@@ -44,7 +44,13 @@ pub async fn run(config: Config) -> Result<()> {
         },
     );
     let mut controller = tokio::spawn(controller);
-    let mut status = tokio::spawn(status::run(client.clone(), stores, verdicts_rx, leading_rx));
+    let mut status = tokio::spawn(status::run(
+        client.clone(),
+        config.identity.clone(),
+        stores,
+        verdicts_rx,
+        leading_rx,
+    ));
     let mut election = tokio::spawn(lease::run(
         client,
         lease::Settings {

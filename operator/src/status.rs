@@ -8,12 +8,15 @@
 //! the loop idempotent (a status write comes back as a watch event, compiles to the same verdict,
 //! and stops there). Verdicts for an older generation than the store's are skipped: the next
 //! compilation brings the fresh one. Failed writes are retried after a pause, as a whole pass.
+//! A rejection also becomes a `Warning` Kubernetes Event on the object (once per status change,
+//! so `kubectl describe` explains it without a stream of repeats).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource};
 use rig_crds::condition::ACCEPTED;
@@ -87,18 +90,33 @@ pub fn desired_status(
     Some(next)
 }
 
+/// Events carry at most 1 kB of note.
+const NOTE_LIMIT: usize = 1000;
+
 /// Write status while `leading` is true, whenever the verdicts change or leadership is gained.
+/// `identity` names this replica on the Events it records.
 pub async fn run(
     client: kube::Client,
+    identity: String,
     stores: Stores,
     mut verdicts: watch::Receiver<Arc<Vec<Verdict>>>,
     mut leading: watch::Receiver<bool>,
 ) {
+    let writer = Writer {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(identity),
+            },
+        ),
+        client,
+    };
     let mut failed = false;
     loop {
         if *leading.borrow_and_update() {
             let current = verdicts.borrow_and_update().clone();
-            failed = !write_pass(&client, &stores, &current, &leading).await;
+            failed = !write_pass(&writer, &stores, &current, &leading).await;
         }
         tokio::select! {
             changed = verdicts.changed() => if changed.is_err() { return },
@@ -108,9 +126,15 @@ pub async fn run(
     }
 }
 
+/// What a status write needs.
+struct Writer {
+    client: kube::Client,
+    recorder: Recorder,
+}
+
 /// One pass over all verdicts; false when a write failed (the pass will be retried).
 async fn write_pass(
-    client: &kube::Client,
+    writer: &Writer,
     stores: &Stores,
     verdicts: &[Verdict],
     leading: &watch::Receiver<bool>,
@@ -122,9 +146,9 @@ async fn write_pass(
             return true;
         }
         let result = match verdict.kind {
-            Kind::EventRoute => write_one(client, &stores.event_routes, verdict).await,
-            Kind::ProxyRoute => write_one(client, &stores.proxy_routes, verdict).await,
-            Kind::Blacklist => write_one(client, &stores.blacklists, verdict).await,
+            Kind::EventRoute => write_one(writer, &stores.event_routes, verdict).await,
+            Kind::ProxyRoute => write_one(writer, &stores.proxy_routes, verdict).await,
+            Kind::Blacklist => write_one(writer, &stores.blacklists, verdict).await,
         };
         if let Err(error) = result {
             ok = false;
@@ -162,7 +186,7 @@ impl HasStatus for rig_crds::Blacklist {
 }
 
 async fn write_one<K>(
-    client: &kube::Client,
+    writer: &Writer,
     store: &Store<K>,
     verdict: &Verdict,
 ) -> Result<(), kube::Error>
@@ -188,7 +212,7 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    let api: Api<K> = Api::namespaced(client.clone(), &verdict.namespace);
+    let api: Api<K> = Api::namespaced(writer.client.clone(), &verdict.namespace);
     api.patch_status(
         &verdict.name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -198,6 +222,31 @@ where
     if let Outcome::Rejected { reason, message } = &verdict.outcome {
         tracing::info!(kind = ?verdict.kind, namespace = %verdict.namespace, name = %verdict.name,
             generation = verdict.generation, reason, message, "object rejected");
+        let mut note = message.clone();
+        if note.len() > NOTE_LIMIT {
+            let mut end = NOTE_LIMIT - 3;
+            while !note.is_char_boundary(end) {
+                end -= 1;
+            }
+            note.truncate(end);
+            note.push_str("...");
+        }
+        let event = Event {
+            type_: EventType::Warning,
+            reason: (*reason).into(),
+            note: Some(note),
+            action: "Compile".into(),
+            secondary: None,
+        };
+        // The status already says it; a lost Event is logged, not retried.
+        if let Err(error) = writer
+            .recorder
+            .publish(&event, &object.object_ref(&()))
+            .await
+        {
+            tracing::warn!(namespace = %verdict.namespace, name = %verdict.name,
+                error = %error_chain(&error), "recording the rejection Event failed");
+        }
     }
     Ok(())
 }
