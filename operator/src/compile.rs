@@ -10,7 +10,7 @@
 //! object is left out of the snapshot with a reason on its verdict; the rest keeps working.
 //! Expired `Blacklist` objects are left out too, but they are not invalid.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,9 +104,47 @@ impl Problems {
     }
 }
 
-/// Compile all objects as of `now`. Objects without a namespace or name (never the case for
-/// objects read from the apiserver) are skipped.
+/// Compile all objects as of `now` (see [`Compiler::compile`]), with no memo.
 pub fn compile(
+    event_routes: &[Arc<EventRoute>],
+    proxy_routes: &[Arc<ProxyRoute>],
+    blacklists: &[Arc<Blacklist>],
+    now: Timestamp,
+) -> Compiled {
+    Compiler::default().compile(event_routes, proxy_routes, blacklists, now)
+}
+
+/// The compiler with a memo of the costly per-object checks (compiling every `ProxyRoute`'s
+/// regexes), keyed by the object's `uid` and `generation`: a spec never changes without a new
+/// generation, and a re-created object gets a new uid. So a `Blacklist` change does not recompile
+/// a thousand regexes. The memo never changes a result, only its cost.
+#[derive(Debug, Default)]
+pub struct Compiler {
+    proxy_outcomes: HashMap<(String, i64), Outcome>,
+}
+
+impl Compiler {
+    /// Compile all objects as of `now`. Objects without a namespace or name (never the case for
+    /// objects read from the apiserver) are skipped.
+    pub fn compile(
+        &mut self,
+        event_routes: &[Arc<EventRoute>],
+        proxy_routes: &[Arc<ProxyRoute>],
+        blacklists: &[Arc<Blacklist>],
+        now: Timestamp,
+    ) -> Compiled {
+        compile_with(
+            &mut self.proxy_outcomes,
+            event_routes,
+            proxy_routes,
+            blacklists,
+            now,
+        )
+    }
+}
+
+fn compile_with(
+    memo: &mut HashMap<(String, i64), Outcome>,
     event_routes: &[Arc<EventRoute>],
     proxy_routes: &[Arc<ProxyRoute>],
     blacklists: &[Arc<Blacklist>],
@@ -126,18 +164,35 @@ pub fn compile(
     }
 
     let mut accepted_proxies = Vec::new();
+    let mut next_memo = HashMap::with_capacity(memo.len());
     for route in proxy_routes {
         let Some(named) = named(route.as_ref(), route.spec.clone()) else {
             continue;
         };
-        let mut problems = Problems::default();
-        check_proxy_route(&route.spec, &mut problems);
-        let outcome = problems.outcome();
+        let key = route
+            .metadata
+            .uid
+            .clone()
+            .map(|uid| (uid, named.generation));
+        let outcome = match key.as_ref().and_then(|k| memo.remove(k)) {
+            Some(outcome) => outcome,
+            None => {
+                let mut problems = Problems::default();
+                check_proxy_route(&route.spec, &mut problems);
+                problems.outcome()
+            }
+        };
+        if let Some(key) = key {
+            next_memo.insert(key, outcome.clone());
+        }
         verdicts.push(verdict(Kind::ProxyRoute, &named, outcome.clone()));
         if outcome == Outcome::Accepted {
             accepted_proxies.push(named);
         }
     }
+
+    // Only objects that still exist stay in the memo.
+    *memo = next_memo;
 
     let mut accepted_blacklists = Vec::new();
     let mut next_expiry: Option<Timestamp> = None;

@@ -151,6 +151,7 @@ async fn run_loop(
     debounce: Duration,
     outputs: Outputs,
 ) {
+    let mut compiler = compile::Compiler::default();
     let mut synced = BTreeSet::new();
     let mut pending: Option<Instant> = None;
     let mut expiry: Option<Instant> = None;
@@ -174,7 +175,7 @@ async fn run_loop(
         };
         if compile_now {
             pending = None;
-            expiry = publish(&stores, &outputs);
+            expiry = publish(&mut compiler, &stores, &outputs);
         }
     }
 }
@@ -188,10 +189,14 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// Compile the stores' current state and publish it; returns when to compile again for the next
 /// `Blacklist` expiry.
-fn publish(stores: &Stores, outputs: &Outputs) -> Option<Instant> {
+fn publish(
+    compiler: &mut compile::Compiler,
+    stores: &Stores,
+    outputs: &Outputs,
+) -> Option<Instant> {
     let started = std::time::Instant::now();
     let now = Timestamp::now();
-    let compiled = compile::compile(
+    let compiled = compiler.compile(
         &stores.event_routes.state(),
         &stores.proxy_routes.state(),
         &stores.blacklists.state(),
@@ -263,5 +268,130 @@ mod tests {
         assert!(line.ends_with(b"\n"));
         let parsed: StreamMessage = serde_json::from_slice(&line).expect("parse");
         assert_eq!(parsed, StreamMessage::Snapshot(Box::new(snapshot)));
+    }
+
+    type Writers = (
+        reflector::store::Writer<EventRoute>,
+        reflector::store::Writer<ProxyRoute>,
+        reflector::store::Writer<Blacklist>,
+    );
+
+    /// The loop on a channel of changes, with stores the test writes into.
+    fn harness() -> (
+        tokio::sync::mpsc::UnboundedSender<Change>,
+        Writers,
+        watch::Receiver<Option<Arc<Published>>>,
+    ) {
+        let (event_routes, er) = reflector::store();
+        let (proxy_routes, pr) = reflector::store();
+        let (blacklists, bl) = reflector::store();
+        let stores = Stores {
+            event_routes,
+            proxy_routes,
+            blacklists,
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let changes =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+                .boxed();
+        let (snapshot, snapshot_rx) = watch::channel(None);
+        let (verdicts, _) = watch::channel(Arc::new(Vec::new()));
+        let outputs = Outputs { snapshot, verdicts };
+        tokio::spawn(run_loop(
+            stores,
+            changes,
+            Duration::from_millis(100),
+            outputs,
+        ));
+        (tx, (er, pr, bl), snapshot_rx)
+    }
+
+    fn blacklist(name: &str) -> Blacklist {
+        let mut b = Blacklist::new(
+            name,
+            rig_crds::BlacklistSpec {
+                session_id: name.into(),
+                expires_at: "2999-01-01T00:00:00Z".into(),
+                reason: None,
+            },
+        );
+        b.metadata.namespace = Some("ns".into());
+        b
+    }
+
+    fn proxy_route(name: &str) -> ProxyRoute {
+        let spec = serde_yaml::from_str(
+            "endpoints: [{id: a, method: GET, pathRegex: /a}]\ntarget: {kind: Http, url: 'http://a:1'}\n",
+        )
+        .expect("spec");
+        let mut r = ProxyRoute::new(name, spec);
+        r.metadata.namespace = Some("ns".into());
+        r
+    }
+
+    fn counts(rx: &watch::Receiver<Option<Arc<Published>>>) -> Option<(usize, usize)> {
+        rx.borrow()
+            .as_ref()
+            .map(|p| (p.snapshot.proxy_routes.len(), p.snapshot.blacklists.len()))
+    }
+
+    /// Let the loop run (paused time advances only as far as asked).
+    async fn settle(by: Duration) {
+        tokio::time::sleep(by).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_published_before_all_kinds_are_synced() {
+        let (tx, (_er, _pr, mut bl), rx) = harness();
+        bl.apply_watcher_event(&watcher::Event::Apply(blacklist("b1")));
+        tx.send(Change::Synced(Kind::EventRoute)).expect("send");
+        tx.send(Change::Objects(Kind::Blacklist)).expect("send");
+        tx.send(Change::Synced(Kind::ProxyRoute)).expect("send");
+        settle(Duration::from_secs(1)).await;
+        assert_eq!(
+            counts(&rx),
+            None,
+            "an incomplete view must not be published"
+        );
+        tx.send(Change::Synced(Kind::Blacklist)).expect("send");
+        settle(Duration::from_millis(1)).await;
+        assert_eq!(counts(&rx), Some((0, 1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn routes_are_debounced_blacklists_are_not() {
+        let (tx, (_er, mut pr, mut bl), rx) = harness();
+        for kind in [Kind::EventRoute, Kind::ProxyRoute, Kind::Blacklist] {
+            tx.send(Change::Synced(kind)).expect("send");
+        }
+        settle(Duration::from_millis(1)).await;
+        assert_eq!(counts(&rx), Some((0, 0)));
+
+        pr.apply_watcher_event(&watcher::Event::Apply(proxy_route("r1")));
+        tx.send(Change::Objects(Kind::ProxyRoute)).expect("send");
+        settle(Duration::from_millis(50)).await;
+        // A second route inside the window joins the same compilation.
+        pr.apply_watcher_event(&watcher::Event::Apply(proxy_route("r2")));
+        tx.send(Change::Objects(Kind::ProxyRoute)).expect("send");
+        settle(Duration::from_millis(40)).await;
+        assert_eq!(
+            counts(&rx),
+            Some((0, 0)),
+            "still inside the debounce window"
+        );
+        settle(Duration::from_millis(20)).await;
+        assert_eq!(
+            counts(&rx),
+            Some((2, 0)),
+            "the window is bounded from its first change"
+        );
+
+        pr.apply_watcher_event(&watcher::Event::Apply(proxy_route("r3")));
+        tx.send(Change::Objects(Kind::ProxyRoute)).expect("send");
+        bl.apply_watcher_event(&watcher::Event::Apply(blacklist("b1")));
+        tx.send(Change::Objects(Kind::Blacklist)).expect("send");
+        settle(Duration::from_millis(1)).await;
+        // The Blacklist went out at once, and took the pending route with it.
+        assert_eq!(counts(&rx), Some((3, 1)));
     }
 }

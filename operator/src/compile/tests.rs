@@ -196,6 +196,47 @@ fn all_problems_of_an_object_are_reported_first_reason_wins() {
 }
 
 #[test]
+fn the_memo_follows_uid_and_generation() {
+    let mut compiler = Compiler::default();
+    let with_uid = |generation: i64, regex: &str| {
+        let mut r = ProxyRoute::clone(&proxy_route(
+            "a",
+            "r",
+            generation,
+            &proxy(regex, None, "5s"),
+        ));
+        r.metadata.uid = Some("u1".into());
+        Arc::new(r)
+    };
+    let bad = [with_uid(1, "/(")];
+    let c = compiler.compile(&[], &bad, &[], now());
+    assert_eq!(
+        rejected(outcome(&c, Kind::ProxyRoute, "r")).0,
+        "InvalidPathRegex"
+    );
+    // Same uid and generation: the remembered outcome (the spec cannot differ in reality).
+    let c = compiler.compile(&[], &bad, &[], now());
+    assert_eq!(
+        rejected(outcome(&c, Kind::ProxyRoute, "r")).0,
+        "InvalidPathRegex"
+    );
+    // A new generation is checked again.
+    let fixed = [with_uid(2, "/ok")];
+    let c = compiler.compile(&[], &fixed, &[], now());
+    assert_eq!(outcome(&c, Kind::ProxyRoute, "r"), &Outcome::Accepted);
+    assert_eq!(
+        compiler.proxy_outcomes.len(),
+        1,
+        "old generations leave the memo"
+    );
+    compiler.compile(&[], &[], &[], now());
+    assert!(
+        compiler.proxy_outcomes.is_empty(),
+        "deleted objects leave the memo"
+    );
+}
+
+#[test]
 fn json_pointers_follow_rfc_6901() {
     assert!(check_json_pointer("/data/a~1b~0c").is_ok());
     assert!(check_json_pointer("/data/a~2").is_err());
@@ -269,4 +310,62 @@ fn expired_blacklists_leave_the_snapshot_without_being_invalid() {
     let later = compile(&[], &[], &bls, "2026-06-01T00:00:02Z".parse().expect("t"));
     assert_eq!(later.snapshot.blacklists.len(), 1);
     assert_ne!(later.snapshot.version, c.snapshot.version);
+}
+
+/// The issue's sizing point: 1,000 routes and 10,000 revocations. Prints the snapshot size and
+/// the compile time (debug build numbers unless run with `--release`); asserts only the content.
+/// Run with `cargo test -p rig-operator scale -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check; run by hand"]
+fn scale_1000_routes_10000_blacklists() {
+    let ers: Vec<_> = (0..500)
+        .map(|i| {
+            let yaml = format!(
+                "source: {{kafka: {{topics: [t{i}]}}}}\nevents:\n- type: type-{i}\n  extractors: [{{field: name, eventPointer: /data/name}}]\n"
+            );
+            event_route("a", &format!("er-{i:04}"), "2026-01-01T00:00:00Z", &yaml)
+        })
+        .collect();
+    let prs: Vec<_> = (0..500)
+        .map(|i| {
+            proxy_route(
+                "a",
+                &format!("pr-{i:04}"),
+                1,
+                &proxy(&format!("/api/{i}/(.+)"), Some("/\\1"), "5s"),
+            )
+        })
+        .collect();
+    let bls: Vec<_> = (0..10_000)
+        .map(|i| blacklist("a", &format!("bl-{i:05}"), "2027-01-01T00:00:00Z"))
+        .collect();
+    let started = std::time::Instant::now();
+    let c = compile(&ers, &prs, &bls, now());
+    let elapsed = started.elapsed();
+    let bytes = serde_json::to_vec(&c.snapshot).expect("encode").len();
+    // With the memo warm (a Blacklist change), regexes are not compiled again.
+    let mut compiler = Compiler::default();
+    let with_uids: Vec<_> = prs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut r = ProxyRoute::clone(r);
+            r.metadata.uid = Some(format!("uid-{i}"));
+            Arc::new(r)
+        })
+        .collect();
+    compiler.compile(&ers, &with_uids, &bls, now());
+    let warm = std::time::Instant::now();
+    compiler.compile(&ers, &with_uids, &bls[1..], now());
+    let warm = warm.elapsed();
+    eprintln!("recompiled after a Blacklist change (memo warm) in {warm:?}");
+    assert_eq!(
+        (
+            c.snapshot.event_routes.len(),
+            c.snapshot.proxy_routes.len(),
+            c.snapshot.blacklists.len()
+        ),
+        (500, 500, 10_000)
+    );
+    eprintln!("compiled 1,000 routes + 10,000 blacklists in {elapsed:?}; snapshot {bytes} bytes");
 }
