@@ -70,6 +70,10 @@ pub const ENV_PROXY_RECV_TIMEOUT: &str = "PROXY_RECV_TIMEOUT";
 pub const ENV_PROXY_MAX_BODY_BYTES: &str = "PROXY_MAX_BODY_BYTES";
 /// RIG's `HOST`: its IP is the `by=` of the `forwarded` header sent to proxy targets.
 pub const ENV_HOST: &str = "HOST";
+/// Comma-separated topics carrying correlated proxy responses (every process reads all partitions).
+pub const ENV_PROXY_KAFKA_RESPONSE_TOPICS: &str = "PROXY_KAFKA_RESPONSE_TOPICS";
+/// RIG's default response topic.
+const DEFAULT_PROXY_KAFKA_RESPONSE_TOPICS: &str = "rig-proxy-response";
 
 const DEFAULT_INBOUND_PORT: u16 = 4000;
 const DEFAULT_API_HTTP_PORT: u16 = 4010;
@@ -177,6 +181,8 @@ pub struct Config {
     pub proxy_max_body_bytes: u64,
     /// `HOST`, for `forwarded: by=`.
     pub host: String,
+    /// `PROXY_KAFKA_RESPONSE_TOPICS`: where correlated responses arrive.
+    pub proxy_kafka_response_topics: Vec<String>,
 }
 
 impl Config {
@@ -295,6 +301,10 @@ impl Config {
             host: lookup(ENV_HOST)
                 .filter(|h| !h.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+            proxy_kafka_response_topics: list(
+                &lookup(ENV_PROXY_KAFKA_RESPONSE_TOPICS)
+                    .unwrap_or_else(|| DEFAULT_PROXY_KAFKA_RESPONSE_TOPICS.into()),
+            ),
         })
     }
 }

@@ -111,6 +111,17 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         }
         None => None,
     };
+    let responses = match state.config.kafka_brokers.clone() {
+        Some(brokers) => {
+            let producer = proxy::kafka::producer(&brokers).context("Kafka producer")?;
+            let _ = state.proxy.producer.set(proxy::kafka::Producer(producer));
+            let topics = state.config.proxy_kafka_response_topics.clone();
+            let task =
+                proxy::kafka::run_responses(state.clone(), brokers, topics, shutdown.clone());
+            Some(tokio::spawn(task))
+        }
+        None => None,
+    };
     let inbound = http::server::serve(
         inbound,
         Arc::new(http::inbound::Inbound::new(state.clone())),
@@ -125,6 +136,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let _ = heartbeat.await;
     let _ = sweeper.await;
     let _ = blacklist_sweeper.await;
+    if let Some(responses) = responses {
+        match responses.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error).context("Kafka response consumer"),
+            Err(error) => return Err(error).context("Kafka response consumer task"),
+        }
+    }
     if let Some(consumer) = consumer {
         match consumer.await {
             Ok(Ok(())) => {}

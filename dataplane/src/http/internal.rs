@@ -51,6 +51,7 @@ impl Handler for Internal {
                 );
                 res
             }
+            (&Method::POST, "/v3/responses") => crate::proxy::responses(&self.state, req).await,
             (&Method::POST, "/v3/messages") => super::inbound::publish(&self.state, req).await,
             (&Method::PUT, path) if subscriptions_put::token_in_internal_path(path).is_some() => {
                 let token = subscriptions_put::token_in_internal_path(path)

@@ -82,6 +82,8 @@ pub struct Settings<'a> {
     pub by: &'a str,
     /// Where latency is recorded.
     pub metrics: &'a super::metrics::ProxyMetrics,
+    /// A correlation id to add to the query as `correlation=<id>` (correlated responses).
+    pub correlation: Option<&'a str>,
 }
 
 /// Forward `req`, matched by `endpoint` of `api`, to `target`; `peer` is the client.
@@ -99,9 +101,11 @@ pub async fn forward(
         return too_large(settings.max_body);
     }
     let path = endpoint.rewrite(parts.uri.path());
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
+    let path_and_query = match (parts.uri.query(), settings.correlation) {
+        (Some(q), Some(c)) => format!("{path}?{q}&correlation={c}"),
+        (None, Some(c)) => format!("{path}?correlation={c}"),
+        (Some(q), None) => format!("{path}?{q}"),
+        (None, None) => path,
     };
     let uri = match Uri::builder()
         .scheme(target.scheme.clone())

@@ -9,17 +9,23 @@
 //!
 //! The table is swapped whole ([`Proxy::table`] hands out an `Arc` under a lock held only for the
 //! clone), so a request sees one consistent configuration and a reload never waits for requests.
-//! Targets are an enum ([`routes::Target`]); the Kafka target and correlated responses
-//! (`response_from` `http_async`/`kafka`) are answered 501 until they are built.
+//! Targets are an enum ([`routes::Target`]). The Kafka target ([`kafka`]) produces the request as
+//! a CloudEvent; correlated responses ([`correlation`]) hold the request until the response
+//! arrives through `POST /v3/responses` or the response topics. Any correlated request accepts a
+//! response from either channel (the pending map is shared), so `http_async` and `kafka` differ
+//! only in how the responder is expected to answer.
 
 pub mod api;
+pub mod correlation;
 pub mod http;
+pub mod kafka;
 pub mod metrics;
 pub mod rig;
 pub mod routes;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use ::http::{HeaderValue, StatusCode, header};
@@ -58,6 +64,14 @@ pub struct Proxy {
     default_timeout: Duration,
     by: String,
     cors: HeaderValue,
+    /// Requests waiting for correlated responses.
+    pub correlations: correlation::Correlations,
+    /// `rig_produced_events_total` / `rig_produced_events_failed_total`.
+    pub produced: kafka::Produced,
+    /// The Kafka producer, set at start when `KAFKA_BROKERS` is configured.
+    pub producer: OnceLock<kafka::Producer>,
+    /// Response-topic partitions this process reads (`rig_proxy_response_partitions`).
+    pub response_partitions: AtomicU64,
 }
 
 impl Proxy {
@@ -73,6 +87,10 @@ impl Proxy {
             default_timeout,
             by: resolve_host(host),
             cors,
+            correlations: correlation::Correlations::default(),
+            produced: kafka::Produced::default(),
+            producer: OnceLock::new(),
+            response_partitions: AtomicU64::new(0),
         }
     }
 
@@ -152,6 +170,18 @@ impl Proxy {
     /// Append the proxy metrics to a `/metrics` text.
     pub fn render_metrics(&self, out: &mut String) {
         self.metrics.render(out);
+        self.correlations.render(out);
+        self.produced.render(out);
+        let _ = std::fmt::Write::write_fmt(
+            out,
+            format_args!(
+                "# HELP rig_proxy_response_partitions Response-topic partitions this process reads.\n\
+                 # TYPE rig_proxy_response_partitions gauge\n\
+                 rig_proxy_response_partitions {}\n",
+                self.response_partitions
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            ),
+        );
     }
 }
 
@@ -206,8 +236,26 @@ pub async fn handle(
                         max_body: proxy.max_body,
                         by: &proxy.by,
                         metrics: &proxy.metrics,
+                        correlation: None,
                     };
                     http::forward(&settings, api, endpoint, target, req, peer).await
+                }
+                (Target::Http(target), ResponseFrom::HttpAsync | ResponseFrom::Kafka) => {
+                    correlated_http(state, api, endpoint, target, req, peer).await
+                }
+                (
+                    Target::Kafka {
+                        topic,
+                        wrap_plain_json,
+                        wrap_event_type,
+                    },
+                    response_from @ (ResponseFrom::Http
+                    | ResponseFrom::HttpAsync
+                    | ResponseFrom::Kafka),
+                ) => {
+                    let wrap = wrap_plain_json.then(|| wrap_event_type.as_deref().unwrap_or(""));
+                    let waits = response_from != ResponseFrom::Http;
+                    kafka_target(state, api, endpoint, topic, wrap, waits, req, peer).await
                 }
                 (target, response_from) => {
                     endpoint.counters.count(Status::BadRequest);
@@ -276,4 +324,257 @@ fn unauthorized(cors: &HeaderValue) -> Response<Body> {
 /// Whether `method` is one the `/v3/apis` API answers on `path`.
 pub fn is_api_path(path: &str) -> bool {
     path == "/v3/apis" || path.starts_with("/v3/apis/")
+}
+
+/// RIG's CORS headers on proxy answers produced here (not by a backend).
+fn with_cors(
+    mut res: Response<Body>,
+    cors: &HeaderValue,
+    allow_headers: &'static str,
+) -> Response<Body> {
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, cors.clone());
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(allow_headers),
+    );
+    res
+}
+
+/// The client's answer from a correlated response: its status, headers and body, plus CORS.
+fn from_reply(
+    reply: correlation::Reply,
+    cors: &HeaderValue,
+    allow_headers: &'static str,
+) -> Response<Body> {
+    let mut res = Response::new(crate::http::full(reply.body));
+    *res.status_mut() = reply.status;
+    *res.headers_mut() = reply.headers;
+    with_cors(res, cors, allow_headers)
+}
+
+/// RIG's 504 after no correlated response came: empty body, CORS.
+fn response_timeout(cors: &HeaderValue, allow_headers: &'static str) -> Response<Body> {
+    let mut res = Response::new(crate::http::full(bytes::Bytes::new()));
+    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    with_cors(res, cors, allow_headers)
+}
+
+/// 503 when the pending map is full.
+fn too_many_waiting() -> Response<Body> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Too many requests are waiting for correlated responses; try again later.",
+    )
+}
+
+/// HTTP target with `response_from` `http_async`/`kafka`: the backend gets `correlation=<id>` in
+/// the query; its 202 means "the answer comes later", anything else is passed through at once.
+async fn correlated_http(
+    state: &Arc<State>,
+    api: &routes::Api,
+    endpoint: &routes::Endpoint,
+    target: &routes::HttpTarget,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let proxy = &state.proxy;
+    let Some(pending) = proxy.correlations.register(&state.owner) else {
+        endpoint.counters.count(Status::Unreachable);
+        return too_many_waiting();
+    };
+    let settings = http::Settings {
+        upstream: &proxy.upstream,
+        max_body: proxy.max_body,
+        by: &proxy.by,
+        metrics: &proxy.metrics,
+        correlation: Some(&pending.id),
+    };
+    let res = http::forward(&settings, api, endpoint, target, req, peer).await;
+    if res.status() != StatusCode::ACCEPTED {
+        pending.cancel();
+        return res;
+    }
+    // The backend's 202 body is not for the client; its connection is released by dropping it.
+    drop(res);
+    match pending.wait(api.shared.timeout).await {
+        Some(reply) => from_reply(reply, &proxy.cors, "content-type"),
+        None => {
+            tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, "no correlated response within the route timeout");
+            response_timeout(&proxy.cors, "content-type")
+        }
+    }
+}
+
+/// The Kafka target: produce the request as a CloudEvent; answer 202 once acknowledged, or wait
+/// for the correlated response (`waits`).
+#[allow(clippy::too_many_arguments)]
+async fn kafka_target(
+    state: &Arc<State>,
+    api: &routes::Api,
+    endpoint: &routes::Endpoint,
+    topic: &str,
+    wrap: Option<&str>,
+    waits: bool,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    const ALLOW: &str = "content-type,authorization";
+    let proxy = &state.proxy;
+    if req.method() == ::http::Method::OPTIONS {
+        endpoint.counters.count(Status::Ok);
+        let mut res = Response::new(crate::http::full(bytes::Bytes::new()));
+        *res.status_mut() = StatusCode::NO_CONTENT;
+        return with_cors(res, &proxy.cors, ALLOW);
+    }
+    let (mut parts, body) = req.into_parts();
+    let limit = usize::try_from(proxy.max_body).unwrap_or(usize::MAX);
+    let body = match crate::http::read_body(body, limit).await {
+        Ok(b) => b,
+        Err(res) => {
+            endpoint.counters.count(Status::BadRequest);
+            return res;
+        }
+    };
+    if endpoint.add_headers {
+        for (name, value) in &api.shared.add_headers {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+    }
+    let pending = if waits {
+        match proxy.correlations.register(&state.owner) {
+            Some(p) => Some(p),
+            None => {
+                endpoint.counters.count(Status::Unreachable);
+                return too_many_waiting();
+            }
+        }
+    } else {
+        None
+    };
+    let fresh;
+    let correlation = match &pending {
+        Some(p) => p.id.as_str(),
+        None => {
+            fresh = proxy.correlations.fresh_id(&state.owner);
+            fresh.as_str()
+        }
+    };
+    let path = endpoint.rewrite(parts.uri.path());
+    let info = kafka::RequestInfo {
+        correlation,
+        peer,
+        method: &parts.method,
+        path: &path,
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        port: state.config.inbound.port(),
+        wrap,
+    };
+    let event = match kafka::build_event(&body, &info) {
+        Ok(e) => e,
+        Err(error) => {
+            endpoint.counters.count(Status::BadRequest);
+            return text(StatusCode::BAD_REQUEST, error.to_string());
+        }
+    };
+    if let Err(error) = kafka::produce(
+        proxy.producer.get().map(|p| &p.0),
+        &proxy.produced,
+        topic,
+        &event,
+        api.shared.timeout,
+    )
+    .await
+    {
+        endpoint.counters.count(Status::Unreachable);
+        return text(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+    }
+    let Some(pending) = pending else {
+        endpoint.counters.count(Status::Ok);
+        return with_cors(text(StatusCode::ACCEPTED, "Accepted."), &proxy.cors, ALLOW);
+    };
+    match pending.wait(api.shared.timeout).await {
+        Some(reply) => {
+            endpoint.counters.count(Status::Ok);
+            from_reply(reply, &proxy.cors, ALLOW)
+        }
+        None => {
+            endpoint.counters.count(Status::ResponseTimeout);
+            tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, %topic, "no correlated response within the route timeout");
+            response_timeout(&proxy.cors, ALLOW)
+        }
+    }
+}
+
+/// `POST /v3/responses` (internal port): a correlated response over HTTP, headers
+/// `rig-correlation` and `rig-response-code`, the body as-is. 202 when a request got it; 400 for
+/// missing or bad headers; 404 when nothing of this process waits for the correlation (it timed
+/// out, the client left, or it never existed); 409 when it names another process (send it to
+/// that process's internal port; it is not forwarded).
+pub async fn responses(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let correlations = &state.proxy.correlations;
+    let (parts, body) = req.into_parts();
+    let Some(id) = parts.headers.get(correlation::HEADER_CORRELATION).cloned() else {
+        correlations.count_invalid();
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Failed to parse request body: the header rig-correlation is missing.",
+        );
+    };
+    let status = match correlation::parse_code(
+        parts
+            .headers
+            .get(correlation::HEADER_RESPONSE_CODE)
+            .map(HeaderValue::as_bytes),
+    ) {
+        Ok(s) => s,
+        Err(error) => {
+            correlations.count_invalid();
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("Failed to parse request body: {error}."),
+            );
+        }
+    };
+    let limit = usize::try_from(state.proxy.max_body).unwrap_or(usize::MAX);
+    let body = match crate::http::read_body(body, limit).await {
+        Ok(b) => b,
+        Err(res) => return res,
+    };
+    let reply = correlation::Reply {
+        status,
+        headers: correlation::reply_headers(
+            parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes())),
+        ),
+        body,
+    };
+    match correlations.deliver(&state.owner, id.as_bytes(), reply) {
+        correlation::Delivery::Delivered => text(
+            StatusCode::ACCEPTED,
+            "message sent to correlated reverse proxy request",
+        ),
+        correlation::Delivery::Late => text(
+            StatusCode::NOT_FOUND,
+            "no request waiting for this correlation (it timed out, the client left, or it never existed)",
+        ),
+        correlation::Delivery::Foreign(owner) => text(
+            StatusCode::CONFLICT,
+            format!(
+                "this correlation belongs to the data-plane process {owner:?}, not to {:?}: send the response to that process's internal port",
+                state.owner
+            ),
+        ),
+        correlation::Delivery::Malformed => text(
+            StatusCode::BAD_REQUEST,
+            "Failed to parse request body: rig-correlation is not a correlation id of this gateway.",
+        ),
+    }
 }

@@ -426,6 +426,8 @@ fn endpoint(
         }
         "kafka" => Some(Target::Kafka {
             topic: topic.to_owned(),
+            wrap_plain_json: false,
+            wrap_event_type: None,
         }),
         "kinesis" | "nats" => Some(Target::Unsupported {
             kind: target_kind.to_owned(),

@@ -46,10 +46,14 @@ pub enum Origin {
 pub enum Target {
     /// Forward to an HTTP backend.
     Http(HttpTarget),
-    /// Produce a CloudEvent to a Kafka topic (not served yet: answered 501).
+    /// Produce a CloudEvent to a Kafka topic.
     Kafka {
         /// The topic.
         topic: String,
+        /// Wrap a plain JSON body into a CloudEvent (beyond RIG, its issue #310).
+        wrap_plain_json: bool,
+        /// The `type` of wrapped events; `None`: `<METHOD> <path>`.
+        wrap_event_type: Option<String>,
     },
     /// A RIG target kind this gateway does not serve (`kinesis`, `nats`): answered 501.
     Unsupported {
@@ -119,9 +123,9 @@ impl HttpTarget {
 pub enum ResponseFrom {
     /// The target's own answer.
     Http,
-    /// A later `POST /v3/responses` (not served yet: answered 501).
+    /// A later `POST /v3/responses`.
     HttpAsync,
-    /// A correlated Kafka message (not served yet: answered 501).
+    /// A correlated Kafka message.
     Kafka,
     /// A RIG source this gateway does not serve (`kinesis`, `nats`): answered 501.
     Unsupported,
@@ -418,6 +422,8 @@ fn compile_manifest(route: &ProxyRoute, metrics: &ProxyMetrics) -> Result<Api, R
                 topic: spec.target.topic.clone().ok_or_else(|| {
                     err("spec.target.topic is required for a Kafka target".into())
                 })?,
+                wrap_plain_json: spec.target.wrap_plain_json,
+                wrap_event_type: spec.target.wrap_event_type.clone(),
             }
         }
     };
