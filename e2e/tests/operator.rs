@@ -183,6 +183,18 @@ async fn two_replicas_agree_report_status_and_fail_over() {
         "Accepted"
     );
 
+    // Status is level-based: an edited status is put back.
+    let tamper = serde_json::json!({"status": {"observedGeneration": 1, "conditions": [{
+        "type": "Accepted", "status": "False", "reason": "Tampered", "message": "by hand",
+        "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}]}});
+    ers.patch_status("greetings", &PatchParams::default(), &Patch::Merge(&tamper))
+        .await
+        .expect("edit the status");
+    assert_eq!(
+        accepted(&ers, "greetings", ConditionStatus::True).await.0,
+        "Accepted"
+    );
+
     // Both replicas stream the same snapshot: the valid objects, not the invalid one.
     let complete = |s: &Snapshot| {
         names(&s.event_routes) == ["greetings"] && names(&s.blacklists) == ["revoked"]

@@ -230,13 +230,10 @@ fn publish(
             }
         }
     }
-    outputs.verdicts.send_if_modified(|old| {
-        let differs = **old != compiled.verdicts;
-        if differs {
-            *old = Arc::new(compiled.verdicts);
-        }
-        differs
-    });
+    // Always wake the status writer, even with unchanged verdicts: the compilation may have been
+    // caused by someone editing a status, which the writer then puts back (level-based). Its pass
+    // compares with the stores and writes only what differs.
+    outputs.verdicts.send_replace(Arc::new(compiled.verdicts));
     compiled.next_expiry.map(|at| {
         let wait = now.duration_until(at).unsigned_abs();
         // A few milliseconds late, so the entry is expired by the time we compile.
