@@ -124,6 +124,23 @@ impl Operator {
         self.child.kill().await.context("killing rig-operator")
     }
 
+    /// Stop gracefully (SIGTERM: the leader gives up the Lease) and wait for a clean exit.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(pid) = self.child.id() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .context("sending SIGTERM")?;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .context("rig-operator did not stop within 20 s")??;
+        if !status.success() {
+            bail!("rig-operator exited with {status}");
+        }
+        Ok(())
+    }
+
     /// Open this replica's snapshot stream.
     pub async fn stream(&self, have: Option<&str>, protocol: Protocol) -> Result<SnapshotStream> {
         SnapshotStream::open(self.config.stream, have, protocol).await

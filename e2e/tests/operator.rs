@@ -300,3 +300,61 @@ async fn two_replicas_agree_report_status_and_fail_over() {
         }
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_leader_hands_over_the_lease() {
+    let env = Env::load().expect("test environment");
+    kube_env::install_crds(&env).expect("install CRDs");
+    let client = kube_env::client(&env).await.expect("client");
+    let ns = namespace(&client).await;
+    let leases = Api::<Lease>::namespaced(client.clone(), &ns);
+
+    let a = Operator::start(&env, OperatorConfig::new("op-a", &ns, &ns).expect("config"))
+        .await
+        .expect("start replica a");
+    wait_until("replica a to take the Lease", STATUS_WAIT, || async {
+        (holder(&leases).await.as_deref() == Some("op-a")).then_some(())
+    })
+    .await;
+    let b = Operator::start(&env, OperatorConfig::new("op-b", &ns, &ns).expect("config"))
+        .await
+        .expect("start replica b");
+    let before = leases
+        .get("rig-operator")
+        .await
+        .expect("Lease")
+        .spec
+        .and_then(|s| s.lease_transitions);
+
+    // A graceful stop clears the holder; b takes over without waiting for the Lease to expire
+    // (the wait below is bounded by the same generous limit as elsewhere; no timing is asserted).
+    a.stop().await.expect("replica a stops cleanly");
+    // Released, not left to expire: right after the exit the holder is empty (or b already).
+    let released = holder(&leases).await;
+    assert_ne!(
+        released.as_deref(),
+        Some("op-a"),
+        "the Lease was not released"
+    );
+    wait_until("replica b to take the Lease", TAKEOVER_WAIT, || async {
+        (holder(&leases).await.as_deref() == Some("op-b")).then_some(())
+    })
+    .await;
+    let after = leases.get("rig-operator").await.expect("Lease").spec;
+    assert_eq!(
+        after.and_then(|s| s.lease_transitions),
+        before.map(|t| t + 1),
+        "one transition recorded"
+    );
+
+    // b writes status now.
+    let prs = Api::<ProxyRoute>::namespaced(client.clone(), &ns);
+    prs.create(
+        &PostParams::default(),
+        &proxy_route(&ns, "after", "/after/(.*)"),
+    )
+    .await
+    .expect("ProxyRoute");
+    accepted(&prs, "after", ConditionStatus::True).await;
+    drop(b);
+}
