@@ -54,6 +54,9 @@ const HOP_BY_HOP: [&str; 10] = [
     "host",
 ];
 
+/// Marks a request one process forwarded to another, so it is never forwarded again.
+pub const FORWARDED_HEADER: &str = "rig-forwarded-by-peer";
+
 /// The path of the internal endpoint that replaces a connection's subscriptions on its owner.
 pub fn internal_subscriptions_path(token: &str) -> String {
     format!("/v3/connections/{token}/subscriptions")
@@ -228,7 +231,9 @@ impl Peers {
         body: Bytes,
     ) -> Result<Response<Body>, ForwardError> {
         self.metrics.peer_forwards.fetch_add(1, Ordering::Relaxed);
-        let result = self.forward(owner, token, parts, body).await;
+        let result = self
+            .forward(owner, &internal_subscriptions_path(token), parts, body)
+            .await;
         if let Err(error) = &result {
             self.metrics
                 .peer_forward_failures
@@ -243,10 +248,34 @@ impl Peers {
         result
     }
 
+    /// Send a correlated response (`POST /v3/responses`) to the process holding the waiting
+    /// request, marked with [`FORWARDED_HEADER`] so it is never forwarded again; the owner's answer
+    /// comes back. Counts and logs failures.
+    pub async fn forward_response(
+        &self,
+        owner: &str,
+        parts: &Parts,
+        body: Bytes,
+    ) -> Result<Response<Body>, ForwardError> {
+        self.metrics.peer_forwards.fetch_add(1, Ordering::Relaxed);
+        let mut parts = parts.clone();
+        parts
+            .headers
+            .insert(FORWARDED_HEADER, HeaderValue::from_static("1"));
+        let result = self.forward(owner, "/v3/responses", &parts, body).await;
+        if let Err(error) = &result {
+            self.metrics
+                .peer_forward_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%owner, %error, "cannot forward a correlated response to the process holding the request");
+        }
+        result
+    }
+
     async fn forward(
         &self,
         owner: &str,
-        token: &str,
+        path: &str,
         parts: &Parts,
         body: Bytes,
     ) -> Result<Response<Body>, ForwardError> {
@@ -260,7 +289,7 @@ impl Peers {
             .ok_or_else(|| ForwardError::UnknownOwner {
                 owner: owner.to_owned(),
             })?;
-        let url = format!("{base}{}", internal_subscriptions_path(token));
+        let url = format!("{base}{path}");
         let mut req = Request::builder()
             .method(parts.method.clone())
             .uri(url)

@@ -165,7 +165,7 @@ fn temp_dir() -> PathBuf {
 
 /// The main routes: `e2e/a-echo` (several endpoints), `e2e/b-second` (shadowed by a-echo for
 /// `/first/...`), `e2e/c-hang` (300 ms timeout), `e2e/d-closed` (nothing listens), `e2e/e-xauth`
-/// (JWT in `x-token`), `e2e/f-kafka` (a target of a later slice).
+/// (JWT in `x-token`), `e2e/f-kafka` (a Kafka target; no broker here: 503).
 fn manifests(one: SocketAddr, two: SocketAddr, closed: SocketAddr) -> String {
     format!(
         r#"apiVersion: rig.dev/v1alpha1
@@ -382,11 +382,12 @@ async fn routing_first_match_rewrite_query_404_and_405() {
     let (status, _, body) = call(&s.dp, purge, "/purge", &[], Bytes::new()).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body, "Method not allowed.");
-    // The backend's status passes through; a target of a later slice says so.
+    // The backend's status passes through; a Kafka target without KAFKA_BROKERS says so.
     let (status, _, _) = call(&s.dp, Method::POST, "/status/201", &[], "x").await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, _, _) = call(&s.dp, Method::POST, "/orders", &[], "{}").await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    let (status, _, body) = call(&s.dp, Method::POST, "/orders", &[], "{}").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&body).contains("KAFKA_BROKERS"));
 }
 
 #[tokio::test]

@@ -203,13 +203,13 @@ fn kafka_route(
     )
 }
 
-async fn start(
+fn config(
     env: Option<&Env>,
     brokers_override: Option<&str>,
     owner: &str,
     routes: &str,
     responses: &str,
-) -> DataPlane {
+) -> DataPlaneConfig {
     let dir = temp_dir();
     std::fs::write(dir.join("routes.yaml"), routes).expect("write");
     let mut config = DataPlaneConfig::new()
@@ -225,7 +225,19 @@ async fn start(
             .env("KAFKA_BROKERS", brokers(env))
             .env("KAFKA_SOURCE_TOPICS", unique_name("unused-events"));
     }
-    DataPlane::start(config).await.expect("data plane")
+    config
+}
+
+async fn start(
+    env: Option<&Env>,
+    brokers_override: Option<&str>,
+    owner: &str,
+    routes: &str,
+    responses: &str,
+) -> DataPlane {
+    DataPlane::start(config(env, brokers_override, owner, routes, responses))
+        .await
+        .expect("data plane")
 }
 
 async fn metric(dp: &DataPlane, name: &str) -> f64 {
@@ -462,6 +474,10 @@ async fn a_thousand_concurrent_requests_across_two_processes_each_get_their_own_
         assert_eq!(headers["content-type"], "application/json");
         assert_eq!(headers["access-control-allow-origin"], CORS);
         assert!(headers.get("rig-correlation").is_none());
+        assert!(
+            headers.contains_key("traceparent"),
+            "the request's trace comes back"
+        );
         seen[n as usize] = true;
     }
     assert!(seen.iter().all(|s| *s));
@@ -619,13 +635,58 @@ async fn answer(
         .expect("response"))
 }
 
+fn async_routes(backend: SocketAddr) -> String {
+    format!(
+        "apiVersion: rig.dev/v1alpha1\nkind: ProxyRoute\nmetadata: {{name: async, namespace: e2e}}\nspec:\n  endpoints:\n    - {{id: get, method: GET, pathRegex: '/(direct|async|bad|silent)'}}\n  target: {{kind: Http, url: 'http://{}'}}\n  response: {{from: HttpAsync, timeout: 2s}}\n",
+        backend
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_posted_to_another_process_is_forwarded_to_the_one_holding_the_request() {
+    let mut backend = async_backend().await;
+    let routes = async_routes(backend.addr);
+    let a = config(None, None, "fwd-a", &routes, "unused");
+    let b = config(None, None, "fwd-b", &routes, "unused");
+    let peers = format!("fwd-a=http://{},fwd-b=http://{}", a.internal, b.internal);
+    let a = DataPlane::start(a.env("RIG_PEERS", &peers))
+        .await
+        .expect("a");
+    let b = DataPlane::start(b.env("RIG_PEERS", &peers))
+        .await
+        .expect("b");
+    // The backend posts its responses to b (as a Service would pick any pod); a holds the request.
+    *backend.internal.lock().expect("lock") = Some(b.internal());
+    let req = client::request(Method::GET, a.inbound(), "/async")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, headers, body) = client::send(a.inbound(), req).await.expect("answer");
+    assert_eq!(status.as_u16(), 207, "{}", text(&body));
+    assert_eq!(text(&body), r#"{"done":true}"#);
+    assert_eq!(headers["x-backend"], "async");
+    assert!(headers.get("rig-forwarded-by-peer").is_none());
+    let (_, status, answer) = backend.posted.recv().await.expect("posted");
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(
+        metric(&a, "rig_proxy_correlations_total{outcome=\"responded\"}").await,
+        1.0
+    );
+    // A forwarded response is never forwarded again: b answers 409 for a's id when it arrives
+    // marked as forwarded (a misconfigured peer map cannot loop).
+    let req = client::request(Method::POST, b.internal(), "/v3/responses")
+        .header("rig-correlation", "fwd-a.1.00000000000000aa")
+        .header("rig-response-code", "200")
+        .header("rig-forwarded-by-peer", "1")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, _, _) = client::send(b.internal(), req).await.expect("answer");
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_async_responses_through_v3_responses() {
     let mut backend = async_backend().await;
-    let routes = format!(
-        "apiVersion: rig.dev/v1alpha1\nkind: ProxyRoute\nmetadata: {{name: async, namespace: e2e}}\nspec:\n  endpoints:\n    - {{id: get, method: GET, pathRegex: '/(direct|async|bad|silent)'}}\n  target: {{kind: Http, url: 'http://{}'}}\n  response: {{from: HttpAsync, timeout: 2s}}\n",
-        backend.addr
-    );
+    let routes = async_routes(backend.addr);
     let dp = start(None, None, "async-a", &routes, "unused").await;
     *backend.internal.lock().expect("lock") = Some(dp.internal());
     let get = |path: &'static str| {

@@ -82,7 +82,8 @@ pub fn parse_code(value: Option<&[u8]>) -> Result<StatusCode, ResponseError> {
         .ok_or_else(|| ResponseError::BadCode(text.into_owned()))
 }
 
-/// Copy response headers onto a reply, except the correlation headers and hop-by-hop ones;
+/// Copy response headers onto a reply, except the correlation headers, the peer-forwarding
+/// marker, `content-length` (recomputed) and hop-by-hop ones;
 /// names or values that are not valid HTTP are skipped.
 pub fn reply_headers<'a>(pairs: impl Iterator<Item = (&'a str, &'a [u8])>) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -90,6 +91,7 @@ pub fn reply_headers<'a>(pairs: impl Iterator<Item = (&'a str, &'a [u8])>) -> He
         let lower = name.to_ascii_lowercase();
         if lower == HEADER_CORRELATION
             || lower == HEADER_RESPONSE_CODE
+            || lower == crate::peers::FORWARDED_HEADER
             || matches!(
                 lower.as_str(),
                 "connection"

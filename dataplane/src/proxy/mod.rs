@@ -431,6 +431,15 @@ async fn kafka_target(
         *res.status_mut() = StatusCode::NO_CONTENT;
         return with_cors(res, &proxy.cors, ALLOW);
     }
+    if proxy.producer.get().is_none() {
+        // Checked before the body is read: the route cannot be served at all.
+        proxy.produced.count(topic, false);
+        endpoint.counters.count(Status::Unreachable);
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            kafka::ProduceError::NotConfigured.to_string(),
+        );
+    }
     let (mut parts, body) = req.into_parts();
     let limit = usize::try_from(proxy.max_body).unwrap_or(usize::MAX);
     let body = match crate::http::read_body(body, limit).await {
@@ -499,8 +508,13 @@ async fn kafka_target(
         return with_cors(text(StatusCode::ACCEPTED, "Accepted."), &proxy.cors, ALLOW);
     };
     match pending.wait(api.shared.timeout).await {
-        Some(reply) => {
+        Some(mut reply) => {
             endpoint.counters.count(Status::Ok);
+            if !reply.headers.contains_key("traceparent")
+                && let Ok(tp) = HeaderValue::from_str(&event.traceparent)
+            {
+                reply.headers.insert("traceparent", tp);
+            }
             from_reply(reply, &proxy.cors, ALLOW)
         }
         None => {
@@ -514,8 +528,9 @@ async fn kafka_target(
 /// `POST /v3/responses` (internal port): a correlated response over HTTP, headers
 /// `rig-correlation` and `rig-response-code`, the body as-is. 202 when a request got it; 400 for
 /// missing or bad headers; 404 when nothing of this process waits for the correlation (it timed
-/// out, the client left, or it never existed); 409 when it names another process (send it to
-/// that process's internal port; it is not forwarded).
+/// out, the client left, or it never existed). A correlation of another process is forwarded to
+/// it when `RIG_PEERS` names it (once: a forwarded response is never forwarded again), else 409
+/// (send it to that process's internal port).
 pub async fn responses(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let correlations = &state.proxy.correlations;
     let (parts, body) = req.into_parts();
@@ -546,6 +561,23 @@ pub async fn responses(state: &Arc<State>, req: Request<Incoming>) -> Response<B
         Ok(b) => b,
         Err(res) => return res,
     };
+    let forwarded = parts.headers.contains_key(crate::peers::FORWARDED_HEADER);
+    if !forwarded
+        && !correlation::Correlations::is_own(&state.owner, id.as_bytes())
+        && let Some(owner) = correlation::owner_of(id.as_bytes())
+        && state.peers.knows(&owner)
+    {
+        // Another process holds the request: one HTTP hop to its internal port.
+        return match state.peers.forward_response(&owner, &parts, body).await {
+            Ok(res) => res,
+            Err(error) => text(
+                error.status(),
+                format!(
+                    "the correlated request is held by the data-plane process {owner:?}, which could not be reached: {error}"
+                ),
+            ),
+        };
+    }
     let reply = correlation::Reply {
         status,
         headers: correlation::reply_headers(
@@ -568,7 +600,7 @@ pub async fn responses(state: &Arc<State>, req: Request<Incoming>) -> Response<B
         correlation::Delivery::Foreign(owner) => text(
             StatusCode::CONFLICT,
             format!(
-                "this correlation belongs to the data-plane process {owner:?}, not to {:?}: send the response to that process's internal port",
+                "this correlation belongs to the data-plane process {owner:?}, not to {:?}, and RIG_PEERS does not name it: send the response to that process's internal port",
                 state.owner
             ),
         ),
