@@ -1,8 +1,10 @@
 //! The API of RIG for Kubernetes: the `EventRoute`, `ProxyRoute` and `Blacklist` custom resources
 //! (group `rig.dev`, version `v1alpha1`), shared by the operator and the data plane.
 //!
-//! [`manifests`] renders the CustomResourceDefinitions; `rig-operator crdgen` writes them to
-//! `crds/*.yaml` and `charts/rig/crds/`, and the test command fails when those files drift.
+//! [`snapshot`] holds the compiled configuration the operator streams to the data planes, and the
+//! stream's wire types. [`manifests`] renders the CustomResourceDefinitions; `rig-operator crdgen`
+//! writes them to `crds/*.yaml` and `charts/rig/crds/`, and the test command fails when those
+//! files drift.
 
 pub mod blacklist;
 pub mod condition;

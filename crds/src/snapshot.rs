@@ -9,6 +9,11 @@
 //! The stream (`GET /v1/snapshots?have=<version>` on an operator replica) is newline-delimited
 //! JSON, one [`StreamMessage`] per line: the full snapshot whenever its version changes, and
 //! heartbeats in between. Data planes answer each version with a [`DataPlaneReport`].
+//!
+//! The wire types deny unknown fields, like the specs inside them: a data plane verifies the
+//! version by recomputing the hash, which only works if it understood every field. A change to
+//! these types is therefore a new stream path (`/v2/snapshots`), served next to the old one during
+//! an upgrade, never a silent addition.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -241,7 +241,7 @@ fn publish(
     })
 }
 
-/// The stream line of a snapshot: [`StreamMessage::Snapshot`], serialized without cloning.
+/// The stream line of a snapshot: a `StreamMessage::Snapshot`, serialized without cloning.
 pub fn encode(snapshot: &Snapshot) -> Result<Bytes, serde_json::Error> {
     #[derive(serde::Serialize)]
     #[serde(tag = "type", rename_all = "camelCase")]
