@@ -314,9 +314,8 @@ fn expired_blacklists_leave_the_snapshot_without_being_invalid() {
 
 /// The sizing point: 1,000 routes and 10,000 revocations. Prints the snapshot size and
 /// the compile time (debug build numbers unless run with `--release`); asserts only the content.
-/// Run with `cargo test -p rig-operator scale -- --ignored --nocapture`.
+/// Runs with the other tests (it asserts the content at scale); `--nocapture` shows the numbers.
 #[test]
-#[ignore = "a measurement, not a check; run by hand"]
 fn scale_1000_routes_10000_blacklists() {
     let ers: Vec<_> = (0..500)
         .map(|i| {
