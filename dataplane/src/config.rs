@@ -74,6 +74,13 @@ pub const ENV_HOST: &str = "HOST";
 pub const ENV_PROXY_KAFKA_RESPONSE_TOPICS: &str = "PROXY_KAFKA_RESPONSE_TOPICS";
 /// RIG's default response topic.
 const DEFAULT_PROXY_KAFKA_RESPONSE_TOPICS: &str = "rig-proxy-response";
+/// Milliseconds a RIG-defined route with `response_from: kafka` waits for the correlated response
+/// (`ProxyRoute` objects use their `response.timeout`); beyond it the client gets 504.
+pub const ENV_PROXY_KAFKA_RESPONSE_TIMEOUT: &str = "PROXY_KAFKA_RESPONSE_TIMEOUT";
+/// Likewise for `response_from: http_async`.
+pub const ENV_PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT: &str = "PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT";
+/// RIG's 5 s for both.
+const DEFAULT_PROXY_RESPONSE_TIMEOUT_MS: u64 = 5_000;
 
 const DEFAULT_INBOUND_PORT: u16 = 4000;
 const DEFAULT_API_HTTP_PORT: u16 = 4010;
@@ -183,6 +190,10 @@ pub struct Config {
     pub host: String,
     /// `PROXY_KAFKA_RESPONSE_TOPICS`: where correlated responses arrive.
     pub proxy_kafka_response_topics: Vec<String>,
+    /// `PROXY_KAFKA_RESPONSE_TIMEOUT` (RIG definitions).
+    pub proxy_kafka_response_timeout: Duration,
+    /// `PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT` (RIG definitions).
+    pub proxy_http_async_response_timeout: Duration,
 }
 
 impl Config {
@@ -304,6 +315,24 @@ impl Config {
             proxy_kafka_response_topics: list(
                 &lookup(ENV_PROXY_KAFKA_RESPONSE_TOPICS)
                     .unwrap_or_else(|| DEFAULT_PROXY_KAFKA_RESPONSE_TOPICS.into()),
+            ),
+            proxy_kafka_response_timeout: Duration::from_millis(
+                parse(
+                    &lookup,
+                    ENV_PROXY_KAFKA_RESPONSE_TIMEOUT,
+                    "a positive number of milliseconds",
+                )?
+                .filter(|ms| *ms > 0)
+                .unwrap_or(DEFAULT_PROXY_RESPONSE_TIMEOUT_MS),
+            ),
+            proxy_http_async_response_timeout: Duration::from_millis(
+                parse(
+                    &lookup,
+                    ENV_PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT,
+                    "a positive number of milliseconds",
+                )?
+                .filter(|ms| *ms > 0)
+                .unwrap_or(DEFAULT_PROXY_RESPONSE_TIMEOUT_MS),
             ),
         })
     }

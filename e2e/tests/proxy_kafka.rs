@@ -762,3 +762,46 @@ async fn http_async_responses_through_v3_responses() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(metric(&dp, "rig_proxy_pending_correlations").await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rig_definitions_wait_for_the_kafka_response_until_the_responder_stops() {
+    let env = Env::load().expect("env");
+    let requests = topic(&env, "rig-requests", 1).await;
+    let responses = topic(&env, "rig-responses", 1).await;
+    let definitions = json!([{
+        "id": "rig-kafka", "name": "rig-kafka",
+        "version_data": {"default": {"endpoints": [
+            {"id": "ask", "method": "POST", "path_regex": "/ask", "target": "kafka",
+             "topic": requests, "response_from": "kafka"}
+        ]}},
+        "proxy": {"use_env": false, "target_url": "http://127.0.0.1", "port": 9}
+    }]);
+    let unrelated = kafka_route("unrelated", "/unrelated", &requests, "Http", "5s", "");
+    let config = config(Some(&env), None, "rig-def", &unrelated, &responses)
+        .env("PROXY_CONFIG_FILE", definitions.to_string())
+        .env("PROXY_KAFKA_RESPONSE_TIMEOUT", "1500");
+    let dp = DataPlane::start(config).await.expect("data plane");
+    wait_response_partitions(&dp, 1).await;
+    let responder = responder(&env, &requests, 1, &responses);
+    let ce = |n: u64| {
+        json!({"specversion": "1.0", "type": "t", "source": "/e2e", "id": n.to_string(), "data": {"n": n}})
+            .to_string()
+    };
+    let (status, headers, body) = post(dp.inbound(), "/ask", ce(7), &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", text(&body));
+    assert_eq!(headers["x-request"], "7");
+    assert_eq!(
+        headers["access-control-allow-headers"],
+        "content-type,authorization"
+    );
+    // The responder goes down: PROXY_KAFKA_RESPONSE_TIMEOUT later, 504.
+    responder.abort();
+    let _ = responder.await;
+    let (status, _, body) = post(dp.inbound(), "/ask", ce(8), &[]).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(body.is_empty());
+    assert_eq!(
+        metric(&dp, "rig_proxy_correlations_total{outcome=\"timed_out\"}").await,
+        1.0
+    );
+}

@@ -6,6 +6,9 @@
 //! - [`http`]: the HTTP target (streaming, header rules, pooled client, timeouts).
 //! - [`api`]: `/v3/apis` on the internal port.
 //! - [`metrics`]: `rig_proxy_requests_total` and the upstream latency histogram.
+//! - [`kafka`]: the Kafka target (CloudEvent with RIG's `rig` extension) and the response-topic
+//!   reader.
+//! - [`correlation`]: the pending map of requests waiting for correlated responses.
 //!
 //! The table is swapped whole ([`Proxy::table`] hands out an `Arc` under a lock held only for the
 //! clone), so a request sees one consistent configuration and a reload never waits for requests.
@@ -364,6 +367,18 @@ fn response_timeout(cors: &HeaderValue, allow_headers: &'static str) -> Response
     with_cors(res, cors, allow_headers)
 }
 
+/// How long a correlated request waits for its response: a `ProxyRoute`'s `response.timeout`;
+/// for RIG definitions RIG's `PROXY_KAFKA_RESPONSE_TIMEOUT` / `PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT`.
+fn response_wait(state: &State, api: &routes::Api, response_from: ResponseFrom) -> Duration {
+    match (api.origin, response_from) {
+        (routes::Origin::Rig, ResponseFrom::Kafka) => state.config.proxy_kafka_response_timeout,
+        (routes::Origin::Rig, ResponseFrom::HttpAsync) => {
+            state.config.proxy_http_async_response_timeout
+        }
+        _ => api.shared.timeout,
+    }
+}
+
 /// 503 when the pending map is full.
 fn too_many_waiting() -> Response<Body> {
     text(
@@ -401,7 +416,8 @@ async fn correlated_http(
     }
     // The backend's 202 body is not for the client; its connection is released by dropping it.
     drop(res);
-    match pending.wait(api.shared.timeout).await {
+    let timeout = response_wait(state, api, endpoint.response_from(&api.shared));
+    match pending.wait(timeout).await {
         Some(reply) => from_reply(reply, &proxy.cors, "content-type"),
         None => {
             tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, "no correlated response within the route timeout");
@@ -507,7 +523,8 @@ async fn kafka_target(
         endpoint.counters.count(Status::Ok);
         return with_cors(text(StatusCode::ACCEPTED, "Accepted."), &proxy.cors, ALLOW);
     };
-    match pending.wait(api.shared.timeout).await {
+    let timeout = response_wait(state, api, endpoint.response_from(&api.shared));
+    match pending.wait(timeout).await {
         Some(mut reply) => {
             endpoint.counters.count(Status::Ok);
             if !reply.headers.contains_key("traceparent")
