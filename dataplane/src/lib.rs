@@ -87,14 +87,18 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         let state = state.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
-            // One timer for all connections (`RIG_HEARTBEAT_INTERVAL_MS`, RIG's 15 s by default).
-            let mut tick = tokio::time::interval(state.config.heartbeat_interval);
+            // One timer for all connections (`RIG_HEARTBEAT_INTERVAL_MS`, RIG's 15 s by default),
+            // staggered: each tick serves one part of the hub, so every connection gets one
+            // heartbeat per interval without a burst of writes to all of them at once.
+            let parts = connections::hub::Hub::HEARTBEAT_PARTS;
+            let mut tick = tokio::time::interval(state.config.heartbeat_interval / parts as u32);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut part = 0usize;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        state.hub.heartbeat(metrics::Transport::Sse);
-                        state.hub.heartbeat(metrics::Transport::Ws);
+                        state.hub.heartbeat_part(part);
+                        part = (part + 1) % parts;
                     }
                     _ = http::server::stopped(&mut shutdown) => break,
                 }

@@ -293,17 +293,21 @@ impl Hub {
         delivered
     }
 
-    /// Queue a heartbeat to every connection of `transport` (called by the shared timer). A full
-    /// queue already has data to send, so a skipped heartbeat does not matter.
-    pub fn heartbeat(&self, transport: Transport) {
-        for shard in &self.shards {
-            for entry in read(shard).values() {
-                if entry.transport == transport {
-                    let _ = entry.tx.try_send(Outbound::Heartbeat);
-                }
+    /// Queue a heartbeat to the SSE and WebSocket connections of one of [`Self::HEARTBEAT_PARTS`]
+    /// parts of the hub. The shared timer calls it once per `interval / HEARTBEAT_PARTS`, one part
+    /// after the other: each connection still gets one heartbeat per interval (a full queue already
+    /// has data to send, so a skipped heartbeat does not matter), and no tick writes
+    /// to every connection at once (a 10k-write burst that events arriving meanwhile wait behind).
+    pub fn heartbeat_part(&self, part: usize) {
+        for entry in read(&self.shards[part % SHARDS]).values() {
+            if matches!(entry.transport, Transport::Sse | Transport::Ws) {
+                let _ = entry.tx.try_send(Outbound::Heartbeat);
             }
         }
     }
+
+    /// How many parts [`Self::heartbeat_part`] splits the connections into.
+    pub const HEARTBEAT_PARTS: usize = SHARDS;
 
     /// Ask every connection to close (graceful shutdown): SSE clients then reconnect elsewhere.
     pub fn close_all(&self) {
