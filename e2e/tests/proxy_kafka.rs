@@ -488,10 +488,8 @@ async fn a_thousand_concurrent_requests_across_two_processes_each_get_their_own_
             (N / 2) as f64
         );
         // Each process saw (and dropped by the header) the other's responses.
-        assert_eq!(
-            metric(dp, "rig_proxy_foreign_responses_total").await,
-            (N / 2) as f64
-        );
+        // (At least: a producer retry may deliver a response twice.)
+        assert!(metric(dp, "rig_proxy_foreign_responses_total").await >= (N / 2) as f64);
     }
 }
 
