@@ -8,5 +8,6 @@ pub mod limit;
 pub mod longpolling;
 pub mod open;
 pub mod sse;
+pub mod sse_direct;
 pub mod subscriptions_put;
 pub mod ws;

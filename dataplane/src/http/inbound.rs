@@ -6,10 +6,13 @@ use std::sync::Arc;
 use http::{HeaderValue, Method, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 
-use super::{Body, server::Handler, text};
+use super::server::{self, Handler};
+use super::{Body, text};
 use crate::auth::check::{self, ExternalRequest};
-use crate::connections::{longpolling, open, sse, subscriptions_put, ws};
+use crate::connections::{longpolling, open, sse, sse_direct, subscriptions_put, ws};
 use crate::events;
 use crate::metrics::Transport;
 use crate::state::State;
@@ -52,6 +55,26 @@ impl Handler for Inbound {
             // Everything else, unmatched `/_rig/...` paths included (RIG), goes to the proxy.
             _ => crate::proxy::handle(state, req, peer).await,
         }
+    }
+
+    /// An SSE connect request as a connection's first request is served without hyper (see
+    /// [`sse_direct`]); everything else is served as HTTP.
+    async fn take_over(
+        self: Arc<Self>,
+        stream: TcpStream,
+        _peer: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Option<TcpStream> {
+        let is_sse = tokio::select! {
+            is_sse = sse_direct::sniff(&stream) => is_sse,
+            // Nothing received before the listener stopped: nothing to serve.
+            _ = server::stopped(&mut shutdown) => return None,
+        };
+        if !is_sse {
+            return Some(stream);
+        }
+        sse_direct::serve(&self.state, stream).await;
+        None
     }
 }
 

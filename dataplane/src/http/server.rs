@@ -11,7 +11,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::Body;
@@ -28,6 +28,22 @@ pub trait Handler: Send + Sync + 'static {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> impl Future<Output = Response<Body>> + Send;
+
+    /// Look at a freshly accepted connection before it is served as HTTP, and serve it directly
+    /// if the handler wants to (a long-lived stream that should not keep the HTTP connection's
+    /// buffers). `Some` hands the stream back, with every byte the hook only peeked at still
+    /// unread, to be served as HTTP; `None` means the connection was served (or is to be
+    /// dropped). `shutdown` turns true when the listener stops. The default serves everything
+    /// as HTTP.
+    fn take_over(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) -> impl Future<Output = Option<TcpStream>> + Send {
+        let _ = (peer, shutdown);
+        std::future::ready(Some(stream))
+    }
 }
 
 /// Accept connections on `listener` and serve them with `handler` until `shutdown` turns true.
@@ -52,26 +68,16 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
         let drained = drained_rx.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, std::convert::Infallible>(handler.handle(req, peer).await) }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
-                    }
-                }
-                _ = stopped(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            let taken = handler
+                .clone()
+                .take_over(stream, peer, shutdown.clone())
+                .await;
+            if let Some(stream) = taken {
+                // Boxed: a connection served by `take_over` does not carry HTTP's state in its task.
+                Box::pin(serve_http(stream, peer, handler, shutdown)).await;
             }
             drop(drained);
         });
@@ -79,6 +85,33 @@ pub async fn serve<H: Handler>(
     drop(drained_rx);
     // Every connection task holds a receiver; `closed` resolves once all of them are gone.
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained_tx.closed()).await;
+}
+
+/// Serve one connection as HTTP/1.1 or HTTP/2 until it ends or, after `shutdown`, gracefully.
+async fn serve_http<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<H>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, std::convert::Infallible>(handler.handle(req, peer).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        }
+        _ = stopped(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone, which also means stop).
