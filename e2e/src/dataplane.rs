@@ -142,4 +142,9 @@ impl DataPlane {
     pub fn internal(&self) -> SocketAddr {
         self.config.internal
     }
+
+    /// The value of a metric line of this process (see [`crate::http::metric`]).
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        crate::http::metric(self.config.internal, line_prefix).await
+    }
 }

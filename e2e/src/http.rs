@@ -59,3 +59,17 @@ pub async fn post(
         String::from_utf8_lossy(&body).into_owned(),
     ))
 }
+
+/// The value on the first `/metrics` line of the process at `addr` that starts with `line_prefix`
+/// (a metric name, with its labels when it has some); NaN when no line matches.
+pub async fn metric(addr: std::net::SocketAddr, line_prefix: &str) -> f64 {
+    let Ok((_, text)) = get(addr, "/metrics").await else {
+        return f64::NAN;
+    };
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(line_prefix)
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}

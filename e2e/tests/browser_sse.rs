@@ -24,7 +24,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
-use rig_e2e::{Env, http, unique_name, wait_until};
+use rig_e2e::{Env, unique_name, wait_until};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
@@ -286,16 +286,9 @@ fn form_encode(s: &str) -> String {
         .collect()
 }
 
-async fn metric(dp: &DataPlane, name: &str) -> f64 {
-    let (_, text) = http::get(dp.internal(), "/metrics").await.expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 async fn wait_partitions(dp: &DataPlane) {
     wait_until("partitions assigned", T, || async {
-        (metric(dp, "rig_kafka_assigned_partitions").await >= 1.0).then_some(())
+        (dp.metric("rig_kafka_assigned_partitions").await >= 1.0).then_some(())
     })
     .await;
 }
@@ -434,7 +427,7 @@ async fn browser_eventsource_receives_kafka_events_and_resumes_across_a_restart(
     );
     // The new process served the reconnect from the resume token the browser sent.
     assert!(
-        metric(&dp, "rig_replay_hits_total").await >= 1.0,
+        dp.metric("rig_replay_hits_total").await >= 1.0,
         "the reconnect carried Last-Event-ID and was replayed without a gap"
     );
 }

@@ -58,13 +58,6 @@ async fn subscribe(dp: &DataPlane, subs: serde_json::Value) -> (SseClient, Strin
     (client, token)
 }
 
-async fn metric(dp: &DataPlane, name: &str) -> f64 {
-    let (_, text) = http::get(dp.internal(), "/metrics").await.expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 async fn topic(env: &Env, partitions: i32) -> String {
     let name = unique_name("events");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -122,7 +115,7 @@ async fn kafka_dataplane(env: &Env, topic: &str) -> DataPlane {
 
 async fn wait_partitions(dp: &DataPlane) {
     wait_until("partitions assigned", T, || async {
-        (metric(dp, "rig_kafka_assigned_partitions").await >= 1.0).then_some(())
+        (dp.metric("rig_kafka_assigned_partitions").await >= 1.0).then_some(())
     })
     .await;
 }
@@ -237,8 +230,8 @@ async fn every_dataplane_gets_every_kafka_event_and_filters_by_constraints() {
     let a = kafka_dataplane(&env, &topic).await;
     let b = kafka_dataplane(&env, &topic).await;
     wait_until("all partitions on both", T, || async {
-        (metric(&a, "rig_kafka_assigned_partitions").await >= 3.0
-            && metric(&b, "rig_kafka_assigned_partitions").await >= 3.0)
+        (a.metric("rig_kafka_assigned_partitions").await >= 3.0
+            && b.metric("rig_kafka_assigned_partitions").await >= 3.0)
             .then_some(())
     })
     .await;
@@ -287,8 +280,8 @@ async fn every_dataplane_gets_every_kafka_event_and_filters_by_constraints() {
             );
         }
     }
-    assert_eq!(metric(&a, "rig_consumed_events_total").await, 100.0);
-    assert_eq!(metric(&b, "rig_consumed_events_total").await, 100.0);
+    assert_eq!(a.metric("rig_consumed_events_total").await, 100.0);
+    assert_eq!(b.metric("rig_consumed_events_total").await, 100.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,8 +325,8 @@ async fn invalid_kafka_message_is_skipped_and_counted_binary_and_ce02_work() {
     let second = client.next(T).await.expect("read").expect("event");
     assert_eq!(second.json()["id"], "b");
     assert_eq!(second.json()["data"]["name"], "binary");
-    assert_eq!(metric(&dp, "rig_consumed_events_failed_total").await, 1.0);
-    assert_eq!(metric(&dp, "rig_consumed_events_total").await, 2.0);
+    assert_eq!(dp.metric("rig_consumed_events_failed_total").await, 1.0);
+    assert_eq!(dp.metric("rig_consumed_events_total").await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -472,5 +465,5 @@ async fn one_of_is_an_or_of_ands_unknown_fields_are_ignored_types_match_exactly(
         .chain(std::iter::once("end".to_owned()))
         .collect();
     assert_eq!(ids, expected);
-    assert_eq!(metric(&dp, "rig_subscriptions_total").await, 1.0);
+    assert_eq!(dp.metric("rig_subscriptions_total").await, 1.0);
 }

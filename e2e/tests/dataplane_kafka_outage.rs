@@ -61,13 +61,6 @@ impl Drop for Broker {
     }
 }
 
-async fn metric(dp: &DataPlane, name: &str) -> f64 {
-    let (_, text) = http::get(dp.internal(), "/metrics").await.expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 async fn produce(brokers: &str, topic: &str, id: &str) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -112,7 +105,7 @@ async fn the_consumer_recovers_from_a_broker_outage_by_itself() {
         .env("KAFKA_SOURCE_TOPICS", &topic);
     let dp = DataPlane::start(config).await.expect("start");
     wait_until("partition assigned", T, || async {
-        (metric(&dp, "rig_kafka_assigned_partitions").await >= 1.0).then_some(())
+        (dp.metric("rig_kafka_assigned_partitions").await >= 1.0).then_some(())
     })
     .await;
     let mut client = sse::open(

@@ -11,13 +11,6 @@ use tokio::io::AsyncWriteExt;
 const T: Duration = Duration::from_secs(60);
 const SECRET: &str = "limits-test-secret";
 
-async fn metric(dp: &DataPlane, name: &str) -> f64 {
-    let (_, text) = http::get(dp.internal(), "/metrics").await.expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 const SUBS: &str = "subscriptions=%5B%7B%22eventType%22%3A%22big%22%7D%5D";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,7 +33,7 @@ async fn a_client_that_never_reads_is_closed_and_others_get_everything() {
         .await
         .expect("send request");
     wait_until("both connections registered", T, || async {
-        (metric(&dp, "rig_connections{transport=\"sse\"}").await >= 1.0).then_some(())
+        (dp.metric("rig_connections{transport=\"sse\"}").await >= 1.0).then_some(())
     })
     .await;
 
@@ -89,7 +82,7 @@ async fn a_client_that_never_reads_is_closed_and_others_get_everything() {
         "the healthy client got every event"
     );
     wait_until("the stuck client is dropped", T, || async {
-        (metric(&dp, "rig_queue_drops_total").await >= 1.0).then_some(())
+        (dp.metric("rig_queue_drops_total").await >= 1.0).then_some(())
     })
     .await;
     drop(stuck);

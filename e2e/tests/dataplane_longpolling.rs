@@ -175,16 +175,6 @@ fn ce(event_type: &str, id: &str) -> String {
         .to_string()
 }
 
-async fn metric(dp: &DataPlane, line_prefix: &str) -> f64 {
-    let (_, text) = http::get(dp.internal(), "/metrics").await.expect("metrics");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(line_prefix)
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(f64::NAN)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_get_sets_the_cookies_and_the_first_poll_greets() {
     let dp = dataplane(&[]).await;
@@ -398,8 +388,10 @@ async fn an_expired_session_leaves_and_its_cookie_opens_a_new_one() {
     let token = client.cookie("connection_token").to_owned();
     // Not polled any more: the shared sweeper removes it.
     wait_until("the session to expire", T, || async {
-        let expired = metric(&dp, "rig_longpolling_expired_sessions_total").await;
-        let open = metric(&dp, "rig_connections{transport=\"longpolling\"}").await;
+        let expired = dp.metric("rig_longpolling_expired_sessions_total").await;
+        let open = dp
+            .metric("rig_connections{transport=\"longpolling\"}")
+            .await;
         (expired >= 1.0 && open == 0.0).then_some(())
     })
     .await;
@@ -444,7 +436,7 @@ async fn a_full_buffer_drops_the_oldest_and_the_next_poll_starts_with_a_gap() {
         publish(&dp, &ce("greeting", &format!("g-{n}"))).await;
     }
     wait_until("three events dropped", T, || async {
-        (metric(&dp, "rig_longpolling_dropped_events_total").await >= 3.0).then_some(())
+        (dp.metric("rig_longpolling_dropped_events_total").await >= 3.0).then_some(())
     })
     .await;
     let answer = client.poll_for(3).await;

@@ -11,7 +11,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rig_e2e::dataplane::{self, DataPlane, DataPlaneConfig};
 use rig_e2e::sse::{self, SseClient};
-use rig_e2e::{Env, http, unique_name, wait_until};
+use rig_e2e::{Env, unique_name, wait_until};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -26,13 +26,6 @@ fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(unique_name("rig-manifests"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-async fn metric(dp: &DataPlane, name: &str) -> f64 {
-    let (_, text) = http::get(dp.internal(), "/metrics").await.expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(f64::NAN)
 }
 
 async fn create_topics(env: &Env, names: &[&str]) {
@@ -119,7 +112,7 @@ async fn routes_from_manifests_are_applied_reloaded_and_bad_changes_rejected() {
         .env("RIG_MANIFESTS", dir.to_str().expect("utf8"));
     let dp = DataPlane::start(config).await.expect("start");
     wait_until("the route's topic is consumed", T, || async {
-        (metric(&dp, "rig_kafka_assigned_partitions").await >= 1.0).then_some(())
+        (dp.metric("rig_kafka_assigned_partitions").await >= 1.0).then_some(())
     })
     .await;
 
@@ -140,10 +133,10 @@ async fn routes_from_manifests_are_applied_reloaded_and_bad_changes_rejected() {
     // Add a second route with another topic: reloaded without a restart.
     std::fs::write(dir.join("alerts.yaml"), route("alerts", &[&t2], "alert")).expect("write");
     wait_until("the new topic is consumed", T, || async {
-        (metric(&dp, "rig_kafka_assigned_partitions").await >= 2.0).then_some(())
+        (dp.metric("rig_kafka_assigned_partitions").await >= 2.0).then_some(())
     })
     .await;
-    assert!(metric(&dp, "rig_config_reloads_total").await >= 1.0);
+    assert!(dp.metric("rig_config_reloads_total").await >= 1.0);
     let mut alerts = subscribe(&dp, r#"[{"eventType":"alert"}]"#).await;
     produce(&env, &t2, "alert", "x").await;
     assert_eq!(next_of(&mut alerts, "alert").await["type"], "alert");
@@ -155,7 +148,7 @@ async fn routes_from_manifests_are_applied_reloaded_and_bad_changes_rejected() {
     )
     .expect("write");
     wait_until("the bad change is rejected", T, || async {
-        (metric(&dp, "rig_config_reload_failures_total").await >= 1.0).then_some(())
+        (dp.metric("rig_config_reload_failures_total").await >= 1.0).then_some(())
     })
     .await;
     produce(&env, &t2, "alert", "still").await;

@@ -22,16 +22,9 @@ fn subscriptions_query() -> String {
     "subscriptions=%5B%7B%22eventType%22%3A%22tick%22%7D%5D".to_owned()
 }
 
-async fn metric(dp: &DataPlane, name: &str) -> f64 {
-    let (_, text) = http::get(dp.internal(), "/metrics").await.expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 async fn wait_assigned(dp: &DataPlane) {
     wait_until("partitions assigned", T, || async {
-        (metric(dp, "rig_kafka_assigned_partitions").await >= PARTITIONS as f64).then_some(())
+        (dp.metric("rig_kafka_assigned_partitions").await >= PARTITIONS as f64).then_some(())
     })
     .await;
 }
@@ -155,7 +148,7 @@ async fn restart_while_producing_loses_and_duplicates_nothing() {
             "partition {partition}: every event once, in order"
         );
     }
-    assert!(metric(&dp, "rig_replay_hits_total").await >= 1.0);
+    assert!(dp.metric("rig_replay_hits_total").await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,5 +210,5 @@ async fn a_position_beyond_the_window_gets_a_gap_event_then_what_is_left() {
         .map(|e| e.json()["data"]["i"].as_i64().expect("i"))
         .collect();
     assert_eq!(numbers, vec![8, 9, 10]);
-    assert_eq!(metric(&dp, "rig_replay_misses_total").await, 1.0);
+    assert_eq!(dp.metric("rig_replay_misses_total").await, 1.0);
 }

@@ -119,13 +119,6 @@ async fn is_listed(dp: &DataPlane, session: &str) -> (u16, String) {
     .expect("GET /v3/session-blacklist/<id>")
 }
 
-async fn metric(dp: &DataPlane, name: &str) -> f64 {
-    let (_, text) = http::get(dp.internal(), "/metrics").await.expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 // ---- SSE ----
 
 /// An SSE connection past its greetings, with its connection token.
@@ -400,8 +393,8 @@ async fn revoking_a_session_closes_its_connections_and_refuses_its_tokens_others
         is_listed(&dp, "never-revoked").await,
         (404, "Not found.".to_owned())
     );
-    assert_eq!(metric(&dp, "rig_sessions_killed_total").await, 3.0);
-    assert_eq!(metric(&dp, "rig_blacklist_entries").await, 1.0);
+    assert_eq!(dp.metric("rig_sessions_killed_total").await, 3.0);
+    assert_eq!(dp.metric("rig_blacklist_entries").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,7 +514,7 @@ async fn a_revocation_expires_after_its_validity_and_the_session_connects_again(
     publish(&dp, "again").await;
     sse_until(&mut client, "news").await;
     wait_until("the sweeper to remove the entry", T, || async {
-        (metric(&dp, "rig_blacklist_entries").await == 0.0).then_some(())
+        (dp.metric("rig_blacklist_entries").await == 0.0).then_some(())
     })
     .await;
 }

@@ -147,13 +147,6 @@ async fn publish(addr: SocketAddr, event: String, headers: &[(&str, &str)]) -> (
     (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
 }
 
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (_, text) = http::get(addr, "/metrics").await.expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 async fn next_event(client: &mut SseClient) -> SseEvent {
     client.next(T).await.expect("read").expect("an event")
 }
@@ -569,8 +562,14 @@ async fn a_put_sent_to_another_process_is_handled_by_the_owner() {
     publish(a.inbound(), ce("old", "o-1", json!({})), &[]).await;
     publish(a.inbound(), ce("new", "n-1", json!({})), &[]).await;
     assert_eq!(next_event(&mut client).await.json()["id"], "n-1");
-    assert_eq!(metric(b.internal(), "rig_peer_forwards_total").await, 1.0);
-    assert_eq!(metric(a.internal(), "rig_peer_forwards_total").await, 0.0);
+    assert_eq!(
+        http::metric(b.internal(), "rig_peer_forwards_total").await,
+        1.0
+    );
+    assert_eq!(
+        http::metric(a.internal(), "rig_peer_forwards_total").await,
+        0.0
+    );
 
     // The owner runs the checks; its answers come back unchanged.
     let (status, answer) = put(
@@ -602,7 +601,7 @@ async fn a_put_sent_to_another_process_is_handled_by_the_owner() {
     a.stop().await.expect("stop a");
     let (status, answer) = put(b.inbound(), &subs_path(&token), &[], &subs_body(json!([]))).await;
     assert_eq!(status, 503, "{}", body_text(&answer));
-    assert!(metric(b.internal(), "rig_peer_forward_failures_total").await >= 1.0);
+    assert!(http::metric(b.internal(), "rig_peer_forward_failures_total").await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,7 +649,7 @@ async fn external_checks_decide_subscriptions_and_submissions() {
         );
     }
     assert_eq!(
-        metric(
+        http::metric(
             dp.internal(),
             "rig_authorization_check_errors_total{check=\"subscription\"}"
         )
@@ -734,7 +733,7 @@ async fn external_checks_decide_subscriptions_and_submissions() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(service.seen().len(), checked);
     assert_eq!(
-        metric(
+        http::metric(
             dp.internal(),
             "rig_authorization_check_denials_total{check=\"submission\"}"
         )

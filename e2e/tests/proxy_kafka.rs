@@ -240,18 +240,9 @@ async fn start(
         .expect("data plane")
 }
 
-async fn metric(dp: &DataPlane, name: &str) -> f64 {
-    let (_, text) = client::get(dp.internal(), "/metrics")
-        .await
-        .expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
 async fn wait_response_partitions(dp: &DataPlane, n: i32) {
     wait_until("response partitions assigned", T, || async {
-        (metric(dp, "rig_proxy_response_partitions").await >= f64::from(n)).then_some(())
+        (dp.metric("rig_proxy_response_partitions").await >= f64::from(n)).then_some(())
     })
     .await;
 }
@@ -406,7 +397,7 @@ async fn kafka_target_produces_cloudevents_with_the_rig_extension_and_answers_af
     );
 
     let produced = format!("rig_produced_events_total{{target=\"kafka\",topic=\"{requests}\"}}");
-    assert_eq!(metric(&dp, &produced).await, 3.0);
+    assert_eq!(dp.metric(&produced).await, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,7 +426,7 @@ async fn without_a_reachable_broker_the_kafka_target_answers_503_never_202() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", text(&body));
     let failed = "rig_produced_events_failed_total{target=\"kafka\",topic=\"nowhere\"}";
-    assert_eq!(metric(&dp, failed).await, 1.0);
+    assert_eq!(dp.metric(failed).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,14 +473,15 @@ async fn a_thousand_concurrent_requests_across_two_processes_each_get_their_own_
     }
     assert!(seen.iter().all(|s| *s));
     for dp in [&a, &b] {
-        assert_eq!(metric(dp, "rig_proxy_pending_correlations").await, 0.0);
+        assert_eq!(dp.metric("rig_proxy_pending_correlations").await, 0.0);
         assert_eq!(
-            metric(dp, "rig_proxy_correlations_total{outcome=\"responded\"}").await,
+            dp.metric("rig_proxy_correlations_total{outcome=\"responded\"}")
+                .await,
             (N / 2) as f64
         );
         // Each process saw (and dropped by the header) the other's responses.
         // (At least: a producer retry may deliver a response twice.)
-        assert!(metric(dp, "rig_proxy_foreign_responses_total").await >= (N / 2) as f64);
+        assert!(dp.metric("rig_proxy_foreign_responses_total").await >= (N / 2) as f64);
     }
 }
 
@@ -531,11 +523,12 @@ async fn no_response_late_response_and_a_vanished_client() {
     )
     .await;
     wait_until("late response counted", T, || async {
-        (metric(&dp, "rig_proxy_late_responses_total").await == 1.0).then_some(())
+        (dp.metric("rig_proxy_late_responses_total").await == 1.0).then_some(())
     })
     .await;
     assert_eq!(
-        metric(&dp, "rig_proxy_correlations_total{outcome=\"timed_out\"}").await,
+        dp.metric("rig_proxy_correlations_total{outcome=\"timed_out\"}")
+            .await,
         1.0
     );
 
@@ -546,9 +539,10 @@ async fn no_response_late_response_and_a_vanished_client() {
     assert_eq!(second.json["data"]["n"], 2);
     waiting.abort();
     wait_until("abandoned entry removed", T, || async {
-        let abandoned = metric(&dp, "rig_proxy_correlations_total{outcome=\"abandoned\"}").await;
-        (abandoned == 1.0 && metric(&dp, "rig_proxy_pending_correlations").await == 0.0)
-            .then_some(())
+        let abandoned = dp
+            .metric("rig_proxy_correlations_total{outcome=\"abandoned\"}")
+            .await;
+        (abandoned == 1.0 && dp.metric("rig_proxy_pending_correlations").await == 0.0).then_some(())
     })
     .await;
 }
@@ -666,7 +660,8 @@ async fn a_response_posted_to_another_process_is_forwarded_to_the_one_holding_th
     let (_, status, answer) = backend.posted.recv().await.expect("posted");
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(
-        metric(&a, "rig_proxy_correlations_total{outcome=\"responded\"}").await,
+        a.metric("rig_proxy_correlations_total{outcome=\"responded\"}")
+            .await,
         1.0
     );
     // A forwarded response is never forwarded again: b answers 409 for a's id when it arrives
@@ -758,7 +753,7 @@ async fn http_async_responses_through_v3_responses() {
     assert!(body.contains("async-b"), "{body}");
     let (status, _) = post_response(Some("garbage"), Some("200")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(metric(&dp, "rig_proxy_pending_correlations").await, 0.0);
+    assert_eq!(dp.metric("rig_proxy_pending_correlations").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -799,7 +794,8 @@ async fn rig_definitions_wait_for_the_kafka_response_until_the_responder_stops()
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert!(body.is_empty());
     assert_eq!(
-        metric(&dp, "rig_proxy_correlations_total{outcome=\"timed_out\"}").await,
+        dp.metric("rig_proxy_correlations_total{outcome=\"timed_out\"}")
+            .await,
         1.0
     );
 }
