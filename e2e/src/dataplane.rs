@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tokio::process::{Child, Command};
 
 use crate::wait_until;
@@ -56,23 +56,7 @@ pub fn free_addr() -> Result<SocketAddr> {
 /// The `rig-dataplane` binary next to the test executable (`e2e/test.sh` builds it first), or
 /// `RIG_DATAPLANE_BIN`.
 pub fn binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("RIG_DATAPLANE_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/rig-dataplane
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .context("test executable has no target directory")?;
-    let bin = dir.join("rig-dataplane");
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it with `cargo build -p rig-dataplane`",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    crate::workspace_binary("rig-dataplane", "RIG_DATAPLANE_BIN")
 }
 
 impl DataPlane {

@@ -25,6 +25,28 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// A workspace binary for the tests: `$<env_var>` when set, else `name` next to the test
+/// executable (`target/<profile>/deps/<test>` → `target/<profile>/<name>`; `e2e/test.sh` builds it
+/// first). The error says how to build it.
+pub fn workspace_binary(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env_var) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .ok_or_else(|| anyhow::anyhow!("test executable has no target directory"))?;
+    let bin = dir.join(name);
+    if !bin.exists() {
+        anyhow::bail!(
+            "{} not found: build it with `cargo build -p {name}`",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
 /// A name unique to this test run, for topics, namespaces and consumer groups (lowercase, DNS-safe).
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

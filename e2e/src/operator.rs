@@ -23,23 +23,7 @@ use crate::{Env, wait_until};
 /// The `rig-operator` binary next to the test executable (`e2e/test.sh` builds it first), or
 /// `RIG_OPERATOR_BIN`.
 pub fn binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("RIG_OPERATOR_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/rig-operator
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .context("test executable has no target directory")?;
-    let bin = dir.join("rig-operator");
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it with `cargo build -p rig-operator`",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    crate::workspace_binary("rig-operator", "RIG_OPERATOR_BIN")
 }
 
 /// How to start an operator replica.
