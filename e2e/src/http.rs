@@ -73,3 +73,15 @@ pub async fn metric(addr: std::net::SocketAddr, line_prefix: &str) -> f64 {
         })
         .unwrap_or(f64::NAN)
 }
+
+/// Percent-encode `s` for a query-string value (everything but RFC 3986 unreserved characters).
+pub fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

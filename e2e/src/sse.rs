@@ -103,6 +103,41 @@ pub async fn open(
     }
 }
 
+/// Like [`open`], then read the two greeting events every connection starts with
+/// (`rig.connection.create`, `rig.subscriptions_set`). Returns the client, the connection token and
+/// the `data` of `rig.subscriptions_set`.
+pub async fn open_greeted(
+    addr: std::net::SocketAddr,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(SseClient, String, serde_json::Value)> {
+    let mut client = open(addr, path_and_query, headers).await?;
+    let create = client
+        .next(timeout)
+        .await?
+        .context("stream ended before rig.connection.create")?;
+    if create.event != "rig.connection.create" {
+        bail!(
+            "first event is {:?}, not rig.connection.create",
+            create.event
+        );
+    }
+    let token = create.json()["data"]["connection_token"]
+        .as_str()
+        .context("rig.connection.create without a connection token")?
+        .to_owned();
+    let set = client
+        .next(timeout)
+        .await?
+        .context("stream ended before rig.subscriptions_set")?;
+    if set.event != "rig.subscriptions_set" {
+        bail!("second event is {:?}, not rig.subscriptions_set", set.event);
+    }
+    let subscriptions = set.json()["data"].clone();
+    Ok((client, token, subscriptions))
+}
+
 impl SseClient {
     /// The next event, or `None` when the stream ended. Fails after `timeout` without one.
     pub async fn next(&mut self, timeout: Duration) -> Result<Option<SseEvent>> {

@@ -24,6 +24,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
+use rig_e2e::http::form_encode;
 use rig_e2e::{Env, unique_name, wait_until};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -273,17 +274,6 @@ fn chromium(env: &Env) -> PathBuf {
     env.get("CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(DEFAULT_CHROMIUM))
-}
-
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 async fn wait_partitions(dp: &DataPlane) {

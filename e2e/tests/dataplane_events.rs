@@ -10,6 +10,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
+use rig_e2e::http::form_encode;
 use rig_e2e::sse::{self, SseClient, SseEvent};
 use rig_e2e::{Env, http, unique_name, wait_until};
 
@@ -27,34 +28,15 @@ fn subscriptions(value: serde_json::Value) -> String {
     form_encode(&json)
 }
 
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Open an SSE connection and consume the two greeting events.
 async fn subscribe(dp: &DataPlane, subs: serde_json::Value) -> (SseClient, String) {
     let path = format!(
         "/_rig/v1/connection/sse?subscriptions={}",
         subscriptions(subs)
     );
-    let mut client = sse::open(dp.inbound(), &path, &[])
+    let (client, token, _) = sse::open_greeted(dp.inbound(), &path, &[], T)
         .await
-        .expect("SSE connect");
-    let create = client.next(T).await.expect("read").expect("first event");
-    assert_eq!(create.event, "rig.connection.create");
-    let token = create.json()["data"]["connection_token"]
-        .as_str()
-        .expect("connection token")
-        .to_owned();
-    let set = client.next(T).await.expect("read").expect("second event");
-    assert_eq!(set.event, "rig.subscriptions_set");
+        .expect("SSE connect and greetings");
     (client, token)
 }
 

@@ -10,6 +10,7 @@ use ::http::{HeaderMap, Method, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::Full;
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
+use rig_e2e::http::form_encode;
 use rig_e2e::{http, wait_until};
 use serde_json::{Value, json};
 
@@ -27,17 +28,6 @@ async fn dataplane(extra: &[(&str, &str)]) -> DataPlane {
         config = config.env(k, *v);
     }
     DataPlane::start(config).await.expect("data plane")
-}
-
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn path_with(subscriptions: &Value) -> String {

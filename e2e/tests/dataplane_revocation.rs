@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::Full;
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
+use rig_e2e::http::form_encode;
 use rig_e2e::sse::{self, SseClient};
 use rig_e2e::{http, unique_name, wait_until};
 use serde_json::{Value, json};
@@ -50,17 +51,6 @@ fn token(jti: &str) -> String {
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .expect("sign")
-}
-
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The connect query: the `jwt` (if any) and a subscription to `news`.

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
+use rig_e2e::http::form_encode;
 use rig_e2e::sse::{self, Connect, SseClient, SseEvent};
 use rig_e2e::{http, wait_until};
 use serde_json::{Value, json};
@@ -41,17 +42,6 @@ fn jwt(claims: Value) -> String {
     .expect("sign")
 }
 
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn connect_path(subs: Option<Value>, jwt: Option<&str>) -> String {
     let mut query = Vec::new();
     if let Some(subs) = subs {
@@ -69,18 +59,9 @@ async fn subscribe(
     subs: Option<Value>,
     jwt: Option<&str>,
 ) -> (SseClient, String, Value) {
-    let mut client = sse::open(addr, &connect_path(subs, jwt), &[])
+    sse::open_greeted(addr, &connect_path(subs, jwt), &[], T)
         .await
-        .expect("SSE connect");
-    let create = client.next(T).await.expect("read").expect("first event");
-    assert_eq!(create.event, "rig.connection.create");
-    let token = create.json()["data"]["connection_token"]
-        .as_str()
-        .expect("connection token")
-        .to_owned();
-    let set = client.next(T).await.expect("read").expect("second event");
-    assert_eq!(set.event, "rig.subscriptions_set");
-    (client, token, set.json()["data"].clone())
+        .expect("SSE connect and greetings")
 }
 
 async fn refused(addr: SocketAddr, subs: Option<Value>, jwt: Option<&str>) -> (u16, String) {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
+use rig_e2e::http::form_encode;
 use rig_e2e::{http, wait_until};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -20,17 +21,6 @@ fn ce(event_type: &str, id: &str, data: serde_json::Value) -> String {
         "specversion": "1.0", "type": event_type, "source": "/e2e", "id": id, "data": data
     })
     .to_string()
-}
-
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn ws_path(subs: &serde_json::Value, extra: &str) -> String {
