@@ -57,6 +57,16 @@ pub const ENV_LONGPOLLING_BUFFER: &str = "RIG_LONGPOLLING_BUFFER";
 pub const ENV_MAX_CONNECTIONS_PER_SESSION: &str = "MAX_CONNECTIONS_PER_SESSION";
 /// The name of this process in connection tokens (the pod name in Kubernetes).
 pub const ENV_POD_NAME: &str = "POD_NAME";
+/// The namespace of this pod (cluster mode): where its report Lease lives and where the
+/// revocation API creates `Blacklist` objects. Default `default`.
+pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
+/// Cluster mode: the operator's snapshot stream, e.g. `http://rig-operator.rig-system:9090`
+/// (a Service in front of every operator replica). Set: the routes, proxy routes and revocations
+/// come from the operator's snapshots (and `Blacklist` objects are also watched directly).
+pub const ENV_OPERATOR_URL: &str = "RIG_OPERATOR_URL";
+/// Cluster mode: the file keeping the last-known-good snapshot, so a restart while the operator
+/// is away still serves the last configuration. Unset: kept in memory only.
+pub const ENV_SNAPSHOT_CACHE: &str = "RIG_SNAPSHOT_CACHE";
 /// Interval of SSE heartbeat comments and WebSocket pings, one shared timer for all connections.
 pub const ENV_HEARTBEAT_INTERVAL_MS: &str = "RIG_HEARTBEAT_INTERVAL_MS";
 /// RIG's 15 s: short enough for proxies with a 30-60 s idle timeout, rare enough to cost nothing.
@@ -180,6 +190,12 @@ pub struct Config {
     pub heartbeat_interval: std::time::Duration,
     /// Standalone mode: a file or folder of `EventRoute`/`ProxyRoute`/`Blacklist` manifests.
     pub manifests: Option<std::path::PathBuf>,
+    /// Cluster mode: the operator's snapshot stream base URL (`RIG_OPERATOR_URL`).
+    pub operator_url: Option<String>,
+    /// Cluster mode: where the last-known-good snapshot is kept on disk.
+    pub snapshot_cache: Option<std::path::PathBuf>,
+    /// This pod's namespace (`POD_NAMESPACE`).
+    pub pod_namespace: String,
     /// RIG's proxy definitions (`PROXY_CONFIG_FILE`, already read when a path was given).
     pub proxy_config: Option<String>,
     /// How long a RIG-defined proxy route waits for the target's response head.
@@ -197,6 +213,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Cluster mode: configuration comes from the operator (`RIG_OPERATOR_URL` is set).
+    pub fn cluster_mode(&self) -> bool {
+        self.operator_url.is_some()
+    }
+
     /// Read the configuration from the process environment.
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|key| std::env::var(key).ok())
@@ -282,6 +303,15 @@ impl Config {
             ),
             longpolling_buffer: parse(&lookup, ENV_LONGPOLLING_BUFFER, "a positive integer")?
                 .map_or(DEFAULT_LONGPOLLING_BUFFER, std::num::NonZeroUsize::get),
+            operator_url: lookup(ENV_OPERATOR_URL)
+                .map(|u| u.trim().trim_end_matches('/').to_owned())
+                .filter(|u| !u.is_empty()),
+            snapshot_cache: lookup(ENV_SNAPSHOT_CACHE)
+                .filter(|p| !p.trim().is_empty())
+                .map(std::path::PathBuf::from),
+            pod_namespace: lookup(ENV_POD_NAMESPACE)
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| "default".to_owned()),
             manifests: lookup(crate::manifests::ENV_MANIFESTS)
                 .filter(|p| !p.trim().is_empty())
                 .map(std::path::PathBuf::from),
