@@ -9,6 +9,9 @@ pub const STREAM_ADDR: &str = "RIG_OPERATOR_STREAM_ADDR";
 pub const LEASE_NAMESPACE: &str = "RIG_OPERATOR_LEASE_NAMESPACE";
 /// Watch only this namespace instead of the whole cluster.
 pub const WATCH_NAMESPACE: &str = "RIG_OPERATOR_WATCH_NAMESPACE";
+/// Namespace of the data planes' report Leases (default: [`WATCH_NAMESPACE`] when set, else all
+/// namespaces).
+pub const REPORT_NAMESPACE: &str = "RIG_OPERATOR_REPORT_NAMESPACE";
 /// This replica's identity in the Lease (the Downward API's pod name in a cluster).
 pub const POD_NAME: &str = "POD_NAME";
 /// The pod's namespace (Downward API); the Lease lives there unless [`LEASE_NAMESPACE`] is set.
@@ -46,6 +49,12 @@ pub struct Config {
     pub identity: String,
     /// `None`: the whole cluster (the default, one operator per cluster).
     pub watch_namespace: Option<String>,
+    /// Where the data planes' report Leases are read. `None`: all namespaces, the default of a
+    /// cluster-wide operator (data planes may run in any namespace; the selector
+    /// `rig.dev/role=dataplane-report` finds them). An operator restricted to one namespace reads
+    /// reports from that namespace by default, so two installs in two namespaces (or two tests on
+    /// one apiserver) do not count each other's pods.
+    pub report_namespace: Option<String>,
     /// How long a Lease stays valid without renewal: 15 s, client-go's default, so a dead leader
     /// is replaced within seconds without flapping on a slow apiserver.
     pub lease_duration: Duration,
@@ -92,6 +101,7 @@ impl Config {
             lease_namespace,
             identity,
             watch_namespace: nonempty(WATCH_NAMESPACE),
+            report_namespace: nonempty(REPORT_NAMESPACE).or_else(|| nonempty(WATCH_NAMESPACE)),
             lease_duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
             follower_poll: Duration::from_secs(2),
@@ -111,6 +121,17 @@ mod tests {
         assert_eq!(c.stream_addr.port(), 9090);
         assert_eq!(c.lease_namespace, "default");
         assert!(c.watch_namespace.is_none());
+        assert!(c.report_namespace.is_none(), "reports from all namespaces");
+        let c = Config::from_lookup(|k| (k == WATCH_NAMESPACE).then(|| "team".into()))
+            .expect("namespaced");
+        assert_eq!(c.report_namespace.as_deref(), Some("team"));
+        let c = Config::from_lookup(|k| match k {
+            WATCH_NAMESPACE => Some("team".into()),
+            REPORT_NAMESPACE => Some("rig-system".into()),
+            _ => None,
+        })
+        .expect("explicit report namespace");
+        assert_eq!(c.report_namespace.as_deref(), Some("rig-system"));
         let c = Config::from_lookup(|k| match k {
             STREAM_ADDR => Some("127.0.0.1:1234".into()),
             POD_NAMESPACE => Some("rig".into()),

@@ -25,6 +25,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::compile::{self, Kind, Verdict};
+use crate::metrics::Metrics;
+use crate::programmed::{History, Versions};
 
 /// A snapshot together with its stream line (encoded once, shared by every client).
 #[derive(Debug)]
@@ -46,13 +48,25 @@ pub struct Stores {
     pub blacklists: Store<Blacklist>,
 }
 
+/// What the status writer needs from one compilation.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// Every object's verdict, with the sequence number of the first published version that
+    /// carried its current generation ([`History::entered`]; `None` when not in the snapshot).
+    pub verdicts: Vec<(Verdict, Option<u64>)>,
+    /// The versions published up to this compilation.
+    pub versions: Arc<Versions>,
+}
+
 /// What the controller publishes.
 #[derive(Debug)]
 pub struct Outputs {
     /// The current snapshot; `None` until the first complete compilation.
     pub snapshot: watch::Sender<Option<Arc<Published>>>,
     /// The verdicts of the last compilation.
-    pub verdicts: watch::Sender<Arc<Vec<Verdict>>>,
+    pub rounds: watch::Sender<Arc<Round>>,
+    /// Compile and publish counters.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A change seen by one of the reflectors.
@@ -152,6 +166,7 @@ async fn run_loop(
     outputs: Outputs,
 ) {
     let mut compiler = compile::Compiler::default();
+    let mut history = History::default();
     let mut synced = BTreeSet::new();
     let mut pending: Option<Instant> = None;
     let mut expiry: Option<Instant> = None;
@@ -175,7 +190,7 @@ async fn run_loop(
         };
         if compile_now {
             pending = None;
-            expiry = publish(&mut compiler, &stores, &outputs);
+            expiry = publish(&mut compiler, &mut history, &stores, &outputs);
         }
     }
 }
@@ -187,10 +202,11 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Compile the stores' current state and publish it; returns when to compile again for the next
-/// `Blacklist` expiry.
+/// Compile the stores' current state and publish it (recording a new version in `history`);
+/// returns when to compile again for the next `Blacklist` expiry.
 fn publish(
     compiler: &mut compile::Compiler,
+    history: &mut History,
     stores: &Stores,
     outputs: &Outputs,
 ) -> Option<Instant> {
@@ -202,6 +218,8 @@ fn publish(
         &stores.blacklists.state(),
         now,
     );
+    let compile_took = started.elapsed();
+    outputs.metrics.compiled(compile_took, &compiled.verdicts);
     let snapshot = Arc::new(compiled.snapshot);
     let changed = outputs
         .snapshot
@@ -218,9 +236,12 @@ fn publish(
                     proxy_routes = snapshot.proxy_routes.len(),
                     blacklists = snapshot.blacklists.len(),
                     bytes = line.len(),
+                    compile_micros = compile_took.as_micros() as u64,
                     micros = started.elapsed().as_micros() as u64,
                     "new snapshot"
                 );
+                history.record(&snapshot);
+                outputs.metrics.published();
                 outputs
                     .snapshot
                     .send_replace(Some(Arc::new(Published { snapshot, line })));
@@ -233,7 +254,18 @@ fn publish(
     // Always wake the status writer, even with unchanged verdicts: the compilation may have been
     // caused by someone editing a status, which the writer then puts back (level-based). Its pass
     // compares with the stores and writes only what differs.
-    outputs.verdicts.send_replace(Arc::new(compiled.verdicts));
+    let verdicts = compiled
+        .verdicts
+        .into_iter()
+        .map(|v| {
+            let entered = history.entered(v.kind, &v.namespace, &v.name, v.generation);
+            (v, entered)
+        })
+        .collect();
+    outputs.rounds.send_replace(Arc::new(Round {
+        verdicts,
+        versions: history.versions(),
+    }));
     compiled.next_expiry.map(|at| {
         let wait = now.duration_until(at).unsigned_abs();
         // A few milliseconds late, so the entry is expired by the time we compile.
@@ -292,8 +324,12 @@ mod tests {
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
                 .boxed();
         let (snapshot, snapshot_rx) = watch::channel(None);
-        let (verdicts, _) = watch::channel(Arc::new(Vec::new()));
-        let outputs = Outputs { snapshot, verdicts };
+        let (rounds, _) = watch::channel(Arc::new(Round::default()));
+        let outputs = Outputs {
+            snapshot,
+            rounds,
+            metrics: Arc::default(),
+        };
         tokio::spawn(run_loop(
             stores,
             changes,

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 
 use crate::config::{Config, LEASE_NAME};
 use crate::controller::{self, Outputs};
-use crate::{lease, status, stream};
+use crate::metrics::Metrics;
+use crate::{lease, programmed, status, stream};
 
 /// Run the operator until a termination signal.
 pub async fn run(config: Config) -> Result<()> {
@@ -26,13 +27,16 @@ pub async fn run(config: Config) -> Result<()> {
         identity = %config.identity,
         lease_namespace = %config.lease_namespace,
         watch_namespace = config.watch_namespace.as_deref().unwrap_or("<all>"),
+        report_namespace = config.report_namespace.as_deref().unwrap_or("<all>"),
         "rig-operator starting"
     );
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
-    let (verdicts_tx, verdicts_rx) = watch::channel(Arc::new(Vec::new()));
+    let (rounds_tx, rounds_rx) = watch::channel(Arc::default());
+    let (reports_tx, reports_rx) = watch::channel(None);
     let (leading_tx, leading_rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
 
     let (stores, controller) = controller::start(
         &client,
@@ -40,16 +44,26 @@ pub async fn run(config: Config) -> Result<()> {
         config.route_debounce,
         Outputs {
             snapshot: snapshot_tx,
-            verdicts: verdicts_tx,
+            rounds: rounds_tx,
+            metrics: metrics.clone(),
         },
     );
     let mut controller = tokio::spawn(controller);
+    let mut reports = tokio::spawn(programmed::watch_reports(
+        client.clone(),
+        config.report_namespace.clone(),
+        snapshot_rx.clone(),
+        reports_tx,
+        metrics.clone(),
+    ));
     let mut status = tokio::spawn(status::run(
         client.clone(),
         config.identity.clone(),
         stores,
-        verdicts_rx,
+        rounds_rx,
+        reports_rx,
         leading_rx,
+        metrics.clone(),
     ));
     let mut election = tokio::spawn(lease::run(
         client,
@@ -70,6 +84,7 @@ pub async fn run(config: Config) -> Result<()> {
             snapshots: snapshot_rx,
             heartbeat_every: config.heartbeat_every,
             shutdown: shutdown.clone(),
+            metrics,
         },
     ));
 
@@ -80,6 +95,7 @@ pub async fn run(config: Config) -> Result<()> {
         }
         r = &mut controller => Some(("controller", r)),
         r = &mut status => Some(("status writer", r)),
+        r = &mut reports => Some(("data-plane report watch", r)),
         r = &mut election => Some(("leader election", r)),
         r = &mut server => Some(("snapshot stream", r)),
     };
@@ -92,6 +108,7 @@ pub async fn run(config: Config) -> Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), election).await;
     controller.abort();
     status.abort();
+    reports.abort();
     server.abort();
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! version changes (intermediate versions may be skipped: each message is the full state), and a
 //! heartbeat every few seconds. While the operator has not synced yet, only heartbeats (with no
 //! version) flow. HTTP/1.1 (chunked) and HTTP/2 (prior knowledge, h2c) share the port.
-//! `GET /healthz` is liveness; `GET /readyz` is 200 once a snapshot exists.
+//! `GET /healthz` is liveness; `GET /readyz` is 200 once a snapshot exists; `GET /metrics` is the
+//! Prometheus text of [`Metrics`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::controller::Published;
+use crate::metrics::{ClientGuard, Metrics};
 
 /// Response body of this server.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -40,6 +42,8 @@ pub struct Shared {
     pub heartbeat_every: Duration,
     /// Turns true on shutdown: streams end, the listener stops.
     pub shutdown: watch::Receiver<bool>,
+    /// The replica's metrics (`GET /metrics`; open streams are counted here).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serve until shutdown. Connections already open are left to end with their streams.
@@ -82,6 +86,16 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if shared.snapshots.borrow().is_some() => text(StatusCode::OK, "ok\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not synced yet\n"),
+        "/metrics" => {
+            let published = shared.snapshots.borrow().clone();
+            let body = shared.metrics.render(published.as_deref());
+            let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         "/v1/snapshots" => {
             let have = req.uri().query().and_then(|q| {
                 form_pairs(q).find_map(|(k, v)| (k == "have" && !v.is_empty()).then_some(v))
@@ -116,6 +130,8 @@ struct Client {
     heartbeat: tokio::time::Interval,
     /// The version this client has (from `have`, then from what we sent).
     sent: Option<String>,
+    /// Counts this stream as open (`None` in unit tests).
+    _open: Option<ClientGuard>,
 }
 
 impl Client {
@@ -165,6 +181,7 @@ fn snapshots(shared: &Shared, have: Option<&str>) -> Response<Body> {
         shutdown: shared.shutdown.clone(),
         heartbeat,
         sent: have.map(str::to_owned),
+        _open: Some(shared.metrics.stream_client()),
     };
     let lines = futures::stream::unfold(client, |mut client| async move {
         let line = client.next_line().await?;
@@ -221,6 +238,7 @@ mod tests {
             shutdown,
             heartbeat: tokio::time::interval_at(tokio::time::Instant::now() + period, period),
             sent: have.map(str::to_owned),
+            _open: None,
         }
     }
 
