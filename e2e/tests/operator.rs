@@ -1,7 +1,9 @@
 //! The operator against the real apiserver: two replicas of the real `rig-operator` binary compile
 //! the same snapshot (same version), serve it on their streams (HTTP/1.1 and h2c), report each
 //! object's verdict on its status (only the Lease holder writes), and a follower takes over status
-//! writing when the leader is killed. A restarted replica reproduces the version.
+//! writing when the leader is killed. A restarted replica reproduces the version. Data-plane
+//! report Leases (written here with kubectl, as two simulated pods) drive `Programmed` (`1/2 pods`
+//! → `2/2 pods`, `Rejected`, expiry) and `Ready`; `/metrics` shows the counts.
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use rig_crds::condition::ACCEPTED;
+use rig_crds::condition::{ACCEPTED, PROGRAMMED, READY};
 use rig_crds::snapshot::StreamMessage;
 use rig_crds::{Blacklist, ConditionStatus, EventRoute, ProxyRoute, RigStatus, Snapshot};
 use rig_e2e::operator::{Operator, OperatorConfig, Protocol};
@@ -357,4 +359,301 @@ async fn a_stopped_leader_hands_over_the_lease() {
     .expect("ProxyRoute");
     accepted(&prs, "after", ConditionStatus::True).await;
     drop(b);
+}
+
+/// Write (server-side apply, as the data plane does) the report Lease of simulated data-plane pod
+/// `pod`: renewed now, valid for `seconds`, with `report` = `(version, rejection message)`.
+fn report_lease(
+    env: &Env,
+    ns: &str,
+    pod: &str,
+    report: Option<(&str, Option<&str>)>,
+    seconds: i32,
+) {
+    let renewed = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    let mut lease = serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": format!("rig-dataplane-{pod}"), "namespace": ns,
+                     "labels": {"app.kubernetes.io/name": "rig",
+                                "rig.dev/role": "dataplane-report"}},
+        "spec": {"holderIdentity": pod, "leaseDurationSeconds": seconds, "renewTime": renewed}
+    });
+    if let Some((version, rejected)) = report {
+        let outcome = match rejected {
+            None => rig_crds::snapshot::Outcome::Applied,
+            Some(message) => rig_crds::snapshot::Outcome::Rejected {
+                message: message.into(),
+            },
+        };
+        let report = rig_crds::snapshot::DataPlaneReport {
+            pod: pod.into(),
+            version: version.into(),
+            outcome,
+        };
+        lease["metadata"]["annotations"] = serde_json::json!({
+            "rig.dev/report": serde_json::to_string(&report).expect("report JSON")
+        });
+    }
+    let json = serde_json::to_vec(&lease).expect("Lease JSON");
+    kube_env::kubectl_ok(
+        env,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=rig-dataplane",
+            "-f",
+            "-",
+        ],
+        Some(&json),
+    )
+    .expect("kubectl apply the report Lease");
+}
+
+/// What `Programmed` should say.
+#[derive(Clone, Copy)]
+struct Expect<'a> {
+    status: ConditionStatus,
+    reason: &'a str,
+    /// A substring of the message.
+    message: &'a str,
+    /// The `programmed` status field.
+    counts: Option<&'a str>,
+    /// `Ready`'s status.
+    ready: ConditionStatus,
+}
+
+/// Wait until the object's `Programmed` and `Ready` conditions say `want` for its current
+/// generation (every condition and the status carry that generation); returns the status. Bounded
+/// by [`TAKEOVER_WAIT`], which also covers a report Lease running out.
+async fn programmed<K>(api: &Api<K>, name: &str, want: Expect<'_>) -> RigStatus
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + HasStatus,
+{
+    let what = format!(
+        "{name}: Programmed={:?} {} {:?} ({:?}), Ready={:?}",
+        want.status, want.reason, want.message, want.counts, want.ready
+    );
+    let mut last = None;
+    let found = tokio::time::timeout(TAKEOVER_WAIT, async {
+        loop {
+            if let Ok(object) = api.get(name).await {
+                let generation = object.meta().generation;
+                if let Some(rig) = object.rig_status().cloned() {
+                    let matches =
+                        rig.condition(PROGRAMMED).is_some_and(|c| {
+                            c.status == want.status
+                                && c.reason == want.reason
+                                && c.message.contains(want.message)
+                        }) && rig.condition(READY).is_some_and(|c| c.status == want.ready)
+                            && rig.programmed.as_deref() == want.counts
+                            && rig.observed_generation == generation
+                            && rig.conditions.len() == 3
+                            && rig
+                                .conditions
+                                .iter()
+                                .all(|c| c.observed_generation == generation);
+                    if matches {
+                        return rig;
+                    }
+                    last = Some(rig);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    match found {
+        Ok(rig) => rig,
+        Err(_) => {
+            panic!("timed out after {TAKEOVER_WAIT:?} waiting for {what}; last status: {last:#?}")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn programmed_follows_the_dataplane_reports() {
+    let env = Env::load().expect("test environment");
+    kube_env::install_crds(&env).expect("install CRDs");
+    let client = kube_env::client(&env).await.expect("client");
+    let ns = namespace(&client).await;
+    let pp = PostParams::default();
+
+    // Two replicas; each reads the report Leases of the namespace it watches.
+    let a = Operator::start(&env, OperatorConfig::new("op-a", &ns, &ns).expect("config"))
+        .await
+        .expect("start replica a");
+    let b = Operator::start(&env, OperatorConfig::new("op-b", &ns, &ns).expect("config"))
+        .await
+        .expect("start replica b");
+    let mut stream = a.stream(None, Protocol::Http2).await.expect("stream a");
+    let ers = Api::<EventRoute>::namespaced(client.clone(), &ns);
+    let prs = Api::<ProxyRoute>::namespaced(client.clone(), &ns);
+    ers.create(&pp, &event_route(&ns))
+        .await
+        .expect("EventRoute");
+    prs.create(&pp, &proxy_route(&ns, "books", "/books/(.+)"))
+        .await
+        .expect("ProxyRoute");
+    let v1 = stream
+        .snapshot_where(STREAM_WAIT, |s| {
+            names(&s.event_routes) == ["greetings"] && names(&s.proxy_routes) == ["books"]
+        })
+        .await
+        .expect("the first snapshot")
+        .version;
+
+    // No data plane reports yet.
+    let no_pods = Expect {
+        status: ConditionStatus::Unknown,
+        reason: "NoDataPlanes",
+        message: "0/0 pods",
+        counts: Some("0/0"),
+        ready: ConditionStatus::Unknown,
+    };
+    programmed(&prs, "books", no_pods).await;
+
+    // dp-1 applied the current version; dp-2 is up but has not reported yet.
+    report_lease(&env, &ns, "dp-1", Some((&v1, None)), 30);
+    report_lease(&env, &ns, "dp-2", None, 30);
+    let half = Expect {
+        status: ConditionStatus::False,
+        reason: "Pending",
+        message: "1/2 pods",
+        counts: Some("1/2"),
+        ready: ConditionStatus::False,
+    };
+    let status = programmed(&prs, "books", half).await;
+    let ready = status.condition(READY).expect("Ready");
+    assert_eq!(
+        (ready.reason.as_str(), ready.message.as_str()),
+        ("Pending", "1/2 pods")
+    );
+
+    // Both applied it: programmed and ready.
+    report_lease(&env, &ns, "dp-2", Some((&v1, None)), 30);
+    let all = |n| Expect {
+        status: ConditionStatus::True,
+        reason: "Programmed",
+        message: n,
+        counts: Some(&n[..3]),
+        ready: ConditionStatus::True,
+    };
+    programmed(&prs, "books", all("2/2 pods")).await;
+    let status = programmed(&ers, "greetings", all("2/2 pods")).await;
+    assert_eq!(status.condition(READY).expect("Ready").reason, "Ready");
+    assert_eq!(
+        status.condition(ACCEPTED).expect("Accepted").status,
+        ConditionStatus::True
+    );
+
+    // The metrics of both replicas count the pods; only one leads.
+    let metric = |op: &Operator, name: &str| {
+        let addr = op.config.stream;
+        let prefix = format!("{name} ");
+        async move { rig_e2e::http::metric(addr, &prefix).await }
+    };
+    for op in [&a, &b] {
+        wait_until(
+            "two live pods on the current version in /metrics",
+            STATUS_WAIT,
+            || async {
+                (metric(op, "rig_operator_dataplane_pods").await == 2.0
+                    && metric(op, "rig_operator_dataplane_pods_current").await == 2.0)
+                    .then_some(())
+            },
+        )
+        .await;
+        let (_, text) = rig_e2e::http::get(op.config.stream, "/metrics")
+            .await
+            .expect("GET /metrics");
+        assert!(
+            text.contains(&format!("rig_operator_snapshot_info{{version=\"{v1}\"}} 1")),
+            "{text}"
+        );
+        assert!(
+            text.contains("rig_operator_objects{kind=\"ProxyRoute\",verdict=\"accepted\"} 1"),
+            "{text}"
+        );
+        assert!(metric(op, "rig_operator_snapshot_bytes").await > 100.0);
+        assert!(metric(op, "rig_operator_compiles_total").await >= 1.0);
+        assert!(metric(op, "rig_operator_stream_clients").await >= 0.0);
+    }
+    assert_eq!(
+        metric(&a, "rig_operator_leader").await + metric(&b, "rig_operator_leader").await,
+        1.0,
+        "exactly one leader"
+    );
+    assert_eq!(metric(&a, "rig_operator_stream_clients").await, 1.0);
+
+    // A new generation of books: a new version that no pod runs yet. The unchanged EventRoute
+    // still counts both pods (their version carries its generation).
+    let change = serde_json::json!({"spec": {"endpoints": [{"id": "get", "method": "GET",
+        "pathRegex": "/library/(.+)", "pathReplacement": "/v2/books/\\1"}]}});
+    prs.patch("books", &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .expect("change books");
+    let v2 = stream
+        .snapshot_where(STREAM_WAIT, |s| {
+            s.proxy_routes.first().is_some_and(|r| r.generation == 2)
+        })
+        .await
+        .expect("the second snapshot")
+        .version;
+    let none_yet = Expect {
+        status: ConditionStatus::False,
+        reason: "Pending",
+        message: "0/2 pods",
+        counts: Some("0/2"),
+        ready: ConditionStatus::False,
+    };
+    programmed(&prs, "books", none_yet).await;
+    programmed(&ers, "greetings", all("2/2 pods")).await;
+
+    report_lease(&env, &ns, "dp-1", Some((&v2, None)), 30);
+    programmed(
+        &prs,
+        "books",
+        Expect {
+            message: "1/2 pods",
+            counts: Some("1/2"),
+            ..half
+        },
+    )
+    .await;
+
+    // dp-2 rejects the new version: every object in it says so, with the data plane's message.
+    report_lease(
+        &env,
+        &ns,
+        "dp-2",
+        Some((&v2, Some("regex engine refused /library/(.+)"))),
+        30,
+    );
+    let rejected = format!("1/2 pods; pod dp-2 rejected snapshot {v2}: regex engine refused");
+    let expect_rejected = || Expect {
+        status: ConditionStatus::False,
+        reason: "Rejected",
+        message: &rejected,
+        counts: Some("1/2"),
+        ready: ConditionStatus::False,
+    };
+    let status = programmed(&prs, "books", expect_rejected()).await;
+    assert_eq!(status.condition(READY).expect("Ready").reason, "Rejected");
+    programmed(&ers, "greetings", expect_rejected()).await;
+    for op in [&a, &b] {
+        wait_until("the rejecting pod in /metrics", STATUS_WAIT, || async {
+            (metric(op, "rig_operator_dataplane_pods_rejecting").await == 1.0).then_some(())
+        })
+        .await;
+    }
+
+    // dp-2 applies it after all, then stops renewing: once its Lease expires it no longer
+    // counts (the 20 s lease is long enough to see 2/2 first, short enough for a quick test).
+    report_lease(&env, &ns, "dp-2", Some((&v2, None)), 20);
+    programmed(&prs, "books", all("2/2 pods")).await;
+    let status = programmed(&prs, "books", all("1/1 pods")).await;
+    assert_eq!(status.programmed.as_deref(), Some("1/1"));
+    programmed(&ers, "greetings", all("1/1 pods")).await;
 }
