@@ -55,6 +55,11 @@ pub const ENV_LONGPOLLING_BUFFER: &str = "RIG_LONGPOLLING_BUFFER";
 /// Open connections one JWT session may hold in this process (beyond RIG, its issue #258); 0 or
 /// unset: no limit.
 pub const ENV_MAX_CONNECTIONS_PER_SESSION: &str = "MAX_CONNECTIONS_PER_SESSION";
+/// `true`: close a connection when the JWT it presented expires (beyond RIG; SSE and long-polling
+/// get `rig.session_expired`, WebSocket close 1000 `Session expired.`; see `sessions::expiry`).
+/// Default `false`: RIG checks a token only when it is presented, and closing live connections at
+/// `exp` would break frontends that refresh tokens without reconnecting.
+pub const ENV_CLOSE_AT_TOKEN_EXPIRY: &str = "RIG_CLOSE_AT_TOKEN_EXPIRY";
 /// The name of this process in connection tokens (the pod name in Kubernetes).
 pub const ENV_POD_NAME: &str = "POD_NAME";
 /// The namespace of this pod (cluster mode): where its report Lease lives and where the
@@ -160,6 +165,8 @@ pub struct Config {
     pub max_connections_per_minute: u64,
     /// Open connections per JWT session; `None` (the default: RIG has no such limit) = unlimited.
     pub max_connections_per_session: Option<usize>,
+    /// Close connections when their JWT expires (`RIG_CLOSE_AT_TOKEN_EXPIRY`, default off).
+    pub close_at_token_expiry: bool,
     /// RIG's `EXTRACTORS` JSON (already read from the file when a path was given).
     pub extractors_json: Option<String>,
     /// `SUBSCRIPTION_CHECK`.
@@ -251,6 +258,8 @@ impl Config {
                 "a non-negative integer (0: no limit)",
             )?
             .filter(|n| *n > 0),
+            close_at_token_expiry: parse(&lookup, ENV_CLOSE_AT_TOKEN_EXPIRY, "true or false")?
+                .unwrap_or(false),
             extractors_json: extractors(lookup(ENV_EXTRACTORS))?,
             subscription_check: check_mode(&lookup, ENV_SUBSCRIPTION_CHECK)?,
             submission_check: check_mode(&lookup, ENV_SUBMISSION_CHECK)?,
@@ -466,6 +475,20 @@ mod tests {
         assert_eq!(c.internal.port(), 4010);
         assert_eq!(c.cors, "*");
         assert_eq!(c.max_connections_per_session, None, "no per-session limit");
+        assert!(!c.close_at_token_expiry, "connections outlive their token");
+    }
+
+    #[test]
+    fn close_at_token_expiry_is_a_boolean() {
+        let c = config(&[("RIG_CLOSE_AT_TOKEN_EXPIRY", "true")]).expect("valid");
+        assert!(c.close_at_token_expiry);
+        let c = config(&[("RIG_CLOSE_AT_TOKEN_EXPIRY", "false")]).expect("valid");
+        assert!(!c.close_at_token_expiry);
+        let err = config(&[("RIG_CLOSE_AT_TOKEN_EXPIRY", "yes")]).expect_err("not a bool");
+        assert!(
+            err.to_string().contains("RIG_CLOSE_AT_TOKEN_EXPIRY"),
+            "{err}"
+        );
     }
 
     #[test]

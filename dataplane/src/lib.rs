@@ -83,6 +83,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let sweeper = tokio::spawn(state.longpolling.clone().run_sweeper(shutdown.clone()));
     // Likewise one sweeper removes expired session revocations.
     let blacklist_sweeper = tokio::spawn(state.blacklist.clone().run_sweeper(shutdown.clone()));
+    // And one closes connections whose JWT expired (`RIG_CLOSE_AT_TOKEN_EXPIRY`).
+    let expiry_sweeper = state.config.close_at_token_expiry.then(|| {
+        tokio::spawn(sessions::expiry::run_sweeper(
+            state.hub.clone(),
+            state.metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
     let heartbeat = {
         let state = state.clone();
         let mut shutdown = shutdown.clone();
@@ -140,6 +148,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let _ = heartbeat.await;
     let _ = sweeper.await;
     let _ = blacklist_sweeper.await;
+    if let Some(expiry_sweeper) = expiry_sweeper {
+        let _ = expiry_sweeper.await;
+    }
     if let Some(responses) = responses {
         match responses.await {
             Ok(Ok(())) => {}

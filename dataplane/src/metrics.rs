@@ -83,6 +83,8 @@ pub struct Metrics {
     pub blacklist_entries: AtomicU64,
     /// Connections closed because their session was revoked.
     pub sessions_killed: AtomicU64,
+    /// Connections closed because their JWT expired (`RIG_CLOSE_AT_TOKEN_EXPIRY`), by transport.
+    pub connections_expired: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -241,6 +243,18 @@ impl Metrics {
             "Connections closed because their session was revoked.",
             load(&self.sessions_killed),
         );
+        out.push_str(
+            "# HELP rig_connections_expired_total Connections closed because their JWT expired.\n",
+        );
+        out.push_str("# TYPE rig_connections_expired_total counter\n");
+        for t in Transport::ALL {
+            let v = load(&self.connections_expired[t.index()]);
+            let _ = writeln!(
+                out,
+                "rig_connections_expired_total{{transport=\"{}\"}} {v}",
+                t.label()
+            );
+        }
         out
     }
 }

@@ -157,6 +157,26 @@ impl State {
         Ok(joined)
     }
 
+    /// With `RIG_CLOSE_AT_TOKEN_EXPIRY`, close connection `id` when the token whose `exp` (seconds
+    /// since the Unix epoch) is given stops being accepted, unless a token it presented before
+    /// lasts longer ([`sessions::expiry`]). Does nothing when the setting is off or `exp` is
+    /// `None`; `false` only when the connection is gone.
+    pub fn expire_with_token(&self, id: ConnId, exp: Option<u64>) -> bool {
+        let Some(exp) = exp.filter(|_| self.config.close_at_token_expiry) else {
+            return true;
+        };
+        match sessions::expiry::deadline(
+            exp,
+            crate::auth::jwt::LEEWAY_SECS,
+            std::time::SystemTime::now(),
+            tokio::time::Instant::now(),
+        ) {
+            Some(deadline) => self.hub.extend_expiry(id, deadline),
+            // Beyond any representable instant: the token outlives this process.
+            None => true,
+        }
+    }
+
     /// Revoke `session` until `until` and close its connections in this process; returns how
     /// many were closed.
     pub fn revoke(&self, session: &str, until: tokio::time::Instant, source: Source) -> usize {

@@ -15,6 +15,10 @@
 //! session → connections, sharded like the connection table, lets a revocation close a session's
 //! connections without walking all of them ([`Hub::kill_session`]). Lock order: a connection shard,
 //! then a session shard; never the other way round.
+//!
+//! Token expiry (`RIG_CLOSE_AT_TOKEN_EXPIRY`): a connection's deadline is kept in its entry and in
+//! the expiry index ([`Expiries`]), updated together under the connection shard's lock (then the
+//! index's lock), so a closed connection leaves the index at once ([`Hub::expire_due`]).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -22,10 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::frame::Frame;
 use crate::events::CloudEvent;
 use crate::metrics::{Metrics, Transport};
+use crate::sessions::expiry::Expiries;
 use crate::subscriptions::{ConnId, Extractors, Index, Subscription};
 
 /// Shards of the connection table; a power of two, so the shard is `id & (SHARDS - 1)`.
@@ -49,6 +55,8 @@ struct Entry {
     transport: Transport,
     /// The sessions it joined (usually none or one; an empty box does not allocate).
     sessions: Box<[Arc<str>]>,
+    /// When its JWT expires (`RIG_CLOSE_AT_TOKEN_EXPIRY`); `None`: never (also in `expiries`).
+    expires: Option<Instant>,
 }
 
 /// A session already holds the configured maximum of connections (`MAX_CONNECTIONS_PER_SESSION`).
@@ -70,6 +78,8 @@ pub struct Hub {
     /// Session → its open connections, sharded by a hash of the session.
     sessions: [Mutex<HashMap<Arc<str>, HashSet<ConnId>>>; SHARDS],
     session_hasher: std::collections::hash_map::RandomState,
+    /// Connections by the deadline of their JWT (only with `RIG_CLOSE_AT_TOKEN_EXPIRY`).
+    expiries: Expiries,
     next_id: AtomicU64,
     queue_capacity: usize,
     metrics: Arc<Metrics>,
@@ -109,6 +119,7 @@ impl Hub {
             shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
             sessions: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             session_hasher: std::collections::hash_map::RandomState::new(),
+            expiries: Expiries::new(),
             next_id: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(4),
             metrics,
@@ -139,6 +150,7 @@ impl Hub {
                 tx,
                 transport,
                 sessions: Box::default(),
+                expires: None,
             },
         );
         self.index.set(id, subs);
@@ -222,6 +234,44 @@ impl Hub {
             }
         }
         killed
+    }
+
+    /// Close connection `id` at `deadline` unless it already closes later (a later token extends
+    /// the deadline, an earlier one never shortens it). `false` when the connection is not (or no
+    /// longer) here.
+    pub fn extend_expiry(&self, id: ConnId, deadline: Instant) -> bool {
+        let mut shard = write(self.shard(id));
+        let Some(entry) = shard.get_mut(&id) else {
+            return false;
+        };
+        if entry.expires.is_some_and(|at| at >= deadline) {
+            return true;
+        }
+        self.expiries.set(id, entry.expires, deadline);
+        entry.expires = Some(deadline);
+        true
+    }
+
+    /// The expiry index (for its sweeper).
+    pub fn expiries(&self) -> &Expiries {
+        &self.expiries
+    }
+
+    /// Close every connection whose deadline is due at `now`: each is removed from the hub and
+    /// gets `Outbound::Close(Some(frame))` (`rig.session_expired`; WebSocket turns it into a
+    /// close frame). Returns how many were closed, by transport (indexed by `Transport as
+    /// usize`), and the next deadline.
+    pub fn expire_due(&self, now: Instant, frame: &Arc<Frame>) -> ([usize; 3], Option<Instant>) {
+        let (due, next) = self.expiries.take_due(now);
+        let mut closed = [0; 3];
+        for (at, id) in due {
+            // Only if the deadline is still this one: an extension meanwhile set a new entry.
+            if let Some(entry) = self.remove_if(id, |e| e.expires == Some(at)) {
+                let _ = entry.tx.try_send(Outbound::Close(Some(frame.clone())));
+                closed[entry.transport as usize] += 1;
+            }
+        }
+        (closed, next)
     }
 
     /// Open connections of `session` in this process.
@@ -315,6 +365,9 @@ impl Hub {
             let entries: Vec<(ConnId, Entry)> = write(shard).drain().collect();
             for (id, entry) in entries {
                 self.leave_sessions(id, &entry.sessions);
+                if let Some(at) = entry.expires {
+                    self.expiries.remove(id, at);
+                }
                 let _ = entry.tx.try_send(Outbound::Close(None));
                 self.index.remove(id);
                 self.metrics.connection_closed(entry.transport);
@@ -344,17 +397,30 @@ impl Hub {
     /// Remove connection `id` from the table, its sessions and the index; the entry, if it was
     /// here (its queue's sender is dropped with it, which ends the stream once drained).
     fn remove(&self, id: ConnId) -> Option<Entry> {
+        self.remove_if(id, |_| true)
+    }
+
+    /// [`Self::remove`], if the connection's entry satisfies `condition` (checked under the same
+    /// lock).
+    fn remove_if(&self, id: ConnId, condition: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
         let removed = {
             let mut shard = write(self.shard(id));
-            let removed = shard.remove(&id);
+            let removed = if shard.get(&id).is_some_and(condition) {
+                shard.remove(&id)
+            } else {
+                None
+            };
             // Under the connection shard's lock, so a concurrent `join_sessions` cannot re-add it.
             if let Some(entry) = &removed {
                 self.leave_sessions(id, &entry.sessions);
+                if let Some(at) = entry.expires {
+                    self.expiries.remove(id, at);
+                }
             }
             removed
         };
-        self.index.remove(id);
         if let Some(entry) = &removed {
+            self.index.remove(id);
             self.metrics.connection_closed(entry.transport);
         }
         removed

@@ -8,7 +8,9 @@
 //! A connection opened with a valid `jwt` joins the token's session (`JWT_SESSION_FIELD`), so
 //! revoking the session closes it. Beyond RIG, `MAX_CONNECTIONS_PER_SESSION` caps a session's open
 //! connections in this process: beyond it, 429 `Reached maximum number of connections for this
-//! session` (checked after the rate limit, atomically with joining).
+//! session` (checked after the rate limit, atomically with joining). With
+//! `RIG_CLOSE_AT_TOKEN_EXPIRY`, the connection is also closed when that `jwt` expires
+//! ([`crate::sessions::expiry`]).
 
 use std::sync::Arc;
 
@@ -89,11 +91,13 @@ pub async fn open(
     transport: Transport,
     params: &ConnectParams,
 ) -> Result<Opened, Refused> {
-    let (subs, session) = check(state, params).await?;
-    admit(state, transport, params, &subs, session, None).map(|(registration, token)| Opened {
-        registration,
-        token,
-        subscriptions: subs,
+    let (subs, session, exp) = check(state, params).await?;
+    admit(state, transport, params, &subs, (session, exp), None).map(|(registration, token)| {
+        Opened {
+            registration,
+            token,
+            subscriptions: subs,
+        }
     })
 }
 
@@ -104,23 +108,29 @@ pub async fn open_resumed(
     transport: Transport,
     params: &ConnectParams,
 ) -> Result<Opened, Refused> {
-    let (subs, session) = check(state, params).await?;
+    let (subs, session, exp) = check(state, params).await?;
     let history = state.kafka_history(params.last_event_id.as_deref()).await;
-    admit(state, transport, params, &subs, session, history.as_ref()).map(
-        |(registration, token)| Opened {
-            registration,
-            token,
-            subscriptions: subs,
-        },
+    admit(
+        state,
+        transport,
+        params,
+        &subs,
+        (session, exp),
+        history.as_ref(),
     )
+    .map(|(registration, token)| Opened {
+        registration,
+        token,
+        subscriptions: subs,
+    })
 }
 
-/// Checks 1-4 (module docs): the subscriptions the connection would get, and the session of its
-/// `jwt`.
+/// Checks 1-4 (module docs): the subscriptions the connection would get, and the session and
+/// `exp` of its `jwt`.
 async fn check(
     state: &Arc<State>,
     params: &ConnectParams,
-) -> Result<(Vec<Subscription>, Option<Arc<str>>), Refused> {
+) -> Result<(Vec<Subscription>, Option<Arc<str>>, Option<u64>), Refused> {
     let given = match params.subscriptions.as_deref() {
         Some(raw) => Some(serde_json::from_str::<serde_json::Value>(raw).map_err(|e| {
             Refused::bad_request(format!("Failed to decode subscription list: {e}"))
@@ -168,16 +178,18 @@ async fn check(
             .map_err(|_| Refused::bad_request("Subscription denied (not authorized)."))?;
     }
     let session = claims.as_ref().and_then(|c| state.session_of(c));
-    Ok((subs, session))
+    let exp = claims.as_ref().and_then(|c| c.exp());
+    Ok((subs, session, exp))
 }
 
-/// Check 5 (the rate limit), then registration, then joining the session (with its limit).
+/// Check 5 (the rate limit), then registration, then joining the session (with its limit) and
+/// noting when the token expires.
 fn admit(
     state: &Arc<State>,
     transport: Transport,
     params: &ConnectParams,
     subs: &[Subscription],
-    session: Option<Arc<str>>,
+    (session, exp): (Option<Arc<str>>, Option<u64>),
     history: Option<&Fetched>,
 ) -> Result<(Registration, String), Refused> {
     if !state.connection_limiter.try_acquire() {
@@ -203,5 +215,6 @@ fn admit(
             });
         }
     }
+    state.expire_with_token(registration.id, exp);
     Ok((registration, token))
 }

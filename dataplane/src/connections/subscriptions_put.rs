@@ -21,7 +21,9 @@
 //! 9. 204: the set becomes the JWT-derived subscriptions of every bearer token, then the body's,
 //!    without repeats; it replaces the old set, and the connection gets `rig.subscriptions_set`.
 //!    The connection joins the sessions of the bearer tokens (in addition to those it joined
-//!    before, as RIG's process groups did), so revoking any of them closes it.
+//!    before, as RIG's process groups did), so revoking any of them closes it. With
+//!    `RIG_CLOSE_AT_TOKEN_EXPIRY`, a bearer token that expires later than the connection's current
+//!    deadline extends it (a token refresh keeps the connection; [`crate::sessions::expiry`]).
 //!
 //! Every answer carries `access-control-allow-origin` (as RIG's controller did), so browsers can
 //! read it.
@@ -188,11 +190,13 @@ async fn answer(
     // 7-8: the new set.
     let mut set = Vec::new();
     let mut sessions = Vec::new();
+    let mut exp: Option<u64> = None;
     for token in crate::auth::bearer_tokens(headers) {
         match state.verify_jwt(token) {
             Ok(claims) => {
                 set.extend(state.hub.extractors().jwt_subscriptions(claims.as_value()));
                 sessions.extend(state.session_of(&claims));
+                exp = exp.max(claims.exp());
             }
             Err(error) => {
                 tracing::info!(reason = %error.reason(), "subscription update with an invalid JWT");
@@ -225,6 +229,9 @@ async fn answer(
     }
     // No limit here: the connection exists already, a subscription update only adds sessions.
     if !sessions.is_empty() && state.join_sessions(conn.conn, &sessions, None) != Ok(true) {
+        return text(StatusCode::GONE, "Connection no longer exists.");
+    }
+    if !state.expire_with_token(conn.conn, exp) {
         return text(StatusCode::GONE, "Connection no longer exists.");
     }
     let mut res = Response::new(crate::http::full(Bytes::new()));

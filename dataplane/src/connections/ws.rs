@@ -12,7 +12,9 @@
 //! pings get pongs, client pongs are ignored; any client text, binary or continuation frame
 //! closes the connection with 1000 `This WebSocket endpoint cannot be used for two-way
 //! communication.`; a client close is answered with a close. A killed session
-//! (`rig.session_killed`) closes with 1000 `Session killed.` instead of sending the event; a
+//! (`rig.session_killed`) closes with 1000 `Session killed.` instead of sending the event, an
+//! expired token (`rig.session_expired`, with `RIG_CLOSE_AT_TOKEN_EXPIRY`) with 1000 `Session
+//! expired.` (RIG has no such close; worded like its kill, so clients can treat both alike); a
 //! shutdown closes with 1001; a connection dropped by the hub's slow-consumer policy closes with
 //! 1008. Close reasons are cut to 123 bytes at a character boundary. A request that is not a
 //! WebSocket upgrade gets 400 (426 for a version other than 13). HTTP/2 extended CONNECT is not
@@ -291,6 +293,12 @@ where
                     closing = Some(match frame {
                         Some(frame) if frame.event_type == SESSION_KILLED => {
                             Closing::new(close_code::NORMAL, "Session killed.")
+                        }
+                        Some(frame) if frame.event_type == crate::sessions::SESSION_EXPIRED => {
+                            Closing::new(
+                                close_code::NORMAL,
+                                crate::sessions::expiry::WS_CLOSE_REASON,
+                            )
                         }
                         Some(frame) => {
                             batch.push(opcode::TEXT, frame.json.clone());
@@ -587,6 +595,13 @@ mod tests {
         let (op, payload) = read_frame(&mut client).await;
         assert_eq!(op, opcode::CLOSE, "the event itself is not sent");
         assert_eq!(close_of(&payload), (1000, "Session killed.".to_owned()));
+
+        let (id, mut client, _task) = serve_one(&hub);
+        let (expired, _) = frame(crate::sessions::SESSION_EXPIRED);
+        assert!(hub.send_to(id, Outbound::Close(Some(expired))));
+        let (op, payload) = read_frame(&mut client).await;
+        assert_eq!(op, opcode::CLOSE, "the event itself is not sent");
+        assert_eq!(close_of(&payload), (1000, "Session expired.".to_owned()));
 
         let (id, mut client, _task) = serve_one(&hub);
         let (a, a_json) = frame("a");

@@ -6,13 +6,16 @@
 //! ([`crate::connections::hub::Hub::join_sessions`]); the revoked sessions live in the
 //! [`blacklist::Blacklist`], fed by the RIG API ([`api`]) and by `Blacklist` objects
 //! ([`crate::state::State::apply_manifest_blacklists`]). Revoking a session closes its live
-//! connections in this process at once ([`crate::state::State::revoke`]).
+//! connections in this process at once ([`crate::state::State::revoke`]). Optionally, connections
+//! are also closed when their JWT expires ([`expiry`], `RIG_CLOSE_AT_TOKEN_EXPIRY`).
 
 pub mod api;
 pub mod blacklist;
+pub mod expiry;
 pub mod rfc3339;
 
 pub use blacklist::{Blacklist, Source};
+pub use expiry::SESSION_EXPIRED;
 
 /// The type of the event that tells a connection its session was revoked. SSE and long-polling
 /// clients receive it (then the connection ends); WebSocket clients get close 1000
