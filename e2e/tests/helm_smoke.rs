@@ -40,6 +40,8 @@ dataplane:
     secretKeyRef: {name: rig-jwt, key: hs512}
     algorithm: HS512
     sessionField: /sid
+  tokenKey:
+    secretKeyRef: {name: rig-token, key: token}
   snapshotCache: {enabled: false}
   logLevel: warn
   env: {MAX_CONNECTIONS_PER_SESSION: "3"}
@@ -411,6 +413,12 @@ impl Install<'_> {
             format!("*=http://{{owner}}.{peers}.{ns}.svc:{internal_port}")
         );
         assert_eq!(dataplane["spec"]["serviceName"], peers.as_str());
+        // Every pod has the same connection-token key, from a Secret, so that each accepts the
+        // tokens the others issued (and forwards the request to their owner).
+        assert!(
+            env_var(dp, "RIG_TOKEN_KEY")["valueFrom"]["secretKeyRef"]["name"].is_string(),
+            "{dp}"
+        );
         let peers_svc = find(self.objects, "Service", &peers);
         assert_eq!(peers_svc["spec"]["clusterIP"], "None");
         assert_eq!(peers_svc["spec"]["publishNotReadyAddresses"], true);
@@ -582,6 +590,19 @@ fn default_values_render_the_contract_and_the_apiserver_accepts_them() {
         "no JWT key unless a Secret is named"
     );
 
+    // No token-key Secret named: the chart makes one with a random key of at least 16 bytes.
+    assert_eq!(
+        env_var(dp, "RIG_TOKEN_KEY")["valueFrom"],
+        json!({"secretKeyRef": {"name": "rig-token-key", "key": "RIG_TOKEN_KEY"}})
+    );
+    let secret = find(&objects, "Secret", "rig-token-key");
+    let encoded = secret["data"]["RIG_TOKEN_KEY"].as_str().expect("key data");
+    let padding = encoded.bytes().rev().take_while(|b| *b == b'=').count();
+    assert!(
+        encoded.len() * 3 / 4 - padding >= 16,
+        "RIG_TOKEN_KEY needs at least 16 bytes"
+    );
+
     // The snapshot cache lives on an emptyDir mounted where RIG_SNAPSHOT_CACHE points.
     let cache = env_value(dp, "RIG_SNAPSHOT_CACHE");
     let mount = dp["volumeMounts"]
@@ -697,6 +718,14 @@ fn custom_values_render_what_they_say_and_the_apiserver_accepts_them() {
         json!({"secretKeyRef": {"name": "rig-jwt", "key": "hs512"}})
     );
     assert_eq!(env_value(dp, "JWT_ALG"), "HS512");
+    assert_eq!(
+        env_var(dp, "RIG_TOKEN_KEY")["valueFrom"],
+        json!({"secretKeyRef": {"name": "rig-token", "key": "token"}})
+    );
+    assert!(
+        !kinds(&objects).contains("Secret"),
+        "a named token-key Secret is the user's"
+    );
     assert_eq!(env_value(dp, "JWT_SESSION_FIELD"), "/sid");
     assert_eq!(env_value(dp, "MAX_CONNECTIONS_PER_SESSION"), "3");
     assert_eq!(
@@ -854,5 +883,93 @@ fn values_outside_the_schema_are_refused_naming_them() {
             _ => "/dataplane/replicas",
         };
         assert!(stderr.contains(named), "{args:?} names {named}: {stderr}");
+    }
+}
+
+#[test]
+fn install_and_upgrade_keep_the_generated_token_key() {
+    // A real `helm install` (the test apiserver runs no pods: nothing starts), then an upgrade:
+    // the random RIG_TOKEN_KEY is drawn once and kept (helm lookup), so pods started by the
+    // upgrade accept the tokens of the pods they replace.
+    let chart = Chart::new();
+    let namespace = "rig-smoke-install";
+    let release = format!("smoke-{}", std::process::id());
+    let manifest =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+    kubectl_ok(
+        &chart.env,
+        &["apply", "-f", "-"],
+        Some(manifest.to_string().as_bytes()),
+    )
+    .expect("create namespace");
+    let secret = format!("{release}-rig-token-key");
+    let key = || {
+        kubectl_ok(
+            &chart.env,
+            &[
+                "get",
+                "secret",
+                &secret,
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.data.RIG_TOKEN_KEY}",
+            ],
+            None,
+        )
+        .expect("token-key Secret")
+    };
+    let install = |extra: &[&str]| {
+        let mut args = vec![
+            "upgrade",
+            "--install",
+            &release,
+            &chart.path,
+            "--namespace",
+            namespace,
+        ];
+        args.extend_from_slice(extra);
+        helm_ok(&chart.env, &args).expect("helm upgrade --install")
+    };
+    install(&[]);
+    let _uninstall = Uninstall {
+        env: &chart.env,
+        release: &release,
+        namespace,
+    };
+    let first = key();
+    assert!(first.len() >= 24, "a key of at least 16 bytes: {first:?}");
+    install(&["--set", "dataplane.replicas=3"]);
+    let replicas = kubectl_ok(
+        &chart.env,
+        &[
+            "get",
+            "statefulset",
+            &format!("{release}-rig-dataplane"),
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+        None,
+    )
+    .expect("statefulset");
+    assert_eq!(replicas, "3", "the upgrade was applied");
+    assert_eq!(key(), first, "the upgrade kept the token key");
+}
+
+/// Uninstalls a release when the test ends, passed or not.
+struct Uninstall<'a> {
+    env: &'a Env,
+    release: &'a str,
+    namespace: &'a str,
+}
+
+impl Drop for Uninstall<'_> {
+    fn drop(&mut self) {
+        let _ = helm(
+            self.env,
+            &["uninstall", self.release, "--namespace", self.namespace],
+        );
     }
 }
