@@ -91,6 +91,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             shutdown.clone(),
         ))
     });
+    // `JWT_JWKS`: one task keeps the key set fresh (interval, unknown `kid`s).
+    if let Some(refresher) = state.verifier.refresher(shutdown.clone()) {
+        tokio::spawn(refresher);
+    }
     let heartbeat = {
         let state = state.clone();
         let mut shutdown = shutdown.clone();

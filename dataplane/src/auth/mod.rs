@@ -3,6 +3,8 @@
 //! - [`jwt`] verifies the JWTs frontends send (query `jwt`, `Authorization: Bearer`), with RIG's
 //!   `JWT_SECRET_KEY` / `JWT_ALG` / `JWT_SESSION_FIELD`. Keys are decoded once, when the
 //!   [`jwt::Verifier`] is built; a bad key stops the process at start-up.
+//! - [`jwks`] holds keys from a JSON Web Key Set instead (`JWT_JWKS`, a file or URL), refreshed on
+//!   an interval and on an unknown `kid`, keeping the last good set when a refresh fails.
 //! - [`token`] mints and checks the connection token handed to each SSE / WebSocket / long-polling
 //!   client: opaque, URL-safe, HMAC-authenticated, and naming the pod that owns the connection.
 //!
@@ -11,6 +13,7 @@
 //! own error ([`jwt::JwtError`], [`token::TokenError`]), always answered with a 4xx.
 
 pub mod check;
+pub mod jwks;
 pub mod jwt;
 pub mod token;
 
@@ -56,6 +59,13 @@ pub enum ConfigError {
         /// What the JWT library said about the key.
         #[source]
         source: jsonwebtoken::errors::Error,
+    },
+    /// `JWT_JWKS` names a key set that cannot be used.
+    #[error("JWT_JWKS: cannot load the key set")]
+    Jwks {
+        /// Why.
+        #[source]
+        source: jwks::JwksError,
     },
     /// The operating system's random number generator failed (no key or process id could be made).
     #[error("cannot draw random bytes for {what}")]

@@ -44,6 +44,7 @@ impl Handler for Internal {
                     .metrics
                     .render(self.state.hub.subscription_count());
                 self.state.proxy.render_metrics(&mut metrics);
+                self.state.verifier.render_metrics(&mut metrics);
                 let mut res = text(StatusCode::OK, metrics);
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,

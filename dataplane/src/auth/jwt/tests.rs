@@ -23,8 +23,9 @@ const NOW: u64 = 1_700_000_000;
 
 fn config(algorithm: Algorithm, key: &[u8]) -> JwtConfig {
     JwtConfig {
-        algorithm,
+        algorithms: vec![algorithm],
         key: Some(key.to_vec()),
+        jwks: None,
         session_field: "/jti".to_owned(),
     }
 }
@@ -284,31 +285,31 @@ fn only_the_configured_algorithm_is_accepted() {
     let rs = verifier(Algorithm::RS256, RSA_PUBLIC.as_bytes());
     assert!(matches!(
         rs.verify_at(&confused, NOW),
-        Err(JwtError::AlgorithmMismatch {
-            expected: Algorithm::RS256,
-            found: Algorithm::HS256
+        Err(JwtError::AlgorithmNotAllowed {
+            found: Algorithm::HS256,
+            ..
         })
     ));
     // Same family, other hash.
     let rs384 = sign(Algorithm::RS384, &rsa(), &valid_claims());
     assert!(matches!(
         rs.verify_at(&rs384, NOW),
-        Err(JwtError::AlgorithmMismatch { .. })
+        Err(JwtError::AlgorithmNotAllowed { .. })
     ));
     let ps256 = sign(Algorithm::PS256, &rsa(), &valid_claims());
     assert!(matches!(
         rs.verify_at(&ps256, NOW),
-        Err(JwtError::AlgorithmMismatch { .. })
+        Err(JwtError::AlgorithmNotAllowed { .. })
     ));
     let hs512 = sign(Algorithm::HS512, &hs(SECRET), &valid_claims());
     assert!(matches!(
         verifier(Algorithm::HS256, SECRET).verify_at(&hs512, NOW),
-        Err(JwtError::AlgorithmMismatch { .. })
+        Err(JwtError::AlgorithmNotAllowed { .. })
     ));
     let es = sign(Algorithm::ES256, &ec256(), &valid_claims());
     assert!(matches!(
         rs.verify_at(&es, NOW),
-        Err(JwtError::AlgorithmMismatch { .. })
+        Err(JwtError::AlgorithmNotAllowed { .. })
     ));
 }
 
@@ -426,15 +427,170 @@ fn client_messages_are_generic_and_reasons_are_specific() {
     assert_eq!(err.to_string(), "could not decode JWT: invalid token");
     assert!(err.reason().contains("signature"), "{}", err.reason());
 
+    // Expired and not-yet-valid tokens get the same text: clients learn nothing from it.
     let expired = sign(Algorithm::HS256, &hs(SECRET), &json!({ "exp": NOW - 60 }));
     let err = v.verify_at(&expired, NOW).expect_err("expired");
-    assert_eq!(err.to_string(), "could not decode JWT: token has expired");
+    assert_eq!(err.to_string(), "could not decode JWT: invalid token");
+    assert!(err.reason().contains("expired"), "{}", err.reason());
+    let early = sign(
+        Algorithm::HS256,
+        &hs(SECRET),
+        &json!({ "exp": NOW + 600, "nbf": NOW + 300 }),
+    );
+    let err = v.verify_at(&early, NOW).expect_err("not yet valid");
+    assert_eq!(err.to_string(), "could not decode JWT: invalid token");
 
     let none = raw_token(r#"{"alg":"none"}"#, "{}", "");
     let err = v.verify_at(&none, NOW).expect_err("none");
     assert!(err.to_string().starts_with("could not decode JWT"));
     assert!(err.reason().contains("none"), "{}", err.reason());
     assert!(!err.reason().contains(&none));
+}
+
+#[test]
+fn every_refusal_has_the_same_client_text_and_its_own_reason_label() {
+    let v = verifier(Algorithm::RS256, RSA_PUBLIC.as_bytes());
+    let valid = sign(Algorithm::RS256, &rsa(), &valid_claims());
+    let (message, _) = valid.rsplit_once('.').expect("three parts");
+    let rs = |claims: Value| sign(Algorithm::RS256, &rsa(), &claims);
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "alg none",
+            raw_token(r#"{"alg":"none"}"#, &valid_claims().to_string(), ""),
+            "malformed",
+        ),
+        (
+            "HS256 signed with the RSA public key",
+            sign(
+                Algorithm::HS256,
+                &hs(RSA_PUBLIC.as_bytes()),
+                &valid_claims(),
+            ),
+            "algorithm",
+        ),
+        (
+            "another RSA algorithm",
+            sign(Algorithm::PS256, &rsa(), &valid_claims()),
+            "algorithm",
+        ),
+        ("expired", rs(json!({ "exp": NOW - 60 })), "expired"),
+        (
+            "not yet valid",
+            rs(json!({ "exp": NOW + 600, "nbf": NOW + 300 })),
+            "not_yet_valid",
+        ),
+        ("no exp", rs(json!({ "jti": "x" })), "claims"),
+        ("bad base64", format!("{message}.!!!"), "malformed"),
+        (
+            "header not JSON",
+            raw_token("{not json", "{}", "AAAA"),
+            "malformed",
+        ),
+        (
+            "payload not JSON, properly signed",
+            {
+                let unsigned = raw_token(r#"{"alg":"RS256"}"#, "not json", "");
+                let message = unsigned.trim_end_matches('.');
+                let signature =
+                    jsonwebtoken::crypto::sign(message.as_bytes(), &rsa(), Algorithm::RS256)
+                        .expect("rsa");
+                format!("{message}.{signature}")
+            },
+            "malformed",
+        ),
+        ("wrong signature", format!("{message}.AAAA"), "signature"),
+        (
+            "oversized",
+            format!("{valid}{}", "A".repeat(MAX_TOKEN_LEN)),
+            "too_long",
+        ),
+        ("bearer prefix", format!("Bearer {valid}"), "malformed"),
+    ];
+    for (what, token, label) in &cases {
+        let err = v.verify_at(token, NOW).expect_err(what);
+        assert_eq!(
+            err.to_string(),
+            "could not decode JWT: invalid token",
+            "{what}"
+        );
+        assert_eq!(err.label(), *label, "{what}: {}", err.reason());
+    }
+    let mut text = String::new();
+    v.render_metrics(&mut text);
+    for label in ["malformed", "algorithm", "expired", "signature", "too_long"] {
+        let expected = cases.iter().filter(|(_, _, l)| *l == label).count();
+        assert!(
+            text.contains(&format!(
+                "rig_jwt_refused_total{{reason=\"{label}\"}} {expected}\n"
+            )),
+            "{label}: {text}"
+        );
+    }
+    assert!(v.verify_at(&valid, NOW).is_ok());
+}
+
+#[test]
+fn jwt_alg_may_list_algorithms_of_the_key_family() {
+    let c = JwtConfig::from_lookup(lookup(&[
+        ("JWT_ALG", "RS256, ps256,RS256"),
+        ("JWT_SECRET_KEY", RSA_PUBLIC),
+    ]))
+    .expect("valid");
+    assert_eq!(c.algorithms, [Algorithm::RS256, Algorithm::PS256]);
+    let v = c.verifier().expect("usable");
+    for alg in [Algorithm::RS256, Algorithm::PS256] {
+        assert!(
+            v.verify_at(&sign(alg, &rsa(), &valid_claims()), NOW)
+                .is_ok()
+        );
+    }
+    assert!(matches!(
+        v.verify_at(&sign(Algorithm::RS512, &rsa(), &valid_claims()), NOW),
+        Err(JwtError::AlgorithmNotAllowed { .. })
+    ));
+
+    // One EC key serves its curve's algorithm only.
+    let v = JwtConfig::from_lookup(lookup(&[
+        ("JWT_ALG", "ES384,ES256"),
+        ("JWT_SECRET_KEY", EC256_PUBLIC),
+    ]))
+    .and_then(|c| c.verifier())
+    .expect("usable");
+    assert_eq!(v.algorithms(), [Algorithm::ES256]);
+    assert!(
+        v.verify_at(&sign(Algorithm::ES256, &ec256(), &valid_claims()), NOW)
+            .is_ok()
+    );
+    assert!(matches!(
+        v.verify_at(&sign(Algorithm::ES384, &ec384(), &valid_claims()), NOW),
+        Err(JwtError::AlgorithmNotAllowed { .. })
+    ));
+
+    // An HMAC secret serves every listed hash size.
+    let v = JwtConfig::from_lookup(lookup(&[
+        ("JWT_ALG", "HS256,HS512"),
+        ("JWT_SECRET_KEY", "s3cret"),
+    ]))
+    .and_then(|c| c.verifier())
+    .expect("usable");
+    for alg in [Algorithm::HS256, Algorithm::HS512] {
+        assert!(
+            v.verify_at(&sign(alg, &hs(b"s3cret"), &valid_claims()), NOW)
+                .is_ok()
+        );
+    }
+
+    // One key cannot be read in two ways; an empty list names nothing.
+    for (alg, key) in [
+        ("HS256,RS256", RSA_PUBLIC),
+        ("RS256,ES256", RSA_PUBLIC),
+        ("HS256, RS256", "s3cret"),
+        (" , ", "s3cret"),
+    ] {
+        let err = JwtConfig::from_lookup(lookup(&[("JWT_ALG", alg), ("JWT_SECRET_KEY", key)]))
+            .expect_err(alg);
+        assert!(err.to_string().contains("JWT_ALG"), "{alg}: {err}");
+    }
 }
 
 /// Deterministic xorshift64*, so a failing case can be reproduced.
@@ -477,7 +633,7 @@ fn arbitrary_input_never_panics() {
     }
     // Valid headers with random payloads and signatures of random lengths.
     for v in &verifiers {
-        let header = format!(r#"{{"alg":"{:?}","typ":"JWT"}}"#, v.algorithm());
+        let header = format!(r#"{{"alg":"{:?}","typ":"JWT"}}"#, v.algorithms()[0]);
         for _ in 0..300 {
             let payload: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
             let signature: Vec<u8> = (0..rng.below(600)).map(|_| rng.next() as u8).collect();
@@ -550,7 +706,7 @@ fn session_ids_are_read_at_the_pointer() {
 fn defaults_are_rigs() {
     let c = JwtConfig::from_lookup(lookup(&[])).expect("defaults");
     assert_eq!(c, JwtConfig::default());
-    assert_eq!(c.algorithm, Algorithm::HS256);
+    assert_eq!(c.algorithms, [Algorithm::HS256]);
     assert_eq!(c.session_field, "/jti");
     assert!(c.key.is_none());
     assert!(!format!("{c:?}").contains("secret"));
@@ -564,7 +720,7 @@ fn settings_are_read() {
         ("JWT_SESSION_FIELD", "/user/id"),
     ]))
     .expect("valid");
-    assert_eq!(c.algorithm, Algorithm::HS512);
+    assert_eq!(c.algorithms, [Algorithm::HS512]);
     assert_eq!(c.key.as_deref(), Some(&b" secret with spaces "[..]));
     assert_eq!(c.session_field, "/user/id");
     assert!(!format!("{c:?}").contains("spaces"));
