@@ -4,6 +4,7 @@
 //! [`run`] starts both listeners and returns when the process is told to stop.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod events;
@@ -34,6 +35,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         .and_then(|jwt| jwt.verifier())
         .context("JWT configuration")?;
     let tokens = auth::TokenCodec::from_env().context("connection token key")?;
+    // Cluster mode (`RIG_OPERATOR_URL`): checked before anything starts.
+    let operator = cluster::snapshots::endpoint(&config).context("cluster mode")?;
     // A configuration that does not compile stops the process with the reason: a gateway must
     // not serve with half its routes.
     let routes = routes::compile(&config).context("configuration")?;
@@ -70,14 +73,24 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             })?;
         tracing::info!(apis = n, "proxy definitions loaded from PROXY_CONFIG_FILE");
     }
-    if let Some(path) = state.config.manifests.clone() {
-        tokio::spawn(routes::watch_manifests(
-            state.clone(),
-            path,
-            topics_tx,
-            shutdown.clone(),
-        ));
-    }
+    // Cluster mode: the last-known-good snapshot is applied here, before serving; the stream
+    // follows in a task. Reports for the report Lease: `state.config_status.reports()`.
+    let snapshot_client = match operator {
+        Some(endpoint) => Some(
+            cluster::snapshots::start(state.clone(), endpoint, topics_tx, shutdown.clone()).await,
+        ),
+        None => {
+            if let Some(path) = state.config.manifests.clone() {
+                tokio::spawn(routes::watch_manifests(
+                    state.clone(),
+                    path,
+                    topics_tx,
+                    shutdown.clone(),
+                ));
+            }
+            None
+        }
+    };
 
     // One sweeper expires every idle long-polling session: no timer per session.
     let sweeper = tokio::spawn(state.longpolling.clone().run_sweeper(shutdown.clone()));
@@ -91,10 +104,6 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             shutdown.clone(),
         ))
     });
-    // `JWT_JWKS`: one task keeps the key set fresh (interval, unknown `kid`s).
-    if let Some(refresher) = state.verifier.refresher(shutdown.clone()) {
-        tokio::spawn(refresher);
-    }
     let heartbeat = {
         let state = state.clone();
         let mut shutdown = shutdown.clone();
@@ -152,6 +161,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let _ = heartbeat.await;
     let _ = sweeper.await;
     let _ = blacklist_sweeper.await;
+    if let Some(snapshot_client) = snapshot_client {
+        let _ = snapshot_client.await;
+    }
     if let Some(expiry_sweeper) = expiry_sweeper {
         let _ = expiry_sweeper.await;
     }

@@ -1,6 +1,7 @@
 //! The event-routing configuration in effect: extractors and Kafka topics, compiled from RIG's
-//! environment variables plus the `EventRoute` manifests (standalone mode), and kept current when
-//! the manifests change.
+//! environment variables plus the `EventRoute` manifests (standalone mode) or the operator's
+//! snapshots (cluster mode, `cluster::snapshots`), and kept current when they change. Both paths
+//! compile with [`compile_with`] and install with [`apply`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,7 +53,9 @@ pub fn compile(config: &Config) -> Result<Routes, Error> {
     compile_with(config, &manifests)
 }
 
-fn compile_with(config: &Config, manifests: &Manifests) -> Result<Routes, Error> {
+/// Compile the routing from the configuration and a set of objects (the standalone manifests, or
+/// the objects of an operator snapshot in cluster mode).
+pub fn compile_with(config: &Config, manifests: &Manifests) -> Result<Routes, Error> {
     let base = match &config.extractors_json {
         Some(json) => Extractors::from_rig_json(json).map_err(Error::Extractors)?,
         None => Extractors::new(),
@@ -103,19 +106,8 @@ pub async fn watch_manifests(
             continue;
         }
         seen = now;
-        match compile(&state.config) {
-            Ok(routes) => {
-                if let Err(error) = state.proxy.set_manifests(&routes.proxy_routes) {
-                    // Validated by `compile`; kept as a guard, never expected.
-                    tracing::error!(%error, "ProxyRoute manifests could not be installed");
-                }
-                state.hub.set_extractors(Arc::new(routes.extractors));
-                state.apply_manifest_blacklists(&routes.blacklists);
-                topics.send_if_modified(|current| {
-                    let changed = *current != routes.topics;
-                    *current = routes.topics;
-                    changed
-                });
+        match compile(&state.config).and_then(|routes| apply(&state, routes, &topics)) {
+            Ok(()) => {
                 state.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(path = %path.display(), "manifests reloaded");
             }
@@ -126,7 +118,7 @@ pub async fn watch_manifests(
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     path = %path.display(),
-                    error = %anyhow_chain(&error),
+                    error = %error_chain(&error),
                     "manifests rejected; the previous configuration stays in effect"
                 );
             }
@@ -134,8 +126,34 @@ pub async fn watch_manifests(
     }
 }
 
+/// Put compiled routes into effect: the proxy table, the extractors, the revocations of
+/// `Blacklist` objects and the Kafka topics (`topics`, read by the consumer). Shared by the
+/// manifest watch and the cluster snapshot client.
+///
+/// The proxy table is installed first because it is the only step that can fail; on error nothing
+/// has changed. Each part is swapped whole, one after the other (not under one lock): for a moment
+/// a request may see new proxy routes with the previous extractors, never half a table.
+pub fn apply(
+    state: &State,
+    routes: Routes,
+    topics: &watch::Sender<Vec<String>>,
+) -> Result<(), Error> {
+    state
+        .proxy
+        .set_manifests(&routes.proxy_routes)
+        .map_err(Error::ProxyRoutes)?;
+    state.hub.set_extractors(Arc::new(routes.extractors));
+    state.apply_manifest_blacklists(&routes.blacklists);
+    topics.send_if_modified(|current| {
+        let changed = *current != routes.topics;
+        *current = routes.topics;
+        changed
+    });
+    Ok(())
+}
+
 /// The error and its sources on one line, for logs.
-fn anyhow_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

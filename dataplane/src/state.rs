@@ -58,6 +58,9 @@ pub struct State {
     pub blacklist: Arc<Blacklist>,
     /// The reverse proxy: route table, upstream client, proxy metrics.
     pub proxy: crate::proxy::Proxy,
+    /// The configuration in effect as readiness and metrics see it (cluster mode: the operator
+    /// snapshot version; see `cluster::snapshots`).
+    pub config_status: crate::cluster::snapshots::Status,
     http_stream: Arc<str>,
     http_seq: AtomicI64,
     streams_started: tokio::sync::watch::Sender<u64>,
@@ -102,6 +105,7 @@ impl State {
         Self {
             blacklist,
             proxy,
+            config_status: crate::cluster::snapshots::Status::new(config.cluster_mode()),
             metrics,
             hub,
             longpolling,
@@ -128,9 +132,7 @@ impl State {
         if let Some(session) = self.verifier.session_id(&claims)
             && self.blacklist.is_revoked(&session)
         {
-            let error = JwtError::Revoked { session };
-            self.verifier.record_refusal(&error);
-            return Err(error);
+            return Err(JwtError::Revoked { session });
         }
         Ok(claims)
     }
@@ -424,9 +426,9 @@ mod tests {
     fn state() -> State {
         let config = Config::from_lookup(|_| None).expect("defaults");
         let jwt = JwtConfig {
-            algorithms: vec![Algorithm::HS256],
+            algorithm: Algorithm::HS256,
             key: Some(SECRET.to_vec()),
-            ..JwtConfig::default()
+            session_field: "/jti".to_owned(),
         };
         State::new(
             config,

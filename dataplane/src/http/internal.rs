@@ -1,4 +1,5 @@
-//! The internal API listener (`API_HTTP_PORT`): health, metrics, and the `/v3` API for backends.
+//! The internal API listener (`API_HTTP_PORT`): health (`/health`, RIG's; `/healthz` liveness;
+//! `/readyz` readiness: a configuration is in effect), metrics, and the `/v3` API for backends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,13 +39,22 @@ impl Handler for Internal {
         }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => text(StatusCode::OK, "OK"),
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+            (&Method::GET, "/readyz") if self.state.config_status.is_ready() => {
+                text(StatusCode::OK, "ready")
+            }
+            (&Method::GET, "/readyz") => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: no configuration in effect yet (waiting for the first snapshot from \
+                 the operator)",
+            ),
             (&Method::GET, "/metrics") => {
                 let mut metrics = self
                     .state
                     .metrics
                     .render(self.state.hub.subscription_count());
                 self.state.proxy.render_metrics(&mut metrics);
-                self.state.verifier.render_metrics(&mut metrics);
+                self.state.config_status.render_metrics(&mut metrics);
                 let mut res = text(StatusCode::OK, metrics);
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,
