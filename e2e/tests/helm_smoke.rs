@@ -38,7 +38,8 @@ dataplane:
     responseTopics: [responses]
   jwt:
     secretKeyRef: {name: rig-jwt, key: hs512}
-    algorithm: HS512
+    algorithm: RS256,ES256
+    jwks: https://issuer.example.com/.well-known/jwks.json
     sessionField: /sid
   tokenKey:
     secretKeyRef: {name: rig-token, key: token}
@@ -585,6 +586,14 @@ fn default_values_render_the_contract_and_the_apiserver_accepts_them() {
         !has_env(op, "RIG_OPERATOR_WATCH_NAMESPACE"),
         "cluster-wide by default"
     );
+    for unset in [
+        "JWT_ALG",
+        "JWT_JWKS",
+        "JWT_SESSION_FIELD",
+        "KAFKA_SOURCE_TOPICS",
+    ] {
+        assert!(!has_env(dp, unset), "{unset}: the data plane's default");
+    }
     assert!(
         !has_env(dp, "JWT_SECRET_KEY"),
         "no JWT key unless a Secret is named"
@@ -717,7 +726,11 @@ fn custom_values_render_what_they_say_and_the_apiserver_accepts_them() {
         env_var(dp, "JWT_SECRET_KEY")["valueFrom"],
         json!({"secretKeyRef": {"name": "rig-jwt", "key": "hs512"}})
     );
-    assert_eq!(env_value(dp, "JWT_ALG"), "HS512");
+    assert_eq!(env_value(dp, "JWT_ALG"), "RS256,ES256");
+    assert_eq!(
+        env_value(dp, "JWT_JWKS"),
+        "https://issuer.example.com/.well-known/jwks.json"
+    );
     assert_eq!(
         env_var(dp, "RIG_TOKEN_KEY")["valueFrom"],
         json!({"secretKeyRef": {"name": "rig-token", "key": "token"}})
@@ -780,31 +793,46 @@ fn custom_values_render_what_they_say_and_the_apiserver_accepts_them() {
         }
     }
 
-    // The ServiceMonitor scrapes /metrics on the internal Service only (not the peers Service,
-    // which has a port of the same name: every pod would be scraped twice).
-    let monitor = find(&objects, "ServiceMonitor", "edge-rig-dataplane");
-    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
-    let selector = monitor["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .expect("selector");
-    let services: Vec<&Value> = objects
-        .iter()
-        .filter(|o| {
-            o["kind"] == "Service"
-                && selector
-                    .iter()
-                    .all(|(k, v)| &o["metadata"]["labels"][k] == v)
-        })
-        .collect();
-    assert_eq!(services.len(), 1, "the ServiceMonitor selects one Service");
-    assert_eq!(services[0]["metadata"]["name"], "edge-rig-internal");
-    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "internal");
-    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
-    assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
-    assert_eq!(
-        monitor["spec"]["namespaceSelector"]["matchNames"],
-        json!([CUSTOM_NAMESPACE])
-    );
+    // The ServiceMonitors scrape /metrics of the data plane on the internal Service only (not the
+    // peers Service, which has a port of the same name: every pod would be scraped twice), and of
+    // the operator on its stream port.
+    for (monitor, service, port) in [
+        ("edge-rig-dataplane", "edge-rig-internal", "internal"),
+        ("edge-rig-operator", "edge-rig-operator", "stream"),
+    ] {
+        let monitor = find(&objects, "ServiceMonitor", monitor);
+        assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+        let selector = monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .expect("selector");
+        let services: Vec<&Value> = objects
+            .iter()
+            .filter(|o| {
+                o["kind"] == "Service"
+                    && selector
+                        .iter()
+                        .all(|(k, v)| &o["metadata"]["labels"][k] == v)
+            })
+            .collect();
+        assert_eq!(services.len(), 1, "{monitor} selects one Service");
+        assert_eq!(services[0]["metadata"]["name"], service);
+        assert!(
+            services[0]["spec"]["ports"]
+                .as_array()
+                .expect("ports")
+                .iter()
+                .any(|p| p["name"] == port),
+            "{service} has the port {port}"
+        );
+        let endpoint = &monitor["spec"]["endpoints"][0];
+        assert_eq!(endpoint["port"], port);
+        assert_eq!(endpoint["path"], "/metrics");
+        assert_eq!(endpoint["interval"], "15s");
+        assert_eq!(
+            monitor["spec"]["namespaceSelector"]["matchNames"],
+            json!([CUSTOM_NAMESPACE])
+        );
+    }
 
     // The dry run needs the namespaces (created for real, idempotently). The ServiceMonitor's
     // CRD belongs to the Prometheus Operator, which the test apiserver does not have: it is checked
