@@ -92,6 +92,25 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         }
     };
 
+    // Cluster mode: revocation that does not wait for the operator (the direct `Blacklist` watch;
+    // the API's writes use `state.kube`) and this pod's report Lease (deleted on shutdown).
+    let cluster_tasks = if state.config.cluster_mode() {
+        let kube = cluster::kube::Kube::connect(&state.config)
+            .await
+            .context("cluster mode")?;
+        let _ = state.kube.set(kube.clone());
+        let watch = cluster::blacklists::watch(state.clone(), kube.client(), shutdown.clone());
+        let report = cluster::report::run(
+            kube,
+            state.metrics.clone(),
+            state.config_status.reports(),
+            shutdown.clone(),
+        );
+        vec![tokio::spawn(watch), tokio::spawn(report)]
+    } else {
+        Vec::new()
+    };
+
     // One sweeper expires every idle long-polling session: no timer per session.
     let sweeper = tokio::spawn(state.longpolling.clone().run_sweeper(shutdown.clone()));
     // Likewise one sweeper removes expired session revocations.
@@ -161,6 +180,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let _ = heartbeat.await;
     let _ = sweeper.await;
     let _ = blacklist_sweeper.await;
+    for task in cluster_tasks {
+        let _ = task.await;
+    }
     if let Some(snapshot_client) = snapshot_client {
         let _ = snapshot_client.await;
     }

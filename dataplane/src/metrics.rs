@@ -85,6 +85,15 @@ pub struct Metrics {
     pub sessions_killed: AtomicU64,
     /// Connections closed because their JWT expired (`RIG_CLOSE_AT_TOKEN_EXPIRY`), by transport.
     pub connections_expired: [AtomicU64; 3],
+    /// Errors of the cluster-mode `Blacklist` watch (it retries with backoff).
+    pub blacklist_watch_errors: AtomicU64,
+    /// `Blacklist` objects ignored because their spec is invalid.
+    pub blacklist_objects_invalid: AtomicU64,
+    /// Cluster-mode API revocations that could not be stored as a `Blacklist` object (in force on
+    /// the receiving pod only; answered 503).
+    pub blacklist_store_failures: AtomicU64,
+    /// Failed writes (or deletion) of this pod's report Lease (retried).
+    pub report_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -255,6 +264,30 @@ impl Metrics {
                 t.label()
             );
         }
+        counter(
+            &mut out,
+            "rig_blacklist_watch_errors_total",
+            "Errors of the Blacklist watch (cluster mode; retried with backoff).",
+            load(&self.blacklist_watch_errors),
+        );
+        counter(
+            &mut out,
+            "rig_blacklist_objects_invalid_total",
+            "Blacklist objects ignored because their spec is invalid.",
+            load(&self.blacklist_objects_invalid),
+        );
+        counter(
+            &mut out,
+            "rig_blacklist_store_failures_total",
+            "API revocations not stored as a Blacklist object (in force on this pod only).",
+            load(&self.blacklist_store_failures),
+        );
+        counter(
+            &mut out,
+            "rig_report_lease_failures_total",
+            "Failed writes of this pod's report Lease (retried).",
+            load(&self.report_failures),
+        );
         out
     }
 }

@@ -61,6 +61,8 @@ pub struct State {
     /// The configuration in effect as readiness and metrics see it (cluster mode: the operator
     /// snapshot version; see `cluster::snapshots`).
     pub config_status: crate::cluster::snapshots::Status,
+    /// Cluster mode: the apiserver client, set once at start (empty in standalone mode).
+    pub kube: std::sync::OnceLock<crate::cluster::kube::Kube>,
     http_stream: Arc<str>,
     http_seq: AtomicI64,
     streams_started: tokio::sync::watch::Sender<u64>,
@@ -106,6 +108,7 @@ impl State {
             blacklist,
             proxy,
             config_status: crate::cluster::snapshots::Status::new(config.cluster_mode()),
+            kube: std::sync::OnceLock::new(),
             metrics,
             hub,
             longpolling,

@@ -7,6 +7,11 @@
 //! `"managed_by": "ProxyRoute"`) but are read-only here: a write to one answers **409** with a
 //! message naming the object, because the object is the source of truth and a change here would
 //! be undone by the next reload.
+//!
+//! In cluster mode every write (`POST`, `PUT`, `DELETE`) answers **405** (`allow: GET`) with a
+//! JSON `message` saying that APIs are managed by `ProxyRoute` objects: the operator's snapshot is
+//! the whole route table there, and a change on one pod would neither reach the others nor
+//! survive the next snapshot. Reads work as in standalone mode.
 
 use std::sync::Arc;
 
@@ -32,6 +37,10 @@ pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body
         .filter(|id| !id.is_empty())
         .map(percent_decode);
     let method = req.method().clone();
+    if state.config.cluster_mode() && matches!(method, Method::POST | Method::PUT | Method::DELETE)
+    {
+        return managed_by_proxy_routes();
+    }
     match (method, id) {
         (Method::GET, None) => list(proxy),
         (Method::GET, Some(id)) => get(proxy, &id),
@@ -92,6 +101,19 @@ fn missing(id: &str) -> Response<Body> {
         StatusCode::NOT_FOUND,
         format!("API with id={id} doesn't exists."),
     )
+}
+
+/// Cluster mode: the route table is the operator's; writes here would be undone by the next
+/// snapshot (and reach one pod only), so they are refused.
+fn managed_by_proxy_routes() -> Response<Body> {
+    let mut res = message(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "In cluster mode, APIs are managed by ProxyRoute objects: create, change or delete the \
+         ProxyRoute instead (kubectl apply / delete). This API is read-only here.",
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, ::http::HeaderValue::from_static("GET"));
+    res
 }
 
 fn read_only(id: &str) -> Response<Body> {

@@ -22,6 +22,12 @@
 //!
 //! `/v2/session-blacklist` behaves the same (RIG: v2 is v3); `location` keeps the request's
 //! prefix.
+//!
+//! Cluster mode: a valid `POST` also stores the revocation as a `Blacklist` object in
+//! `POD_NAMESPACE` (one per session, so a repeated request updates it), which every pod applies
+//! and which survives restarts ([`crate::cluster::blacklists::revoke_via_object`]); the answer is
+//! the same `201`. When the apiserver cannot be written the session is still revoked on this pod
+//! (until its validity ends) and the answer is `503` (`text/plain`) asking to retry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,11 +114,32 @@ async fn post(state: &Arc<State>, req: Request<Incoming>, path: &str) -> Respons
                     tracing::info!(reason = %invalid.message, "session blacklist request refused");
                     text(invalid.status, invalid.message)
                 }
-                Ok(revocation) => {
-                    let until = tokio::time::Instant::now() + revocation.validity;
-                    state.revoke(&revocation.session, until, super::Source::Api);
-                    created(path, &revocation.session)
-                }
+                Ok(revocation) => match state.kube.get() {
+                    Some(kube) => {
+                        let stored = crate::cluster::blacklists::revoke_via_object(
+                            state,
+                            kube,
+                            &revocation.session,
+                            revocation.validity,
+                        )
+                        .await;
+                        match stored {
+                            Ok(()) => created(path, &revocation.session),
+                            Err(error) => text(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!(
+                                    "The session is revoked on this instance only: storing the \
+                                     Blacklist object failed ({error}). Retry the request."
+                                ),
+                            ),
+                        }
+                    }
+                    None => {
+                        let until = tokio::time::Instant::now() + revocation.validity;
+                        state.revoke(&revocation.session, until, super::Source::Api);
+                        created(path, &revocation.session)
+                    }
+                },
             }
         }
     };

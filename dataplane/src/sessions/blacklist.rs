@@ -1,18 +1,24 @@
 //! The session blacklist of this process: session id → when its revocation ends.
 //!
-//! - **Two sources.** Entries come from the RIG API (`POST /v3/session-blacklist`) and from
-//!   `Blacklist` objects (standalone manifests now, the cluster later). Each entry keeps one
-//!   deadline per source, and the session is revoked until the later of the two. The manifest
-//!   deadlines are replaced as a whole on every reload ([`Blacklist::replace_manifest`]), so a
-//!   `Blacklist` object that is deleted stops revoking, while a revocation made through the API
-//!   is unaffected by reloads.
+//! - **Three sources, one union.** Entries come from the RIG API (`POST /v3/session-blacklist`),
+//!   from `Blacklist` objects delivered as a whole set (standalone manifests, or the operator's
+//!   snapshot in cluster mode), and from `Blacklist` objects this process watches one by one
+//!   (cluster mode, [`crate::cluster::blacklists`]). Each entry keeps the deadline of each source
+//!   — per object for the watched ones, since several objects may name one session — and the
+//!   session is revoked until the latest of them: it stays revoked while any source says so.
+//!   The manifest deadlines are replaced as a whole on every reload
+//!   ([`Blacklist::replace_manifest`]); a watched object is applied and removed by its
+//!   `namespace/name` ([`Blacklist::apply_object`], [`Blacklist::remove_object`]). So a deleted
+//!   `Blacklist` object stops revoking once no source lists it, while a revocation made through
+//!   the API only expires.
 //! - **Extending, never shortening.** Revoking an already revoked session through the API keeps
 //!   the later deadline (RIG: "re-adding extends it"); a manifest says exactly when its entry
 //!   ends, so editing `expiresAt` may also bring it forward.
 //! - **Memory bounded by expiry.** Deadlines are also kept in an ordered set; one shared sweeper
 //!   task ([`Blacklist::run_sweeper`]) sleeps until the earliest deadline and removes what has
-//!   expired. There is no timer per entry, and an expired entry never revokes even before the
-//!   sweeper has removed it ([`Blacklist::is_revoked`] compares the deadline).
+//!   expired (with the watched objects recorded in the entry). There is no timer per entry, and
+//!   an expired entry never revokes even before the sweeper has removed it
+//!   ([`Blacklist::is_revoked`] compares the deadline).
 //! - **Hot path.** [`Blacklist::is_revoked`] runs for every JWT verified; it takes a read lock
 //!   and does one hash lookup. Writers (revocations, reloads, sweeps) are rare.
 //!
@@ -42,16 +48,20 @@ pub enum Source {
 }
 
 /// The deadlines of one session, per source.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Entry {
     api: Option<Instant>,
     manifest: Option<Instant>,
+    /// Watched `Blacklist` objects naming this session: `namespace/name` and deadline. Usually
+    /// none or one.
+    objects: Vec<(Arc<str>, Instant)>,
 }
 
 impl Entry {
-    /// When the revocation ends (the later deadline); `None` when no source revokes.
-    fn until(self) -> Option<Instant> {
-        self.api.max(self.manifest)
+    /// When the revocation ends (the latest deadline); `None` when no source revokes.
+    fn until(&self) -> Option<Instant> {
+        let objects = self.objects.iter().map(|(_, until)| *until).max();
+        self.api.max(self.manifest).max(objects)
     }
 }
 
@@ -60,14 +70,36 @@ struct Inner {
     entries: HashMap<Arc<str>, Entry>,
     /// `(until, session)` of every entry, earliest first, for the sweeper.
     expiries: BTreeSet<(Instant, Arc<str>)>,
+    /// Watched object (`namespace/name`) → the session it revokes, so that a deletion finds its
+    /// entry. Holds exactly the objects recorded in `entries`.
+    objects: HashMap<Arc<str>, Arc<str>>,
 }
 
 impl Inner {
+    /// Whether `session` is revoked at `now`.
+    fn revoked_at(&self, session: &str, now: Instant) -> bool {
+        self.entries
+            .get(session)
+            .and_then(Entry::until)
+            .is_some_and(|until| until > now)
+    }
+
+    /// Forget watched object `object`; whether it was recorded.
+    fn remove_object(&mut self, object: &str) -> bool {
+        let Some(session) = self.objects.remove(object) else {
+            return false;
+        };
+        self.update(&session, |entry| {
+            entry.objects.retain(|(o, _)| &**o != object);
+        });
+        true
+    }
+
     /// Change the entry of `session` with `change`, keeping `expiries` in step; an entry that no
     /// source revokes any more is removed.
     fn update(&mut self, session: &str, change: impl FnOnce(&mut Entry)) {
-        let (key, mut entry) = match self.entries.get_key_value(session) {
-            Some((key, entry)) => (key.clone(), *entry),
+        let (key, mut entry) = match self.entries.remove_entry(session) {
+            Some(found) => found,
             None => (Arc::from(session), Entry::default()),
         };
         let before = entry.until();
@@ -83,8 +115,6 @@ impl Inner {
         }
         if after.is_some() {
             self.entries.insert(key, entry);
-        } else {
-            self.entries.remove(session);
         }
     }
 }
@@ -116,11 +146,7 @@ impl Blacklist {
         let was_revoked;
         {
             let mut inner = self.write();
-            was_revoked = inner
-                .entries
-                .get(session)
-                .and_then(|e| e.until())
-                .is_some_and(|t| t > now);
+            was_revoked = inner.revoked_at(session, now);
             inner.update(session, |entry| match source {
                 Source::Api => entry.api = entry.api.max(Some(until)),
                 Source::Manifest => entry.manifest = Some(until),
@@ -138,11 +164,98 @@ impl Blacklist {
 
     /// Whether `session` is revoked at `now` (its deadline is later).
     pub fn is_revoked_at(&self, session: &str, now: Instant) -> bool {
-        self.read()
+        self.read().revoked_at(session, now)
+    }
+
+    /// Record that the watched `Blacklist` object `object` (`namespace/name`) revokes `session`
+    /// until `until`, replacing what the object said before: its deadline may move either way,
+    /// and a session it no longer names loses it. Returns whether the session was not revoked
+    /// before (at `now`).
+    pub fn apply_object(&self, object: &str, session: &str, until: Instant) -> bool {
+        let was_revoked;
+        {
+            let mut inner = self.write();
+            was_revoked = inner.revoked_at(session, Instant::now());
+            if inner
+                .objects
+                .get(object)
+                .is_some_and(|named| &**named != session)
+            {
+                inner.remove_object(object);
+            }
+            let object: Arc<str> = match inner.objects.get_key_value(object) {
+                Some((key, _)) => key.clone(),
+                None => Arc::from(object),
+            };
+            inner.update(session, |entry| {
+                match entry.objects.iter_mut().find(|(o, _)| *o == object) {
+                    Some(slot) => slot.1 = until,
+                    None => entry.objects.push((object.clone(), until)),
+                }
+            });
+            // `update` kept the entry: it now lists the object.
+            let session = match inner.entries.get_key_value(session) {
+                Some((key, _)) => key.clone(),
+                None => Arc::from(session),
+            };
+            inner.objects.insert(object, session);
+            self.report(&inner);
+        }
+        self.changed.notify_one();
+        !was_revoked
+    }
+
+    /// Forget the watched object `object` (it was deleted, or no longer revokes): its session
+    /// stays revoked only if another source still says so. Returns whether it was recorded.
+    pub fn remove_object(&self, object: &str) -> bool {
+        let removed;
+        {
+            let mut inner = self.write();
+            removed = inner.remove_object(object);
+            self.report(&inner);
+        }
+        self.changed.notify_one();
+        removed
+    }
+
+    /// Forget every watched object for which `keep` is false (after a re-list, the objects not
+    /// listed any more); returns how many were forgotten.
+    pub fn retain_objects(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let dropped;
+        {
+            let mut inner = self.write();
+            let gone: Vec<Arc<str>> = inner
+                .objects
+                .keys()
+                .filter(|object| !keep(object))
+                .cloned()
+                .collect();
+            dropped = gone.len();
+            for object in gone {
+                inner.remove_object(&object);
+            }
+            self.report(&inner);
+        }
+        self.changed.notify_one();
+        dropped
+    }
+
+    /// The deadline recorded for the watched object `object`, if any.
+    pub fn object_until(&self, object: &str) -> Option<Instant> {
+        let inner = self.read();
+        let session = inner.objects.get(object)?;
+        inner
             .entries
-            .get(session)
-            .and_then(|e| e.until())
-            .is_some_and(|until| until > now)
+            .get(session)?
+            .objects
+            .iter()
+            .find(|(o, _)| &**o == object)
+            .map(|(_, until)| *until)
+    }
+
+    /// Watched objects recorded (including expired ones the sweeper has not removed yet).
+    pub fn object_count(&self) -> usize {
+        self.read().objects.len()
     }
 
     /// Make `entries` the complete set of manifest revocations: listed sessions get their
@@ -183,8 +296,12 @@ impl Blacklist {
             let Some((_, session)) = inner.expiries.pop_first() else {
                 break;
             };
-            // The entry's deadline is the later of its sources', so both have passed.
-            inner.entries.remove(&session);
+            // The entry's deadline is the latest of its sources', so all have passed.
+            if let Some(entry) = inner.entries.remove(&session) {
+                for (object, _) in &entry.objects {
+                    inner.objects.remove(object);
+                }
+            }
             removed += 1;
         }
         if removed > 0 {
@@ -365,5 +482,85 @@ mod tests {
         assert_eq!(gauge(&metrics), 2);
         assert_eq!(bl.sweep(t0 + secs(10)), 2);
         assert!(bl.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_object_revokes_until_deleted_and_sources_combine_as_a_union() {
+        let (bl, metrics) = blacklist();
+        let t0 = Instant::now();
+        assert!(
+            bl.apply_object("ns/a", "x", t0 + secs(100)),
+            "newly revoked"
+        );
+        assert!(bl.is_revoked("x"));
+        assert_eq!(gauge(&metrics), 1);
+        // The same object applied again (a watch event after the local apply) changes nothing.
+        assert!(!bl.apply_object("ns/a", "x", t0 + secs(100)));
+        assert_eq!(bl.object_count(), 1);
+        // A second object and the other two sources name the same session.
+        bl.apply_object("other/b", "x", t0 + secs(50));
+        bl.revoke("x", t0 + secs(10), Source::Api);
+        let m = |s: &str, n: u64| (Arc::<str>::from(s), t0 + secs(n));
+        bl.replace_manifest(&[m("x", 20)]);
+        assert_eq!(bl.len(), 1, "one entry per session");
+
+        assert!(bl.remove_object("ns/a"));
+        assert!(!bl.remove_object("ns/a"), "already gone");
+        assert!(
+            bl.is_revoked_at("x", t0 + secs(49)),
+            "the other object still revokes"
+        );
+        assert!(!bl.is_revoked_at("x", t0 + secs(50)));
+        assert!(bl.remove_object("other/b"));
+        assert!(
+            bl.is_revoked_at("x", t0 + secs(19)),
+            "the snapshot still lists it"
+        );
+        bl.replace_manifest(&[]);
+        assert!(
+            bl.is_revoked_at("x", t0 + secs(9)),
+            "API entries only expire"
+        );
+        assert!(!bl.is_revoked_at("x", t0 + secs(10)));
+        assert_eq!(bl.sweep(t0 + secs(10)), 1);
+        assert!(bl.is_empty());
+        assert_eq!(gauge(&metrics), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deleting_the_only_source_lifts_at_once_and_a_moved_deadline_is_honoured() {
+        let (bl, _) = blacklist();
+        let t0 = Instant::now();
+        bl.apply_object("ns/a", "x", t0 + secs(100));
+        bl.apply_object("ns/a", "x", t0 + secs(5));
+        assert!(
+            !bl.is_revoked_at("x", t0 + secs(5)),
+            "an edited expiresAt may bring the end forward"
+        );
+        bl.remove_object("ns/a");
+        assert!(!bl.is_revoked("x"));
+        assert!(bl.is_empty());
+        assert_eq!(bl.object_count(), 0);
+        // An object whose session changed stops revoking the old one.
+        bl.apply_object("ns/b", "y", t0 + secs(100));
+        bl.apply_object("ns/b", "z", t0 + secs(100));
+        assert!(!bl.is_revoked("y") && bl.is_revoked("z"));
+        assert_eq!((bl.len(), bl.object_count()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_frees_watched_objects_and_a_relist_forgets_the_unlisted() {
+        let (bl, _) = blacklist();
+        let t0 = Instant::now();
+        bl.apply_object("ns/short", "s", t0 + secs(1));
+        bl.apply_object("ns/long", "l", t0 + secs(100));
+        bl.apply_object("ns/gone", "g", t0 + secs(100));
+        assert_eq!(bl.sweep(t0 + secs(1)), 1);
+        assert_eq!(bl.object_count(), 2, "the expired object's record is freed");
+        assert!(!bl.remove_object("ns/short"), "a later deletion is a no-op");
+
+        assert_eq!(bl.retain_objects(|o| o == "ns/long"), 1);
+        assert!(bl.is_revoked("l") && !bl.is_revoked("g"));
+        assert_eq!((bl.len(), bl.object_count()), (1, 1));
     }
 }
