@@ -115,6 +115,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let sweeper = tokio::spawn(state.longpolling.clone().run_sweeper(shutdown.clone()));
     // Likewise one sweeper removes expired session revocations.
     let blacklist_sweeper = tokio::spawn(state.blacklist.clone().run_sweeper(shutdown.clone()));
+    // `JWT_JWKS`: one task keeps the key set fresh (interval, unknown `kid`s).
+    if let Some(refresher) = state.verifier.refresher(shutdown.clone()) {
+        tokio::spawn(refresher);
+    }
     // And one closes connections whose JWT expired (`RIG_CLOSE_AT_TOKEN_EXPIRY`).
     let expiry_sweeper = state.config.close_at_token_expiry.then(|| {
         tokio::spawn(sessions::expiry::run_sweeper(

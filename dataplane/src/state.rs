@@ -135,7 +135,9 @@ impl State {
         if let Some(session) = self.verifier.session_id(&claims)
             && self.blacklist.is_revoked(&session)
         {
-            return Err(JwtError::Revoked { session });
+            let error = JwtError::Revoked { session };
+            self.verifier.record_refusal(&error);
+            return Err(error);
         }
         Ok(claims)
     }
@@ -429,9 +431,9 @@ mod tests {
     fn state() -> State {
         let config = Config::from_lookup(|_| None).expect("defaults");
         let jwt = JwtConfig {
-            algorithm: Algorithm::HS256,
+            algorithms: vec![Algorithm::HS256],
             key: Some(SECRET.to_vec()),
-            session_field: "/jti".to_owned(),
+            ..JwtConfig::default()
         };
         State::new(
             config,

@@ -54,6 +54,7 @@ impl Handler for Internal {
                     .metrics
                     .render(self.state.hub.subscription_count());
                 self.state.proxy.render_metrics(&mut metrics);
+                self.state.verifier.render_metrics(&mut metrics);
                 self.state.config_status.render_metrics(&mut metrics);
                 let mut res = text(StatusCode::OK, metrics);
                 res.headers_mut().insert(
