@@ -75,6 +75,60 @@ enum Change {
     Objects(Kind),
     /// This kind's store holds a complete list now.
     Synced(Kind),
+    /// An object changed without a new generation (its status, labels or annotations): nothing
+    /// to compile, but the status writer looks again (an edited status is put back).
+    Status,
+}
+
+/// The generation of every object of one kind, to tell spec changes from the rest. The status
+/// writes of the operator itself come back as watch events; compiling for each of them would
+/// cost one full compilation per `Blacklist` status write.
+#[derive(Default)]
+struct Generations(std::collections::HashMap<String, i64>);
+
+impl Generations {
+    fn key<K: kube::Resource>(object: &K) -> String {
+        let meta = object.meta();
+        match &meta.uid {
+            Some(uid) => uid.clone(),
+            None => format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+
+    /// What a watch event means for the compile loop.
+    fn change<K: kube::Resource>(
+        &mut self,
+        kind: Kind,
+        event: &watcher::Event<K>,
+    ) -> Option<Change> {
+        match event {
+            watcher::Event::Init => {
+                self.0.clear();
+                None
+            }
+            watcher::Event::InitApply(object) => {
+                let generation = object.meta().generation.unwrap_or_default();
+                self.0.insert(Self::key(object), generation);
+                None
+            }
+            watcher::Event::InitDone => Some(Change::Synced(kind)),
+            watcher::Event::Apply(object) => {
+                let generation = object.meta().generation.unwrap_or_default();
+                match self.0.insert(Self::key(object), generation) {
+                    Some(old) if old == generation => Some(Change::Status),
+                    _ => Some(Change::Objects(kind)),
+                }
+            }
+            watcher::Event::Delete(object) => {
+                self.0.remove(&Self::key(object));
+                Some(Change::Objects(kind))
+            }
+        }
+    }
 }
 
 fn changes<K>(
@@ -95,16 +149,19 @@ where
         writer,
         watcher(api, watcher::Config::default()).default_backoff(),
     )
-    .filter_map(move |event| async move {
-        match event {
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => Some(Change::Objects(kind)),
-            Ok(watcher::Event::InitDone) => Some(Change::Synced(kind)),
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => None,
-            Err(error) => {
-                // The backoff retries; the stores keep their last state meanwhile.
-                tracing::warn!(?kind, error = %crate::lease::error_chain(&error), "watch failed");
-                None
-            }
+    .filter_map({
+        let mut generations = Generations::default();
+        move |event| {
+            let change = match event {
+                Ok(event) => generations.change(kind, &event),
+                Err(error) => {
+                    // The backoff retries; the stores keep their last state meanwhile.
+                    tracing::warn!(?kind, error = %crate::lease::error_chain(&error),
+                        "watch failed");
+                    None
+                }
+            };
+            std::future::ready(change)
         }
     })
 }
@@ -178,6 +235,10 @@ async fn run_loop(
                 Some(Change::Synced(kind)) => {
                     synced.insert(kind);
                     synced.len() == 3
+                }
+                Some(Change::Status) => {
+                    outputs.rounds.send_modify(|_| {});
+                    false
                 }
                 Some(Change::Objects(Kind::Blacklist)) => ready,
                 Some(Change::Objects(_)) => {
@@ -426,5 +487,51 @@ mod tests {
         settle(Duration::from_millis(1)).await;
         // The Blacklist went out at once, and took the pending route with it.
         assert_eq!(counts(&rx), Some((3, 1)));
+    }
+
+    #[test]
+    fn only_spec_changes_compile() {
+        let mut g = Generations::default();
+        let mut b = blacklist("b1");
+        b.metadata.uid = Some("u1".into());
+        b.metadata.generation = Some(1);
+        let is = |c: Option<Change>, want: &str| {
+            let got = match c {
+                None => "none",
+                Some(Change::Objects(_)) => "objects",
+                Some(Change::Synced(_)) => "synced",
+                Some(Change::Status) => "status",
+            };
+            assert_eq!(got, want);
+        };
+        let kind = Kind::Blacklist;
+        is(g.change(kind, &watcher::Event::<Blacklist>::Init), "none");
+        is(
+            g.change(kind, &watcher::Event::InitApply(b.clone())),
+            "none",
+        );
+        is(
+            g.change(kind, &watcher::Event::<Blacklist>::InitDone),
+            "synced",
+        );
+        // Our own status write comes back: same generation.
+        is(g.change(kind, &watcher::Event::Apply(b.clone())), "status");
+        b.metadata.generation = Some(2);
+        is(g.change(kind, &watcher::Event::Apply(b.clone())), "objects");
+        is(
+            g.change(kind, &watcher::Event::Delete(b.clone())),
+            "objects",
+        );
+        // Re-created with the same name: a new uid, generation 1 again.
+        b.metadata.uid = Some("u2".into());
+        b.metadata.generation = Some(1);
+        is(g.change(kind, &watcher::Event::Apply(b.clone())), "objects");
+        // A relist forgets what is gone.
+        is(g.change(kind, &watcher::Event::<Blacklist>::Init), "none");
+        is(
+            g.change(kind, &watcher::Event::<Blacklist>::InitDone),
+            "synced",
+        );
+        is(g.change(kind, &watcher::Event::Apply(b)), "objects");
     }
 }

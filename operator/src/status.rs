@@ -11,8 +11,9 @@
 //! compilation brings the fresh one. Failed writes are retried after a pause, as a whole pass.
 //! A rejection also becomes a `Warning` Kubernetes Event on the object (once per status change,
 //! so `kubectl describe` explains it without a stream of repeats). Until the report Leases have
-//! been listed once, only `Accepted` is written (a new leader must not flip every object to
-//! "no data planes" and back). A pass writes a few objects at a time ([`WRITE_CONCURRENCY`]),
+//! been listed once, nothing is written for up to [`REPORTS_GRACE`] (so one write per object
+//! carries all three conditions), then only `Accepted` (a new leader must not flip every object
+//! to "no data planes" and back; and `Accepted` must not wait on a Lease watch that fails). A pass writes a few objects at a time ([`WRITE_CONCURRENCY`]),
 //! so 10,000 `Blacklist`s do not take minutes of round trips.
 
 use std::sync::Arc;
@@ -38,6 +39,9 @@ use crate::programmed::{self, Programmed, Reports};
 
 /// Pause before a pass is retried after a failed write.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How long the writer waits for the first list of the report Leases before it writes
+/// `Accepted` alone.
+pub const REPORTS_GRACE: Duration = Duration::from_secs(10);
 /// Status writes in flight at once during a pass.
 pub const WRITE_CONCURRENCY: usize = 8;
 
@@ -160,10 +164,12 @@ pub async fn run(
         metrics,
     };
     let mut failed = false;
+    let grace = tokio::time::Instant::now() + REPORTS_GRACE;
     loop {
         let lead = *leading.borrow_and_update();
         writer.metrics.set_leader(lead);
-        if lead {
+        let waiting = reports.borrow().is_none() && tokio::time::Instant::now() < grace;
+        if lead && !waiting {
             let round = rounds.borrow_and_update().clone();
             let reports = reports.borrow_and_update().clone();
             failed = !write_pass(&writer, &stores, &round, reports.as_deref(), &leading).await;
@@ -173,6 +179,7 @@ pub async fn run(
             changed = reports.changed() => if changed.is_err() { return },
             changed = leading.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(RETRY_AFTER), if failed => {}
+            _ = tokio::time::sleep_until(grace), if waiting => {}
         }
     }
 }
