@@ -17,6 +17,10 @@
 //!   those `JWT_ALG` allows. So an RSA public key can never serve as an HMAC secret, whatever the
 //!   token's header says. Keys marked `use: enc`, or with `key_ops` lacking `verify`, are skipped;
 //!   so are keys of other types (e.g. `OKP`) and RSA keys under 2048 bits (RFC 7518 §3.3).
+//! - Key selection ([`KeySet::select`]): a token with a `kid` uses the key with that `kid` and no
+//!   other (an unknown `kid` is refused and asks for a refresh); a token without `kid` uses the one
+//!   key of the set that serves its `alg`, and is refused when there are none or several (trying
+//!   each key would multiply the work a forged token costs).
 //! - Token headers never bring keys: `jku`, `x5u`, `jwk` and `x5c` are ignored.
 //! - A file source is loaded at start-up, and a broken file stops the process. A URL source is
 //!   fetched by the task right after start; until the first fetch succeeds every token is refused
