@@ -61,6 +61,9 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Largest reconnect delay ceiling: a data plane notices a returning operator within seconds,
 /// while a fleet of pods does not hammer an operator that is down.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// While the operator stays unreachable, one warning per this many failed connects (about one a
+/// minute once the backoff is at its cap), so a long outage does not flood the logs.
+const UNREACHABLE_LOG_EVERY: u32 = 6;
 /// Longest rejection message in a report (it ends up on the objects' conditions).
 const MAX_REPORT_MESSAGE: usize = 1024;
 
@@ -614,6 +617,9 @@ impl Client {
     /// Follow the stream, reconnecting with backoff, until shutdown.
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
+        // Failed connects in a row: the first is a warning, then one line every
+        // `UNREACHABLE_LOG_EVERY` (the `rig_operator_connected` gauge tells the rest).
+        let mut failures: u32 = 0;
         loop {
             let mut healthy = false;
             let ended = tokio::select! {
@@ -625,20 +631,24 @@ impl Client {
                 backoff.reset();
             }
             let delay = backoff.next_delay(random_unit());
+            let error = error_chain(&ended);
+            let retry_in_ms = delay.as_millis() as u64;
             if was_connected {
+                failures = 0;
                 tracing::warn!(
-                    operator = %self.endpoint.base,
-                    error = %error_chain(&ended),
-                    retry_in_ms = delay.as_millis() as u64,
+                    operator = %self.endpoint.base, error, retry_in_ms,
                     "snapshot stream lost; the configuration in effect keeps serving"
                 );
             } else {
-                tracing::warn!(
-                    operator = %self.endpoint.base,
-                    error = %error_chain(&ended),
-                    retry_in_ms = delay.as_millis() as u64,
-                    "operator unreachable; the configuration in effect keeps serving"
-                );
+                if failures.is_multiple_of(UNREACHABLE_LOG_EVERY) {
+                    tracing::warn!(
+                        operator = %self.endpoint.base, error, retry_in_ms, failures,
+                        "operator unreachable; the configuration in effect keeps serving"
+                    );
+                } else {
+                    tracing::debug!(operator = %self.endpoint.base, error, retry_in_ms, failures, "operator unreachable");
+                }
+                failures = failures.saturating_add(1);
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
