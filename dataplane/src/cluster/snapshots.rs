@@ -293,7 +293,8 @@ impl Status {
         let _ = writeln!(
             out,
             "# HELP rig_config_snapshots_total Operator snapshots by outcome: applied, rejected \
-             (the previous configuration stayed), cached (the last-known-good file loaded at start).\n\
+             (the previous configuration stayed), cached (the last-known-good file loaded at \
+             start).\n\
              # TYPE rig_config_snapshots_total counter\n\
              rig_config_snapshots_total{{outcome=\"applied\"}} {}\n\
              rig_config_snapshots_total{{outcome=\"rejected\"}} {}\n\
@@ -646,7 +647,10 @@ impl Client {
                         "operator unreachable; the configuration in effect keeps serving"
                     );
                 } else {
-                    tracing::debug!(operator = %self.endpoint.base, error, retry_in_ms, failures, "operator unreachable");
+                    tracing::debug!(
+                        operator = %self.endpoint.base, error, retry_in_ms, failures,
+                        "operator unreachable"
+                    );
                 }
                 failures = failures.saturating_add(1);
             }
@@ -790,15 +794,14 @@ impl Client {
         if origin == Origin::Operator
             && let Some(path) = self.state.config.snapshot_cache.clone()
         {
-            let written = tokio::task::spawn_blocking(move || write_cache(&path, &snapshot)).await;
-            if let Err(error) = written
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|r| r)
-            {
+            let target = path.clone();
+            let written = tokio::task::spawn_blocking(move || write_cache(&target, &snapshot))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            if let Err(error) = written {
                 self.status().cache_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
-                    path = %self.state.config.snapshot_cache.as_deref().unwrap_or(Path::new("")).display(),
-                    %error,
+                    path = %path.display(), %error,
                     "cannot write the last-known-good snapshot; a restart without the operator \
                      would serve an older one"
                 );
@@ -850,7 +853,10 @@ impl Client {
             }
             Err(error) => {
                 self.status().cache_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(path = %path.display(), %error, "cannot read the last-known-good snapshot");
+                tracing::error!(
+                    path = %path.display(), %error,
+                    "cannot read the last-known-good snapshot"
+                );
                 return;
             }
         };
