@@ -1,6 +1,6 @@
 //! Revocation through `Blacklist` objects in cluster mode, without waiting for the operator.
 //!
-//! - **Direct watch** ([`watch`]): every data plane watches `Blacklist` objects in all namespaces
+//! - **Direct watch** ([`watch()`]): every data plane watches `Blacklist` objects in all namespaces
 //!   and applies each one the moment it arrives: its session is revoked and the session's live
 //!   connections in this process are closed (SSE and long-polling get `rig.session_killed`,
 //!   WebSocket close 1000 `Session killed.`), exactly as the API does. A deleted object lifts its
@@ -64,7 +64,7 @@ pub enum StoreError {
         #[source]
         source: kube::Error,
     },
-    /// No answer within [`STORE_TIMEOUT`] (retry later).
+    /// No answer in time (5 s; retry later).
     #[error("the apiserver did not answer within {0:?}")]
     Timeout(Duration),
     /// Concurrent writers kept changing the object (retry later).
@@ -189,23 +189,18 @@ pub async fn watch(state: Arc<State>, client: kube::Client, mut shutdown: watch:
             break;
         };
         match event {
-            Ok(watcher::Event::Apply(object)) => apply(&state, &key_of(&object), &object.spec),
-            Ok(watcher::Event::Delete(object)) => {
-                delete(&state, &key_of(&object));
-                0
+            Ok(watcher::Event::Apply(object)) => {
+                apply(&state, &key_of(&object), &object.spec);
             }
-            Ok(watcher::Event::Init) => {
-                listed = Some(HashSet::new());
-                0
-            }
+            Ok(watcher::Event::Delete(object)) => delete(&state, &key_of(&object)),
+            Ok(watcher::Event::Init) => listed = Some(HashSet::new()),
             Ok(watcher::Event::InitApply(object)) => {
                 let key = key_of(&object);
                 // Applied at once, not at the end of the list: revocation does not wait.
-                let killed = apply(&state, &key, &object.spec);
+                apply(&state, &key, &object.spec);
                 if let Some(listed) = listed.as_mut() {
                     listed.insert(key);
                 }
-                killed
             }
             Ok(watcher::Event::InitDone) => {
                 let listed = listed.take().unwrap_or_default();
@@ -215,7 +210,6 @@ pub async fn watch(state: Arc<State>, client: kube::Client, mut shutdown: watch:
                     forgotten,
                     "Blacklist objects listed"
                 );
-                0
             }
             Err(error) => {
                 state
@@ -226,9 +220,8 @@ pub async fn watch(state: Arc<State>, client: kube::Client, mut shutdown: watch:
                     error = %error_chain(&error),
                     "Blacklist watch failed; retrying with backoff"
                 );
-                0
             }
-        };
+        }
     }
 }
 

@@ -43,7 +43,9 @@ const IDLE_SWEEP: Duration = Duration::from_secs(3600);
 pub enum Source {
     /// The RIG API (`POST /v3/session-blacklist`).
     Api,
-    /// A `Blacklist` object.
+    /// `Blacklist` objects delivered as a whole set: the standalone manifests, or the operator's
+    /// snapshot in cluster mode. (Objects watched one by one are recorded per object instead:
+    /// [`Blacklist::apply_object`].)
     Manifest,
 }
 

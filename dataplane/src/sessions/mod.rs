@@ -4,8 +4,10 @@
 //! everywhere: to refuse tokens ([`crate::state::State::verify_jwt`]), to kill connections and to
 //! count a session's connections. Connections join sessions in the hub
 //! ([`crate::connections::hub::Hub::join_sessions`]); the revoked sessions live in the
-//! [`blacklist::Blacklist`], fed by the RIG API ([`api`]) and by `Blacklist` objects
-//! ([`crate::state::State::apply_manifest_blacklists`]). Revoking a session closes its live
+//! [`blacklist::Blacklist`], fed by the RIG API ([`api`]) and by `Blacklist` objects (as a whole
+//! set from the manifests or the operator's snapshot,
+//! [`crate::state::State::apply_manifest_blacklists`]; one by one from the cluster-mode watch,
+//! [`crate::cluster::blacklists`]). Revoking a session closes its live
 //! connections in this process at once ([`crate::state::State::revoke`]). Optionally, connections
 //! are also closed when their JWT expires ([`expiry`], `RIG_CLOSE_AT_TOKEN_EXPIRY`).
 
