@@ -465,8 +465,20 @@ impl Install<'_> {
             BTreeSet::from([rule(
                 "rig.dev",
                 "blacklists",
-                &["get", "list", "watch", "create"]
+                &["get", "list", "watch"]
             )])
+        );
+        let revocations = self.name("dataplane-revocations");
+        assert_eq!(
+            rules(find(self.objects, "Role", &revocations)),
+            BTreeSet::from([rule("rig.dev", "blacklists", &["create", "update"])])
+        );
+        assert_binding(
+            find(self.objects, "RoleBinding", &revocations),
+            "Role",
+            &revocations,
+            &sa_dp,
+            ns,
         );
         let reports = self.name("dataplane-reports");
         assert_eq!(
