@@ -462,11 +462,7 @@ impl Install<'_> {
         find(self.objects, "ServiceAccount", &sa_op);
         assert_eq!(
             rules(find(self.objects, "ClusterRole", &sa_dp)),
-            BTreeSet::from([rule(
-                "rig.dev",
-                "blacklists",
-                &["get", "list", "watch"]
-            )])
+            BTreeSet::from([rule("rig.dev", "blacklists", &["get", "list", "watch"])])
         );
         let revocations = self.name("dataplane-revocations");
         assert_eq!(
