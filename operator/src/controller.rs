@@ -145,9 +145,13 @@ where
         + Sync
         + 'static,
 {
+    // `managedFields` are dropped before the store: nothing here reads them, and with the
+    // operator's own status writes they are a large share of each object's memory.
     reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(|object: &mut K| object.meta_mut().managed_fields = None),
     )
     .filter_map({
         let mut generations = Generations::default();

@@ -16,6 +16,7 @@
 //! to "no data planes" and back; and `Accepted` must not wait on a Lease watch that fails). A pass writes a few objects at a time ([`WRITE_CONCURRENCY`]),
 //! so 10,000 `Blacklist`s do not take minutes of round trips.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,6 +163,7 @@ pub async fn run(
         ),
         client,
         metrics,
+        written: Default::default(),
     };
     let mut failed = false;
     let grace = tokio::time::Instant::now() + REPORTS_GRACE;
@@ -189,6 +191,30 @@ struct Writer {
     client: kube::Client,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// Per object, the `resourceVersion` it had when we last wrote its status and a hash of what
+    /// we wrote. Until the watch brings our write back, the store still shows the old status; a
+    /// pass in that window would write the same status again.
+    written: std::sync::Mutex<Written>,
+}
+
+/// (kind, namespace, name) → (`resourceVersion` before our write, hash of the status written).
+type Written = HashMap<(Kind, String, String), (Option<String>, u64)>;
+
+impl Writer {
+    fn written(&self) -> std::sync::MutexGuard<'_, Written> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts).
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A hash of a status, to recognise a write we already made.
+fn status_hash(status: &RigStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(status)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// One pass over all verdicts; false when a write failed (the pass will be retried).
@@ -216,6 +242,19 @@ async fn write_pass(
     while let Some(written) = in_flight.next().await {
         ok &= written;
     }
+    // Forget objects that are gone (the verdicts are sorted by kind, namespace, name).
+    writer.written().retain(|(kind, ns, name), _| {
+        round
+            .verdicts
+            .binary_search_by(|(v, _)| {
+                (v.kind, v.namespace.as_str(), v.name.as_str()).cmp(&(
+                    *kind,
+                    ns.as_str(),
+                    name.as_str(),
+                ))
+            })
+            .is_ok()
+    });
     ok
 }
 
@@ -304,6 +343,16 @@ where
     let Some(status) = desired_status(verdict, programmed, current, Timestamp::now()) else {
         return Ok(false);
     };
+    let key = (
+        verdict.kind,
+        verdict.namespace.clone(),
+        verdict.name.clone(),
+    );
+    let version = object.meta().resource_version.clone();
+    let hash = status_hash(&status);
+    if writer.written().get(&key) == Some(&(version.clone(), hash)) {
+        return Ok(false); // Written already; the watch has not brought it back yet.
+    }
     // An Event only when the verdict itself changed, not on every count change.
     let verdict_changed = current.and_then(|c| c.condition(ACCEPTED)) != status.condition(ACCEPTED);
     let patch = serde_json::json!({
@@ -318,6 +367,7 @@ where
         &Patch::Apply(patch),
     )
     .await?;
+    writer.written().insert(key, (version, hash));
     if let Outcome::Rejected { reason, message } = &verdict.outcome
         && verdict_changed
     {
