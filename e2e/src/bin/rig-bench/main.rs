@@ -8,6 +8,8 @@
 //!               [--open-loop true|false] [--kafka true|false]
 //!               [--subset-types 100] [--subset-rate 200]
 //! rig-bench client …   (a client process; started by `run`)
+//! rig-bench revocation [--background 1000,10000] [--revocations 100] [--warmup 5] [--validity 600]
+//!                      (revocation → SSE connection closed, in one process; see `revocation`)
 //! ```
 //!
 //! For each transport a fresh data plane starts (Kafka on, consuming a new topic); its memory is
@@ -25,6 +27,7 @@
 mod client;
 mod load;
 mod process;
+mod revocation;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -106,10 +109,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("client") => client_main(&args[1..]),
         Some("run") => run_main(&args[1..]),
+        Some("revocation") => revocation_main(&args[1..]),
         _ => Err(anyhow::anyhow!(
             "usage: rig-bench run [--connections N] [--clients P] [--duration S] \
              [--publishers N] [--window W] [--transports sse,ws] [--latency-rates auto,R…] \
-             [--open-loop true|false] [--kafka true|false] [--subset-types N] [--subset-rate R]"
+             [--open-loop true|false] [--kafka true|false] [--subset-types N] [--subset-rate R]\n\
+             rig-bench revocation [--background N,…] [--revocations N] [--warmup N] [--validity S]"
         )),
     };
     match result {
@@ -166,6 +171,49 @@ fn client_main(args: &[String]) -> Result<()> {
         .block_on(client::run(args))
 }
 
+/// `rig-bench revocation …`: revocation latency in one process (see [`revocation`]); prints the
+/// markdown section.
+fn revocation_main(args: &[String]) -> Result<()> {
+    let o = options(args)?;
+    let args = revocation::RevocationArgs {
+        background: o
+            .get("background")
+            .map_or("1000", String::as_str)
+            .split(',')
+            .map(|n| n.parse().with_context(|| format!("--background: {n:?}")))
+            .collect::<Result<_>>()?,
+        revocations: opt(&o, "revocations", 100)?,
+        warmup: opt(&o, "warmup", 5)?,
+        validity: opt(&o, "validity", 600)?,
+        dataplane: dataplane_bin()?,
+    };
+    let section = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(revocation::run(args))?;
+    print!("{section}");
+    Ok(())
+}
+
+/// The data plane binary: `$RIG_DATAPLANE_BIN`, else `rig-dataplane` next to this executable.
+fn dataplane_bin() -> Result<PathBuf> {
+    let dataplane = match std::env::var_os("RIG_DATAPLANE_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable folder")?
+            .join("rig-dataplane"),
+    };
+    if !dataplane.exists() {
+        bail!(
+            "{} not found: `cargo build --release -p rig-dataplane` (or set RIG_DATAPLANE_BIN)",
+            dataplane.display()
+        );
+    }
+    Ok(dataplane)
+}
+
 /// What `run` does.
 #[derive(Debug, Clone)]
 struct RunOptions {
@@ -185,19 +233,7 @@ struct RunOptions {
 
 fn run_main(args: &[String]) -> Result<()> {
     let o = options(args)?;
-    let dataplane = match std::env::var_os("RIG_DATAPLANE_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()?
-            .parent()
-            .context("executable folder")?
-            .join("rig-dataplane"),
-    };
-    if !dataplane.exists() {
-        bail!(
-            "{} not found: `cargo build --release -p rig-dataplane` (or set RIG_DATAPLANE_BIN)",
-            dataplane.display()
-        );
-    }
+    let dataplane = dataplane_bin()?;
     let options = RunOptions {
         connections: opt(&o, "connections", 10_000)?,
         clients: opt(&o, "clients", 2usize)?.max(1),
