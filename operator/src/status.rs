@@ -207,11 +207,16 @@ impl Writer {
     }
 }
 
-/// A hash of a status, to recognise a write we already made.
+/// A hash of a status, to recognise a write we already made. Transition times are left out: a
+/// status computed a second later differs only there, and what we wrote stands.
 fn status_hash(status: &RigStatus) -> u64 {
     use std::hash::{Hash, Hasher};
+    let mut status = status.clone();
+    for condition in &mut status.conditions {
+        condition.last_transition_time.clear();
+    }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(status)
+    serde_json::to_string(&status)
         .unwrap_or_default()
         .hash(&mut hasher);
     hasher.finish()
@@ -584,5 +589,22 @@ mod tests {
             (ConditionStatus::False, "NotAccepted")
         );
         assert_eq!(ready.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn the_written_hash_ignores_transition_times_only() {
+        let v = verdict(1, Outcome::Accepted);
+        let a = desired_status(&v, None, None, t("2026-01-01T00:00:00Z")).expect("write");
+        let b = desired_status(&v, None, None, t("2026-01-01T00:00:05Z")).expect("write");
+        assert_ne!(a, b);
+        assert_eq!(status_hash(&a), status_hash(&b));
+        let other = desired_status(
+            &verdict(2, Outcome::Accepted),
+            None,
+            None,
+            t("2026-01-01T00:00:00Z"),
+        )
+        .expect("write");
+        assert_ne!(status_hash(&a), status_hash(&other));
     }
 }
