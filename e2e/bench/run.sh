@@ -47,6 +47,9 @@ table="$("${bench[@]}")"
 busy_after="$(busy)"
 printf '%s\n' "$table"
 
+# The other benchmark scripts (proxy.sh, operator.sh, revocation.sh) keep their own sections
+# between `<!-- name: begin -->` / `<!-- name: end -->` markers: carry them over.
+kept="$(sed -n '/^<!-- [a-z]*\.sh: begin -->$/,$p' "$out" 2>/dev/null || true)"
 {
   echo "# Data-plane benchmarks"
   echo
@@ -68,5 +71,9 @@ printf '%s\n' "$table"
   echo '```'
   echo
   echo "$table"
+  if [ -n "$kept" ]; then
+    echo
+    echo "$kept"
+  fi
 } >"$out"
 echo "[bench] wrote $out" >&2
