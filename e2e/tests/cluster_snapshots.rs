@@ -182,6 +182,27 @@ impl Cluster {
         .expect("kubectl apply");
     }
 
+    /// Wait until `what`'s status, as `<programmed> <Programmed status> <reason> <Ready status>
+    /// <Programmed message>`, satisfies `done`; returns it.
+    async fn wait_status(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let jsonpath = "jsonpath={.status.programmed} \
+            {.status.conditions[?(@.type==\"Programmed\")].status} \
+            {.status.conditions[?(@.type==\"Programmed\")].reason} \
+            {.status.conditions[?(@.type==\"Ready\")].status} \
+            {.status.conditions[?(@.type==\"Programmed\")].message}";
+        let done = &done;
+        wait_until(&format!("the status of {what}"), T, || async move {
+            let out = kube_env::kubectl_ok(
+                &self.env,
+                &["get", "-n", &self.ns, what, "-o", jsonpath],
+                None,
+            )
+            .ok()?;
+            done(&out).then_some(out)
+        })
+        .await
+    }
+
     fn delete(&self, what: &str) {
         kube_env::kubectl_ok(&self.env, &["delete", "-n", &self.ns, what], None)
             .expect("kubectl delete");
@@ -338,6 +359,13 @@ async fn routes_reach_both_data_planes_follow_changes_and_bad_objects_leave_them
             "bob's events are filtered out by the route's extractor: {event}"
         );
     }
+    // The data planes' report Leases drive the route's status: programmed on both pods, ready.
+    let status = cluster
+        .wait_status("eventroute/greetings", |s| {
+            s.starts_with("2/2 True Programmed True")
+        })
+        .await;
+    assert!(status.ends_with("2/2 pods"), "{status}");
 
     // A ProxyRoute: answers on both, follows a change, 404 after deletion.
     assert_eq!(get(&dps[0], "/books/1").await.0, 404, "no route yet");
@@ -402,6 +430,13 @@ async fn routes_reach_both_data_planes_follow_changes_and_bad_objects_leave_them
     })
     .await;
     assert_eq!(version_of(&dps[1]).await, v1, "dp-1 keeps its version");
+    // The rejection reaches the route's status, with dp-1's reason.
+    let status = cluster
+        .wait_status("eventroute/alerts", |s| {
+            s.starts_with("1/2 False Rejected False")
+        })
+        .await;
+    assert!(status.contains("dp-1"), "{status}");
     assert_eq!(dps[0].metric(rejected).await, 0.0);
     wait_answer(&dps[1..], "/books/4", 200, "books-a /books/4").await;
     cluster.delete("eventroute/alerts");
