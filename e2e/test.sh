@@ -13,6 +13,8 @@ fail() { printf '\n[test] FAILED step "%s"\n' "$1" >&2; exit 1; }
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # One shared target directory across clones (CI builds a clean clone): dependencies build once.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RIG_CACHE:-$HOME/.cache/rig-k8s}/cargo-target}"
+# A clean clone never reuses incremental state, and it costs gigabytes in the cache.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Tests run on 2 cores next to a JVM and an apiserver: keep the test binaries' parallelism modest.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 
