@@ -103,6 +103,7 @@ pub enum Method {
 #[x_kube(validation = Rule::new("self.kind != 'Kafka' || has(self.topic)").message("topic is required when the target kind is Kafka"))]
 #[x_kube(validation = Rule::new("self.kind != 'Http' || has(self.url)").message("url is required when the target kind is Http"))]
 #[x_kube(validation = Rule::new("self.kind == 'Kafka' || !has(self.topic)").message("topic is only allowed when the target kind is Kafka"))]
+#[x_kube(validation = Rule::new("self.kind == 'Http' || !has(self.http2)").message("http2 is only allowed when the target kind is Http"))]
 pub struct Target {
     /// `Http` (forward the request) or `Kafka` (produce it as a CloudEvent).
     pub kind: TargetKind,
@@ -111,6 +112,12 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://[^/?#]+"))]
     pub url: Option<String>,
+    /// For `Http`: speak HTTP/2 only to the backend — with prior knowledge (h2c) on `http://`,
+    /// through ALPN `h2` on `https://` — as gRPC-style backends need. Default: HTTP/1.1 on
+    /// `http://`; on `https://` HTTP/2 when the backend offers it, else HTTP/1.1. Connections are
+    /// pooled either way (one multiplexed connection per backend with HTTP/2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<bool>,
     /// Topic for `Kafka`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]

@@ -83,6 +83,12 @@ pub const ENV_PROXY_CONFIG_FILE: &str = "PROXY_CONFIG_FILE";
 pub const ENV_PROXY_RECV_TIMEOUT: &str = "PROXY_RECV_TIMEOUT";
 /// Largest proxied request body (bytes); beyond it the client gets 413.
 pub const ENV_PROXY_MAX_BODY_BYTES: &str = "PROXY_MAX_BODY_BYTES";
+/// A PEM file of extra CA certificates trusted for `https://` proxy targets, besides the system
+/// roots (a private CA inside the cluster). Unset: the system roots only.
+pub const ENV_PROXY_TLS_CA_FILE: &str = "PROXY_TLS_CA_FILE";
+/// Milliseconds a proxied request body may stall (no data from the client) before the upstream
+/// request is aborted: the client gets 408 (or, once the response started, its end is cut off).
+pub const ENV_PROXY_BODY_IDLE_TIMEOUT_MS: &str = "PROXY_BODY_IDLE_TIMEOUT_MS";
 /// RIG's `HOST`: its IP is the `by=` of the `forwarded` header sent to proxy targets.
 pub const ENV_HOST: &str = "HOST";
 /// Comma-separated topics carrying correlated proxy responses (every process reads all partitions).
@@ -127,6 +133,10 @@ const DEFAULT_PROXY_RECV_TIMEOUT_MS: u64 = 5_000;
 /// 64 MiB: proxied bodies are streamed, so the bound is not about our memory but about letting a
 /// runaway upload reach a backend; file-upload routes may need more.
 const DEFAULT_PROXY_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// 30 s between two reads of a request body (nginx's `client_body_timeout` is 60 s): far above
+/// any pause of a live client on a slow network, short enough that a stalled upload does not hold
+/// a backend connection for long. RIG has no such bound.
+const DEFAULT_PROXY_BODY_IDLE_TIMEOUT_MS: u64 = 30_000;
 /// RIG's default `HOST`.
 const DEFAULT_HOST: &str = "localhost";
 
@@ -209,6 +219,10 @@ pub struct Config {
     pub proxy_recv_timeout: Duration,
     /// Largest proxied request body.
     pub proxy_max_body_bytes: u64,
+    /// Extra CA certificates for `https://` proxy targets (`PROXY_TLS_CA_FILE`), validated.
+    pub proxy_tls_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// How long a proxied request body may stall before the upstream request is aborted.
+    pub proxy_body_idle_timeout: Duration,
     /// `HOST`, for `forwarded: by=`.
     pub host: String,
     /// `PROXY_KAFKA_RESPONSE_TOPICS`: where correlated responses arrive.
@@ -348,6 +362,16 @@ impl Config {
             ),
             proxy_max_body_bytes: parse(&lookup, ENV_PROXY_MAX_BODY_BYTES, "a number of bytes")?
                 .unwrap_or(DEFAULT_PROXY_MAX_BODY_BYTES),
+            proxy_tls_ca: tls_ca(lookup(ENV_PROXY_TLS_CA_FILE))?,
+            proxy_body_idle_timeout: Duration::from_millis(
+                parse(
+                    &lookup,
+                    ENV_PROXY_BODY_IDLE_TIMEOUT_MS,
+                    "a positive number of milliseconds",
+                )?
+                .filter(|ms| *ms > 0)
+                .unwrap_or(DEFAULT_PROXY_BODY_IDLE_TIMEOUT_MS),
+            ),
             host: lookup(ENV_HOST)
                 .filter(|h| !h.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_HOST.to_owned()),
@@ -428,6 +452,32 @@ fn proxy_config(value: Option<String>) -> Result<Option<String>> {
     }
 }
 
+/// `PROXY_TLS_CA_FILE`: every PEM certificate of the file, each usable as a trust anchor; a file
+/// that cannot be read or holds none stops the process (a gateway trusting less than configured
+/// would fail every request to those targets).
+fn tls_ca(value: Option<String>) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let Some(path) = value.filter(|p| !p.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let invalid = |path: String| Error::Invalid {
+        var: ENV_PROXY_TLS_CA_FILE,
+        value: path,
+        reason: "the path of a readable PEM file with at least one valid CA certificate",
+    };
+    let Ok(certs) = CertificateDer::pem_file_iter(path.trim())
+        .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+    else {
+        return Err(invalid(path));
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if certs.is_empty() || certs.iter().any(|c| roots.add(c.clone()).is_err()) {
+        return Err(invalid(path));
+    }
+    Ok(certs)
+}
+
 /// A name for this process when `POD_NAME` is not set: host-independent and unique enough to tell
 /// processes apart in connection tokens.
 fn random_owner() -> String {
@@ -476,6 +526,34 @@ mod tests {
         assert_eq!(c.cors, "*");
         assert_eq!(c.max_connections_per_session, None, "no per-session limit");
         assert!(!c.close_at_token_expiry, "connections outlive their token");
+    }
+
+    #[test]
+    fn proxy_tls_ca_file_must_hold_certificates_and_body_idle_defaults_to_30s() {
+        let c = config(&[]).expect("defaults");
+        assert!(c.proxy_tls_ca.is_empty());
+        assert_eq!(c.proxy_body_idle_timeout, Duration::from_secs(30));
+        let c = config(&[("PROXY_BODY_IDLE_TIMEOUT_MS", "250")]).expect("valid");
+        assert_eq!(c.proxy_body_idle_timeout, Duration::from_millis(250));
+        let dir = std::env::temp_dir().join(format!("rig-config-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no certificates here\n").expect("write");
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        for path in [
+            empty.to_string_lossy().into_owned(),
+            garbage.to_string_lossy().into_owned(),
+            dir.join("missing.pem").to_string_lossy().into_owned(),
+        ] {
+            let err = config(&[("PROXY_TLS_CA_FILE", &path)]).expect_err("refused");
+            assert!(err.to_string().contains("PROXY_TLS_CA_FILE"), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

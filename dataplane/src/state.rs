@@ -103,6 +103,7 @@ impl State {
             config.proxy_recv_timeout,
             &config.host,
             cors.clone(),
+            crate::proxy::http::Upstream::new(&config.proxy_tls_ca, config.proxy_body_idle_timeout),
         );
         Self {
             blacklist,

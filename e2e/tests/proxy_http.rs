@@ -7,6 +7,9 @@
 //! response chunk reaches the client before the backend finished), 413, 502, 504, JWT-secured
 //! endpoints (401 with CORS, header, `x-` header and query tokens, revoked sessions),
 //! `/v3/apis` CRUD with RIG's error maps, `ProxyRoute` manifests reloaded live, and the metrics.
+//! Upstream protocols: `https://` backends (a private CA made with `openssl`, `PROXY_TLS_CA_FILE`)
+//! over h2 on one multiplexed connection or over HTTP/1.1, untrusted ones (502), h2c backends
+//! with `http2: true`, and a stalled upload (408, the backend sees the request aborted).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -880,4 +883,419 @@ async fn http2_clients_reach_http1_backends() {
     assert_eq!(e["path"], "/first/h2");
     assert_eq!(e["query"], "a[b]=c");
     assert_eq!(e["headers"]["host"], s.one.addr.to_string());
+}
+
+// ---- TLS, HTTP/2 and stalled bodies ----
+
+/// How a [`ProtoBackend`] speaks.
+enum Proto {
+    /// Plain HTTP/1.1.
+    H1,
+    /// Plain HTTP/2 with prior knowledge (h2c) only.
+    H2c,
+    /// TLS with this certificate, offering these ALPN protocols (h2 when negotiated, else 1.1).
+    Tls(Arc<rustls::ServerConfig>),
+}
+
+/// A backend that reports the HTTP version of each request it served and counts accepted TCP
+/// connections and request bodies that broke off.
+struct ProtoBackend {
+    addr: SocketAddr,
+    seen: Arc<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    connections: AtomicU64,
+    received: AtomicU64,
+    aborted: AtomicU64,
+}
+
+async fn proto_backend(proto: Proto) -> ProtoBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Seen::default());
+    let proto = Arc::new(proto);
+    let s = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            s.connections.fetch_add(1, Ordering::Relaxed);
+            let (seen, proto) = (s.clone(), proto.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req| versioned(seen.clone(), req));
+                let exec = hyper_util::rt::TokioExecutor::new();
+                let _ = match &*proto {
+                    Proto::H1 => {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Proto::H2c => {
+                        hyper::server::conn::http2::Builder::new(exec)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Proto::Tls(config) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            hyper::server::conn::http2::Builder::new(exec)
+                                .serve_connection(TokioIo::new(tls), service)
+                                .await
+                        } else {
+                            hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(tls), service)
+                                .await
+                        }
+                    }
+                };
+            });
+        }
+    });
+    ProtoBackend { addr, seen }
+}
+
+/// Answers `{"version", "path", "host", "body_len"}` after reading the whole body; a body that
+/// breaks off is counted as aborted.
+async fn versioned(
+    seen: Arc<Seen>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let version = format!("{:?}", req.version());
+    let path = req.uri().path().to_owned();
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(ToString::to_string));
+    let mut body = req.into_body();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    len += data.len();
+                    seen.received
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                seen.aborted.fetch_add(1, Ordering::Relaxed);
+                return Ok(Response::new(Full::new(Bytes::new())));
+            }
+        }
+    }
+    let answer = json!({"version": version, "path": path, "host": host, "body_len": len});
+    Ok(Response::new(Full::new(Bytes::from(answer.to_string()))))
+}
+
+/// A private CA and a server certificate it signed for 127.0.0.1 / localhost, made with the
+/// `openssl` command into `dir`: `(ca.pem path, server config without ALPN)`.
+fn test_pki(dir: &std::path::Path) -> (PathBuf, rustls::ServerConfig) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rig-e2e-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(&csr);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<_, _>>()
+        .expect("certificates");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server certificate");
+    (dir.join("ca.pem"), config)
+}
+
+/// A TLS backend offering `alpn`.
+async fn tls_backend(config: &rustls::ServerConfig, alpn: &[&[u8]]) -> ProtoBackend {
+    let mut config = config.clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    proto_backend(Proto::Tls(Arc::new(config))).await
+}
+
+/// One `ProxyRoute` (namespace `e2e`) with one endpoint `GET|PUT <path>`; `extra` goes into the
+/// target, `timeout` into the response.
+fn route(name: &str, method: &str, path: &str, url: &str, extra: &str, timeout: &str) -> String {
+    format!(
+        "---\napiVersion: rig.dev/v1alpha1\nkind: ProxyRoute\nmetadata: {{name: {name}, namespace: e2e}}\nspec:\n  endpoints: [{{id: e, method: {method}, pathRegex: '{path}'}}]\n  target: {{kind: Http, url: '{url}'{extra}}}\n  response: {{timeout: {timeout}}}\n"
+    )
+}
+
+/// A data plane serving `routes` (plus `env`), with its temp dir.
+async fn proxy_with(routes: &str, env: &[(&str, String)]) -> (DataPlane, PathBuf) {
+    let dir = temp_dir();
+    std::fs::write(dir.join("routes.yaml"), routes).expect("write");
+    let mut config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("RIG_MANIFESTS", dir.to_string_lossy());
+    for (k, v) in env {
+        config = config.env(k, v.clone());
+    }
+    (DataPlane::start(config).await.expect("data plane"), dir)
+}
+
+/// GET `path` `n` times at once; each answer's echo.
+async fn concurrent(dp: &DataPlane, path: &str, n: usize) -> Vec<Value> {
+    let calls = (0..n).map(|_| echoed(dp, path, &[]));
+    futures::future::join_all(calls).await
+}
+
+#[tokio::test]
+async fn https_targets_use_http2_when_offered_over_one_pooled_connection() {
+    let pki = temp_dir();
+    let (ca, tls) = test_pki(&pki);
+    let h2 = tls_backend(&tls, &[b"h2", b"http/1.1"]).await;
+    let h1 = tls_backend(&tls, &[b"http/1.1"]).await;
+    let routes = route(
+        "tls-h2",
+        "GET",
+        "/h2/.*",
+        &format!("https://{}", h2.addr),
+        "",
+        "5s",
+    ) + &route(
+        "tls-h1",
+        "GET",
+        "/h1/.*",
+        &format!("https://{}", h1.addr),
+        "",
+        "5s",
+    );
+    // A RIG definition may name an https:// target too (its scheme in target_url).
+    let rig = json!([{"id": "rig-tls", "name": "rig-tls",
+        "version_data": {"default": {"endpoints": [
+            {"id": "e", "method": "GET", "path_regex": "/rig/.*"}]}},
+        "proxy": {"target_url": "https://127.0.0.1", "port": h1.addr.port()}}]);
+    let (dp, dir) = proxy_with(
+        &routes,
+        &[
+            ("PROXY_TLS_CA_FILE", ca.to_string_lossy().into_owned()),
+            ("PROXY_CONFIG_FILE", rig.to_string()),
+        ],
+    )
+    .await;
+
+    // ALPN settles on h2: the first request opens the connection, the next ones (some at once)
+    // are multiplexed on it.
+    let e = echoed(&dp, "/h2/first", &[]).await;
+    assert_eq!(
+        (e["version"].as_str(), e["path"].as_str()),
+        (Some("HTTP/2.0"), Some("/h2/first"))
+    );
+    assert_eq!(e["host"], h2.addr.to_string());
+    for e in concurrent(&dp, "/h2/many", 8).await {
+        assert_eq!(e["version"], "HTTP/2.0");
+    }
+    for _ in 0..3 {
+        assert_eq!(echoed(&dp, "/h2/again", &[]).await["version"], "HTTP/2.0");
+    }
+    assert_eq!(
+        h2.seen.connections.load(Ordering::Relaxed),
+        1,
+        "12 requests over one HTTP/2 connection"
+    );
+
+    // A TLS backend without h2 is spoken to over HTTP/1.1.
+    for path in ["/h1/a", "/rig/b"] {
+        let e = echoed(&dp, path, &[]).await;
+        assert_eq!(
+            (e["version"].as_str(), e["path"].as_str()),
+            (Some("HTTP/1.1"), Some(path))
+        );
+        assert_eq!(e["host"], h1.addr.to_string());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&pki);
+}
+
+#[tokio::test]
+async fn untrusted_https_backends_get_502() {
+    let pki = temp_dir();
+    let (_, tls) = test_pki(&pki);
+    let backend = tls_backend(&tls, &[b"h2", b"http/1.1"]).await;
+    let routes = route(
+        "tls",
+        "GET",
+        "/tls",
+        &format!("https://{}", backend.addr),
+        "",
+        "5s",
+    );
+    // No PROXY_TLS_CA_FILE: the private CA is not trusted.
+    let (dp, dir) = proxy_with(&routes, &[]).await;
+    let (status, _, body) = call(&dp, Method::GET, "/tls", &[], Bytes::new()).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_GATEWAY, Bytes::from("Bad gateway."))
+    );
+    assert!(
+        backend.seen.connections.load(Ordering::Relaxed) >= 1,
+        "the handshake was tried"
+    );
+    let line = r#"rig_proxy_requests_total{method="GET",path="/tls",target="http",response_from="http",status="unreachable"} 1"#;
+    let (_, text) = client::get(dp.internal(), "/metrics")
+        .await
+        .expect("metrics");
+    assert!(
+        text.lines().any(|l| l == line),
+        "{line} missing in:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&pki);
+}
+
+#[tokio::test]
+async fn h2c_backends_are_reached_with_the_http2_opt_in() {
+    let backend = proto_backend(Proto::H2c).await;
+    let url = format!("http://{}", backend.addr);
+    let routes = route("h2c", "GET", "/grpc/.*", &url, ", http2: true", "5s")
+        + &route("plain", "GET", "/plain/.*", &url, "", "5s");
+    let (dp, dir) = proxy_with(&routes, &[]).await;
+    let e = echoed(&dp, "/grpc/first", &[]).await;
+    assert_eq!(e["version"], "HTTP/2.0");
+    assert_eq!(e["host"], backend.addr.to_string());
+    for e in concurrent(&dp, "/grpc/many", 8).await {
+        assert_eq!(e["version"], "HTTP/2.0");
+    }
+    assert_eq!(backend.seen.connections.load(Ordering::Relaxed), 1);
+    // Without the opt-in the gateway speaks HTTP/1.1, which an h2c-only backend refuses.
+    let (status, _, _) = call(&dp, Method::GET, "/plain/x", &[], Bytes::new()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
+    let h1 = proto_backend(Proto::H1).await;
+    let h2c = proto_backend(Proto::H2c).await;
+    // The route waits a minute for the response: only the body idle timeout can end this.
+    let routes = route(
+        "h1",
+        "PUT",
+        "/upload",
+        &format!("http://{}", h1.addr),
+        "",
+        "60s",
+    ) + &route(
+        "h2c",
+        "PUT",
+        "/upload2",
+        &format!("http://{}", h2c.addr),
+        ", http2: true",
+        "60s",
+    );
+    let (dp, dir) = proxy_with(&routes, &[("PROXY_BODY_IDLE_TIMEOUT_MS", "300".into())]).await;
+    for (path, backend, n) in [("/upload", &h1, 1.0), ("/upload2", &h2c, 2.0)] {
+        let (tx, response) = streaming_request(dp.inbound(), path).await;
+        tx.send(Bytes::from_static(b"the start of the upload"))
+            .await
+            .expect("chunk");
+        wait_until("the backend receives the upload's start", T, || async {
+            (backend.seen.received.load(Ordering::Relaxed) > 0).then_some(())
+        })
+        .await;
+        // The client keeps the body open and sends nothing more.
+        let res = tokio::time::timeout(T, response)
+            .await
+            .expect("answered while the upload is still open")
+            .expect("task")
+            .expect("response");
+        assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT, "{path}");
+        wait_until("the backend sees the request aborted", T, || async {
+            (backend.seen.aborted.load(Ordering::Relaxed) == 1).then_some(())
+        })
+        .await;
+        assert_eq!(
+            dp.metric("rig_proxy_request_body_timeouts_total").await,
+            n,
+            "{path}"
+        );
+        drop(tx);
+    }
+    let line = r#"rig_proxy_requests_total{method="PUT",path="/upload",target="http",response_from="http",status="request_timeout"} 1"#;
+    let (_, text) = client::get(dp.internal(), "/metrics")
+        .await
+        .expect("metrics");
+    assert!(
+        text.lines().any(|l| l == line),
+        "{line} missing in:\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,7 +9,6 @@
 //! - [`kafka`]: the Kafka target (CloudEvent with RIG's `rig` extension) and the response-topic
 //!   reader.
 //! - [`correlation`]: the pending map of requests waiting for correlated responses.
-//! - [`jwt_cache`]: verified JWTs of `secured` endpoints, re-checked for time and revocation.
 //!
 //! The table is swapped whole ([`Proxy::table`] hands out an `Arc` under a lock held only for the
 //! clone), so a request sees one consistent configuration and a reload never waits for requests.
@@ -22,7 +21,6 @@
 pub mod api;
 pub mod correlation;
 pub mod http;
-pub mod jwt_cache;
 pub mod kafka;
 pub mod metrics;
 pub mod rig;
@@ -67,7 +65,6 @@ pub struct Proxy {
     upstream: http::Upstream,
     max_body: u64,
     default_timeout: Duration,
-    /// `HOST` as a `forwarded` node ([`http::by_node`]).
     by: String,
     cors: HeaderValue,
     /// Requests waiting for correlated responses.
@@ -78,28 +75,31 @@ pub struct Proxy {
     pub producer: OnceLock<kafka::Producer>,
     /// Response-topic partitions this process reads (`rig_proxy_response_partitions`).
     pub response_partitions: AtomicU64,
-    /// Verified JWTs of `secured` endpoints.
-    jwt_cache: jwt_cache::JwtCache,
 }
 
 impl Proxy {
-    /// An empty proxy (every request 404) with the process settings.
-    pub fn new(max_body: u64, default_timeout: Duration, host: &str, cors: HeaderValue) -> Self {
+    /// An empty proxy (every request 404) with the process settings and the upstream clients.
+    pub fn new(
+        max_body: u64,
+        default_timeout: Duration,
+        host: &str,
+        cors: HeaderValue,
+        upstream: http::Upstream,
+    ) -> Self {
         Self {
             table: RwLock::new(Arc::new(Table::default())),
             manifest: Mutex::new(Vec::new()),
             rig: Mutex::new(Vec::new()),
             metrics: ProxyMetrics::default(),
-            upstream: http::Upstream::new(),
+            upstream,
             max_body,
             default_timeout,
-            by: http::by_node(&resolve_host(host)),
+            by: resolve_host(host),
             cors,
             correlations: correlation::Correlations::default(),
             produced: kafka::Produced::default(),
             producer: OnceLock::new(),
             response_partitions: AtomicU64::new(0),
-            jwt_cache: jwt_cache::JwtCache::default(),
         }
     }
 
@@ -181,6 +181,15 @@ impl Proxy {
         self.metrics.render(out);
         self.correlations.render(out);
         self.produced.render(out);
+        let _ = std::fmt::Write::write_fmt(
+            out,
+            format_args!(
+                "# HELP rig_proxy_request_body_timeouts_total Proxied requests aborted because the client's body stalled (PROXY_BODY_IDLE_TIMEOUT_MS).\n\
+                 # TYPE rig_proxy_request_body_timeouts_total counter\n\
+                 rig_proxy_request_body_timeouts_total {}\n",
+                self.upstream.body_timeouts()
+            ),
+        );
         let _ = std::fmt::Write::write_fmt(
             out,
             format_args!(
@@ -283,21 +292,19 @@ pub async fn handle(
     }
 }
 
-/// Whether the request carries at least one valid, non-revoked JWT where `auth` says to look
-/// (verified tokens are cached, see [`jwt_cache`]).
+/// Whether the request carries at least one valid, non-revoked JWT where `auth` says to look.
 fn authorized(state: &State, auth: &Auth, req: &Request<Incoming>) -> bool {
-    let cache = &state.proxy.jwt_cache;
     if let Some(name) = &auth.header {
         let valid = if name == header::AUTHORIZATION {
             bearer_tokens(req.headers())
                 .into_iter()
-                .any(|t| cache.verify(state, t))
+                .any(|t| state.verify_jwt(t).is_ok())
         } else {
             req.headers()
                 .get_all(name)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .any(|t| cache.verify(state, t.trim()))
+                .any(|t| state.verify_jwt(t.trim()).is_ok())
         };
         if valid {
             return true;
@@ -310,7 +317,7 @@ fn authorized(state: &State, auth: &Auth, req: &Request<Incoming>) -> bool {
                 v.split(',')
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
-                    .any(|t| cache.verify(state, t))
+                    .any(|t| state.verify_jwt(t).is_ok())
             });
     }
     false

@@ -76,16 +76,19 @@ impl Target {
 /// An HTTP backend: where requests are sent, and what `host` they carry.
 #[derive(Debug, Clone)]
 pub struct HttpTarget {
-    /// `http` (TLS to backends is not supported yet).
+    /// `http` or `https` (TLS).
     pub scheme: http::uri::Scheme,
     /// `host:port`.
     pub authority: http::uri::Authority,
     /// The `host` header sent upstream: the authority.
     pub host: HeaderValue,
+    /// Speak HTTP/2 only: prior knowledge (h2c) on `http`, ALPN `h2` on `https`. Otherwise
+    /// HTTP/1.1 on `http`, and on `https` whatever ALPN settles (`h2` preferred).
+    pub http2: bool,
 }
 
 impl HttpTarget {
-    /// Parse a base URL `http://host[:port]` (a path, query or fragment is refused).
+    /// Parse a base URL `http[s]://host[:port]` (a path, query or fragment is refused).
     pub fn parse(url: &str) -> Result<Self, String> {
         let uri: http::Uri = url
             .parse()
@@ -94,10 +97,8 @@ impl HttpTarget {
             .scheme()
             .cloned()
             .ok_or_else(|| format!("{url:?} needs a scheme (http://)"))?;
-        if scheme != http::uri::Scheme::HTTP {
-            return Err(format!(
-                "{url:?}: only http:// backends are supported (TLS to backends is not yet)"
-            ));
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(format!("{url:?}: the scheme must be http:// or https://"));
         }
         let authority = uri
             .authority()
@@ -114,6 +115,7 @@ impl HttpTarget {
             scheme,
             authority,
             host,
+            http2: false,
         })
     }
 }
@@ -408,25 +410,26 @@ fn compile_manifest(route: &ProxyRoute, metrics: &ProxyMetrics) -> Result<Api, R
     if spec.endpoints.is_empty() {
         return Err(err("spec.endpoints must not be empty".into()));
     }
-    let target = match spec.target.kind {
-        TargetKind::Http => {
-            let url = spec
-                .target
-                .url
-                .as_deref()
-                .ok_or_else(|| err("spec.target.url is required for an Http target".into()))?;
-            Target::Http(HttpTarget::parse(url).map_err(|e| err(format!("spec.target.url: {e}")))?)
-        }
-        TargetKind::Kafka => {
-            Target::Kafka {
+    let target =
+        match spec.target.kind {
+            TargetKind::Http => {
+                let url =
+                    spec.target.url.as_deref().ok_or_else(|| {
+                        err("spec.target.url is required for an Http target".into())
+                    })?;
+                let mut target =
+                    HttpTarget::parse(url).map_err(|e| err(format!("spec.target.url: {e}")))?;
+                target.http2 = spec.target.http2.unwrap_or(false);
+                Target::Http(target)
+            }
+            TargetKind::Kafka => Target::Kafka {
                 topic: spec.target.topic.clone().ok_or_else(|| {
                     err("spec.target.topic is required for a Kafka target".into())
                 })?,
                 wrap_plain_json: spec.target.wrap_plain_json,
                 wrap_event_type: spec.target.wrap_event_type.clone(),
-            }
-        }
-    };
+            },
+        };
     let response_from = match spec.response.from {
         proxy_route::ResponseFrom::Http => ResponseFrom::Http,
         proxy_route::ResponseFrom::HttpAsync => ResponseFrom::HttpAsync,
@@ -552,7 +555,13 @@ fn manifest_definition(id: &str, route: &ProxyRoute) -> serde_json::Value {
         .map(|t| {
             (
                 format!("{}://{}", t.scheme, t.authority.host()),
-                t.authority.port_u16().unwrap_or(80),
+                t.authority
+                    .port_u16()
+                    .unwrap_or(if t.scheme == http::uri::Scheme::HTTPS {
+                        443
+                    } else {
+                        80
+                    }),
             )
         })
         .unwrap_or_default();
@@ -639,7 +648,46 @@ mod tests {
         let secured = BOOKS.replace("id: all,", "id: all, secured: true,");
         let err = from_manifests(&[route(&secured)], &metrics).expect_err("no auth");
         assert!(err.to_string().contains("spec.auth"), "{err}");
-        let https = BOOKS.replace("http://127", "https://127");
-        assert!(from_manifests(&[route(&https)], &metrics).is_err());
+        let ftp = BOOKS.replace("http://127", "ftp://127");
+        assert!(from_manifests(&[route(&ftp)], &metrics).is_err());
+    }
+
+    #[test]
+    fn https_targets_and_the_http2_opt_in() {
+        let metrics = ProxyMetrics::default();
+        let target = |yaml: &str| {
+            let apis = from_manifests(&[route(yaml)], &metrics).expect("compiles");
+            match &apis[0].shared.target {
+                Target::Http(t) => t.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let t = target(&BOOKS.replace("'http://127.0.0.1:9'", "'https://books.example'"));
+        assert_eq!(t.scheme, http::uri::Scheme::HTTPS);
+        assert_eq!(t.host, "books.example");
+        assert!(!t.http2, "HTTP/2 on https:// is negotiated, not forced");
+        let h2c = BOOKS.replace(
+            "url: 'http://127.0.0.1:9'",
+            "url: 'http://127.0.0.1:9', http2: true",
+        );
+        let t = target(&h2c);
+        assert!(t.http2);
+        assert_eq!(t.scheme, http::uri::Scheme::HTTP);
+        // RIG definitions have no such field: HTTP/1.1 (or ALPN on https).
+        let rig = HttpTarget::parse("https://10.0.0.1:8443").expect("https");
+        assert!(!rig.http2);
+        assert_eq!(rig.authority, "10.0.0.1:8443");
+        let apis = from_manifests(
+            &[route(
+                &BOOKS.replace("'http://127.0.0.1:9'", "'https://b.example'"),
+            )],
+            &metrics,
+        )
+        .expect("compiles");
+        assert_eq!(apis[0].definition["proxy"]["port"], 443);
+        assert_eq!(
+            apis[0].definition["proxy"]["target_url"],
+            "https://b.example"
+        );
     }
 }
