@@ -45,15 +45,16 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the legacy
 /// `proxy-connection` and `keep-alive`, and HTTP/2's `http2-settings`).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "http2-settings",
+/// Typed once: removing by `&str` would parse the name on every request.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::TE,
+    http::header::TRAILER,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// The request body type sent upstream.
@@ -145,7 +146,7 @@ pub struct Settings<'a> {
     pub upstream: &'a Upstream,
     /// `PROXY_MAX_BODY_BYTES`.
     pub max_body: u64,
-    /// Our address, for `forwarded: by=`.
+    /// Our address as a `forwarded` node ([`by_node`]), for `forwarded: by=`.
     pub by: &'a str,
     /// Where latency is recorded.
     pub metrics: &'a super::metrics::ProxyMetrics,
@@ -283,8 +284,12 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Drop the hop-by-hop headers and those the `connection` header names.
+/// Drop the hop-by-hop headers and those the `connection` header names. One pass over the
+/// names first: most messages carry none, and then nothing is hashed or removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -295,29 +300,54 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
-/// `for=<client>;by=<us>`, IPv6 addresses quoted and bracketed (RFC 7239).
-pub fn forwarded(client: IpAddr, by: &str) -> HeaderValue {
-    let node = |ip: String, v6: bool| {
-        if v6 { format!("\"[{ip}]\"") } else { ip }
-    };
-    let by = match by.parse::<IpAddr>() {
-        Ok(ip) => node(ip.to_string(), ip.is_ipv6()),
+/// Our address (`HOST` resolved) as an RFC 7239 node: an IPv6 address quoted and bracketed, an
+/// IPv4 address or a name as is. Computed once; [`forwarded`] takes it.
+pub fn by_node(by: &str) -> String {
+    match by.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("\"[{v6}]\""),
+        Ok(ip) => ip.to_string(),
         Err(_) => by.to_owned(),
-    };
-    let client = match client {
+    }
+}
+
+/// `for=<client>;by=<us>` with `by` from [`by_node`], IPv6 clients quoted and bracketed (RFC
+/// 7239). Built without `format!`: this runs for every proxied request.
+pub fn forwarded(client: IpAddr, by: &str) -> HeaderValue {
+    let mut value = String::with_capacity(48 + by.len());
+    value.push_str("for=");
+    match client {
+        IpAddr::V4(v4) => push_ipv4(&mut value, v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => node(v6.to_string(), true),
+            Some(v4) => push_ipv4(&mut value, v4),
+            None => {
+                let _ = std::fmt::Write::write_fmt(&mut value, format_args!("\"[{v6}]\""));
+            }
         },
-        IpAddr::V4(v4) => v4.to_string(),
-    };
-    HeaderValue::from_str(&format!("for={client};by={by}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("for=unknown"))
+    }
+    value.push_str(";by=");
+    value.push_str(by);
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("for=unknown"))
+}
+
+/// Dotted decimal, as `Display` writes it (which goes through the formatting machinery).
+fn push_ipv4(out: &mut String, ip: std::net::Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
 }
 
 /// Keep a valid W3C `traceparent`; otherwise start a new trace (and drop a `tracestate` that
@@ -332,7 +362,7 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) {
     }
     headers.remove("tracestate");
     let mut random = [0u8; 24];
-    if getrandom::fill(&mut random).is_err() {
+    if !trace_random(&mut random) {
         // No randomness: forward without trace context rather than with a predictable id.
         headers.remove("traceparent");
         return;
@@ -348,6 +378,52 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) {
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert("traceparent", v);
     }
+}
+
+thread_local! {
+    /// xoshiro256++ state of this thread, seeded from the OS on first use.
+    static TRACE_RNG: std::cell::Cell<Option<[u64; 4]>> = const { std::cell::Cell::new(None) };
+}
+
+/// Fill `out` with random bytes for trace ids: a per-thread xoshiro256++ seeded once from the
+/// OS (trace ids must be unique and unpredictable enough not to collide, not secret; one
+/// `getrandom` syscall per request was a measurable share of the proxy's CPU). `false` when the
+/// OS has no randomness to seed with.
+fn trace_random(out: &mut [u8]) -> bool {
+    TRACE_RNG.with(|cell| {
+        let mut s = match cell.get() {
+            Some(s) => s,
+            None => {
+                let mut seed = [0u8; 32];
+                if getrandom::fill(&mut seed).is_err() {
+                    return false;
+                }
+                let mut s = [0u64; 4];
+                for (word, chunk) in s.iter_mut().zip(seed.chunks_exact(8)) {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(chunk);
+                    *word = u64::from_le_bytes(b);
+                }
+                if s == [0; 4] {
+                    s[0] = 1; // the all-zero state would stay zero
+                }
+                s
+            }
+        };
+        for chunk in out.chunks_mut(8) {
+            let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
+            let t = s[1] << 17;
+            s[2] ^= s[0];
+            s[3] ^= s[1];
+            s[1] ^= s[2];
+            s[0] ^= s[3];
+            s[2] ^= t;
+            s[3] = s[3].rotate_left(45);
+            chunk.copy_from_slice(&result.to_le_bytes()[..chunk.len()]);
+        }
+        cell.set(Some(s));
+        true
+    })
 }
 
 fn hex(out: &mut String, bytes: &[u8]) {
@@ -642,9 +718,18 @@ mod tests {
     #[test]
     fn forwarded_quotes_ipv6() {
         let v4: IpAddr = "10.0.0.1".parse().expect("ip");
-        assert_eq!(forwarded(v4, "127.0.0.1"), "for=10.0.0.1;by=127.0.0.1");
+        assert_eq!(
+            forwarded(v4, &by_node("127.0.0.1")),
+            "for=10.0.0.1;by=127.0.0.1"
+        );
         let v6: IpAddr = "::1".parse().expect("ip");
-        assert_eq!(forwarded(v6, "::1"), "for=\"[::1]\";by=\"[::1]\"");
+        assert_eq!(forwarded(v6, &by_node("::1")), "for=\"[::1]\";by=\"[::1]\"");
+        let mapped: IpAddr = "::ffff:192.168.0.1".parse().expect("ip");
+        assert_eq!(forwarded(mapped, "gw"), "for=192.168.0.1;by=gw");
+        for ip in ["0.0.0.0", "1.20.255.9", "100.10.1.99", "255.255.255.255"] {
+            let v4: IpAddr = ip.parse().expect("ip");
+            assert_eq!(forwarded(v4, "x"), format!("for={ip};by=x").as_str());
+        }
     }
 
     #[test]
@@ -669,5 +754,14 @@ mod tests {
         assert!(valid_traceparent(
             empty["traceparent"].to_str().expect("ascii")
         ));
+        // Generated ids do not repeat.
+        let ids: std::collections::HashSet<String> = (0..1000)
+            .map(|_| {
+                let mut h = HeaderMap::new();
+                ensure_traceparent(&mut h);
+                h["traceparent"].to_str().expect("ascii").to_owned()
+            })
+            .collect();
+        assert_eq!(ids.len(), 1000);
     }
 }

@@ -292,12 +292,16 @@ impl std::fmt::Debug for Producer {
     }
 }
 
-/// The process's producer (one, created at start when `KAFKA_BROKERS` is set).
+/// The process's producer (one, created at start when `KAFKA_BROKERS` is set). A request waits
+/// for its message's acknowledgement, so latency settings: batches close after 1 ms, and Nagle's
+/// algorithm is off on the broker connections (librdkafka leaves it on), so a small produce
+/// request is not held back behind an unacknowledged one.
 pub fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
         .set("linger.ms", "1")
+        .set("socket.nagle.disable", "true")
         .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
         .create()
 }
@@ -358,7 +362,10 @@ pub async fn run_responses(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "latest")
+        // A waiting fetch is answered as soon as a response arrives; this only bounds an empty
+        // one. Nagle off, as for the producer: responses are small and someone waits for each.
         .set("fetch.wait.max.ms", "10")
+        .set("socket.nagle.disable", "true")
         .create()?;
     let consumer = Arc::new(consumer);
     tracing::info!(%brokers, ?topics, "reading proxy responses (every partition)");

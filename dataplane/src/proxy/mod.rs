@@ -9,6 +9,7 @@
 //! - [`kafka`]: the Kafka target (CloudEvent with RIG's `rig` extension) and the response-topic
 //!   reader.
 //! - [`correlation`]: the pending map of requests waiting for correlated responses.
+//! - [`jwt_cache`]: verified JWTs of `secured` endpoints, re-checked for time and revocation.
 //!
 //! The table is swapped whole ([`Proxy::table`] hands out an `Arc` under a lock held only for the
 //! clone), so a request sees one consistent configuration and a reload never waits for requests.
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod correlation;
 pub mod http;
+pub mod jwt_cache;
 pub mod kafka;
 pub mod metrics;
 pub mod rig;
@@ -65,6 +67,7 @@ pub struct Proxy {
     upstream: http::Upstream,
     max_body: u64,
     default_timeout: Duration,
+    /// `HOST` as a `forwarded` node ([`http::by_node`]).
     by: String,
     cors: HeaderValue,
     /// Requests waiting for correlated responses.
@@ -75,6 +78,8 @@ pub struct Proxy {
     pub producer: OnceLock<kafka::Producer>,
     /// Response-topic partitions this process reads (`rig_proxy_response_partitions`).
     pub response_partitions: AtomicU64,
+    /// Verified JWTs of `secured` endpoints.
+    jwt_cache: jwt_cache::JwtCache,
 }
 
 impl Proxy {
@@ -94,12 +99,13 @@ impl Proxy {
             upstream,
             max_body,
             default_timeout,
-            by: resolve_host(host),
+            by: http::by_node(&resolve_host(host)),
             cors,
             correlations: correlation::Correlations::default(),
             produced: kafka::Produced::default(),
             producer: OnceLock::new(),
             response_partitions: AtomicU64::new(0),
+            jwt_cache: jwt_cache::JwtCache::default(),
         }
     }
 
@@ -292,19 +298,21 @@ pub async fn handle(
     }
 }
 
-/// Whether the request carries at least one valid, non-revoked JWT where `auth` says to look.
+/// Whether the request carries at least one valid, non-revoked JWT where `auth` says to look
+/// (verified tokens are cached, see [`jwt_cache`]).
 fn authorized(state: &State, auth: &Auth, req: &Request<Incoming>) -> bool {
+    let cache = &state.proxy.jwt_cache;
     if let Some(name) = &auth.header {
         let valid = if name == header::AUTHORIZATION {
             bearer_tokens(req.headers())
                 .into_iter()
-                .any(|t| state.verify_jwt(t).is_ok())
+                .any(|t| cache.verify(state, t))
         } else {
             req.headers()
                 .get_all(name)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .any(|t| state.verify_jwt(t.trim()).is_ok())
+                .any(|t| cache.verify(state, t.trim()))
         };
         if valid {
             return true;
@@ -317,7 +325,7 @@ fn authorized(state: &State, auth: &Auth, req: &Request<Incoming>) -> bool {
                 v.split(',')
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
-                    .any(|t| state.verify_jwt(t).is_ok())
+                    .any(|t| cache.verify(state, t))
             });
     }
     false

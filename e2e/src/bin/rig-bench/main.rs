@@ -10,6 +10,8 @@
 //! rig-bench client …   (a client process; started by `run`)
 //! rig-bench revocation [--background 1000,10000] [--revocations 100] [--warmup 5] [--validity 600]
 //!                      (revocation → SSE connection closed, in one process; see `revocation`)
+//! rig-bench responder --brokers B --requests T --responses T [--partitions 1]
+//!                      (the Kafka responder of e2e/bench/proxy.sh)
 //! ```
 //!
 //! For each transport a fresh data plane starts (Kafka on, consuming a new topic); its memory is
@@ -27,6 +29,7 @@
 mod client;
 mod load;
 mod process;
+mod responder;
 mod revocation;
 mod wire;
 
@@ -110,11 +113,13 @@ fn main() -> ExitCode {
         Some("client") => client_main(&args[1..]),
         Some("run") => run_main(&args[1..]),
         Some("revocation") => revocation_main(&args[1..]),
+        Some("responder") => responder_main(&args[1..]),
         _ => Err(anyhow::anyhow!(
             "usage: rig-bench run [--connections N] [--clients P] [--duration S] \
              [--publishers N] [--window W] [--transports sse,ws] [--latency-rates auto,R…] \
              [--open-loop true|false] [--kafka true|false] [--subset-types N] [--subset-rate R]\n\
-             rig-bench revocation [--background N,…] [--revocations N] [--warmup N] [--validity S]"
+             rig-bench revocation [--background N,…] [--revocations N] [--warmup N] [--validity S]\n\
+             rig-bench responder --brokers B --requests TOPIC --responses TOPIC [--partitions N]"
         )),
     };
     match result {
@@ -169,6 +174,15 @@ fn client_main(args: &[String]) -> Result<()> {
         .enable_all()
         .build()?
         .block_on(client::run(args))
+}
+
+/// `rig-bench responder …`: the Kafka responder of `e2e/bench/proxy.sh` (see [`responder`]).
+fn responder_main(args: &[String]) -> Result<()> {
+    let args = responder::ResponderArgs::parse(&options(args)?)?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(responder::run(args))
 }
 
 /// `rig-bench revocation …`: revocation latency in one process (see [`revocation`]); prints the
