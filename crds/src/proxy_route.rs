@@ -198,3 +198,27 @@ pub struct JwtAuth {
     #[schemars(length(min = 1, max = 256))]
     pub query_parameter: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_is_serialized_only_when_set_so_existing_snapshot_versions_stay() {
+        let target: Target =
+            serde_json::from_value(serde_json::json!({"kind": "Http", "url": "http://b:80"}))
+                .expect("target");
+        assert_eq!(target.http2, None);
+        assert_eq!(
+            serde_json::to_value(&target).expect("json"),
+            serde_json::json!({"kind": "Http", "url": "http://b:80"}),
+            "a target without http2 hashes as before the field existed"
+        );
+        let h2c: Target = serde_json::from_value(
+            serde_json::json!({"kind": "Http", "url": "http://b:80", "http2": true}),
+        )
+        .expect("target");
+        assert_eq!(h2c.http2, Some(true));
+        assert_eq!(serde_json::to_value(&h2c).expect("json")["http2"], true);
+    }
+}
