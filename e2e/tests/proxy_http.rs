@@ -1137,6 +1137,20 @@ async fn https_targets_use_http2_when_offered_over_one_pooled_connection() {
         &format!("https://{}", h1.addr),
         "",
         "5s",
+    ) + &route(
+        "tls-only-h2",
+        "GET",
+        "/only-h2/.*",
+        &format!("https://{}", h2.addr),
+        ", http2: true",
+        "5s",
+    ) + &route(
+        "tls-only-h2-to-h1",
+        "GET",
+        "/only-h2-to-h1/.*",
+        &format!("https://{}", h1.addr),
+        ", http2: true",
+        "5s",
     );
     // A RIG definition may name an https:// target too (its scheme in target_url).
     let rig = json!([{"id": "rig-tls", "name": "rig-tls",
@@ -1181,6 +1195,10 @@ async fn https_targets_use_http2_when_offered_over_one_pooled_connection() {
         );
         assert_eq!(e["host"], h1.addr.to_string());
     }
+    // `http2: true` on https:// offers only h2: fine with an h2 backend, 502 with an HTTP/1.1 one.
+    assert_eq!(echoed(&dp, "/only-h2/x", &[]).await["version"], "HTTP/2.0");
+    let (status, _, _) = call(&dp, Method::GET, "/only-h2-to-h1/x", &[], Bytes::new()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&pki);
 }
@@ -1261,7 +1279,14 @@ async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
         ", http2: true",
         "60s",
     );
-    let (dp, dir) = proxy_with(&routes, &[("PROXY_BODY_IDLE_TIMEOUT_MS", "300".into())]).await;
+    let (dp, dir) = proxy_with(
+        &routes,
+        &[
+            ("PROXY_BODY_IDLE_TIMEOUT_MS", "300".into()),
+            ("PROXY_MAX_BODY_BYTES", "1024".into()),
+        ],
+    )
+    .await;
     for (path, backend, n) in [("/upload", &h1, 1.0), ("/upload2", &h2c, 2.0)] {
         let (tx, response) = streaming_request(dp.inbound(), path).await;
         tx.send(Bytes::from_static(b"the start of the upload"))
@@ -1297,5 +1322,19 @@ async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
         text.lines().any(|l| l == line),
         "{line} missing in:\n{text}"
     );
+    // Over HTTP/2 too, a streamed body past PROXY_MAX_BODY_BYTES is a 413 (the body error only
+    // resets the upstream stream, the gateway still knows why).
+    for path in ["/upload", "/upload2"] {
+        let (tx, response) = streaming_request(dp.inbound(), path).await;
+        tx.send(Bytes::from(vec![b'x'; 1000])).await.expect("chunk");
+        tx.send(Bytes::from(vec![b'y'; 1000])).await.expect("chunk");
+        let res = tokio::time::timeout(T, response)
+            .await
+            .expect("answered while the upload is still open")
+            .expect("task")
+            .expect("response");
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        drop(tx);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
