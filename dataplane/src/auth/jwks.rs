@@ -427,6 +427,9 @@ pub struct Jwks {
     config: JwksConfig,
     allowed: Vec<Algorithm>,
     current: RwLock<Arc<KeySet>>,
+    /// Bumped whenever a key set is installed, so results derived from an older set (the
+    /// proxy's verified-token cache) can tell they are stale.
+    epoch: AtomicU64,
     /// A refresh was asked for and has not started yet.
     wanted: AtomicBool,
     wake: Notify,
@@ -460,6 +463,7 @@ impl Jwks {
             config,
             allowed,
             current: RwLock::new(Arc::new(KeySet::default())),
+            epoch: AtomicU64::new(0),
             wanted: AtomicBool::new(false),
             wake: Notify::new(),
             client,
@@ -480,6 +484,11 @@ impl Jwks {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// How many key sets have been installed: changes whenever the keys may have changed.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// The settings.
@@ -557,6 +566,7 @@ impl Jwks {
     fn install(&self, set: KeySet, skipped: &[String]) {
         let n = set.len();
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.metrics.refreshes.fetch_add(1, Ordering::Relaxed);
         self.metrics.keys.store(n as u64, Ordering::Relaxed);
         tracing::info!(source = %self.config.source, keys = n, "JWKS loaded");

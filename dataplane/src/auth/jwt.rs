@@ -675,6 +675,12 @@ impl Verifier {
         }
     }
 
+    /// Changes whenever the verification keys may have changed (a `JWT_JWKS` reload); constant
+    /// for a PEM key or secret. Caches of verification results compare it.
+    pub fn key_epoch(&self) -> u64 {
+        self.jwks().map_or(0, |jwks| jwks.epoch())
+    }
+
     /// The task that keeps a `JWT_JWKS` key set fresh (see [`Jwks::run`]), to be spawned once;
     /// `None` for other key sources. It ends when `shutdown` turns true.
     pub fn refresher(

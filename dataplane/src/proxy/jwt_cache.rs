@@ -6,9 +6,9 @@
 //! hit is the same header, payload and signature). A hit re-checks what changes with time or
 //! with other state, exactly as a full verification would: `exp`/`nbf` against the clock (with
 //! the same leeway) and the session blacklist — a revoked or expired token is verified again in
-//! full, which refuses, counts and logs it as usual. An entry lives at most [`TTL`], so a key
-//! removed from the key set stops being accepted within that bound (key sets are themselves
-//! refreshed far less often). Refused tokens are never cached. The cache is bounded
+//! full, which refuses, counts and logs it as usual. Every entry is dropped when the key set is
+//! reloaded (`JWT_JWKS`: the verifier's key epoch changed), so a rotated-away key stops being
+//! accepted at once; otherwise an entry lives at most [`TTL`]. Refused tokens are never cached. The cache is bounded
 //! ([`CAPACITY`] entries per shard, a full shard is emptied), so a client cycling through
 //! valid tokens costs memory only up to that bound.
 
@@ -39,6 +39,8 @@ struct Entry {
     session: Option<Arc<str>>,
     /// When the signature was verified.
     verified: Instant,
+    /// The verifier's key epoch then: a reloaded key set (a rotated-away key) invalidates it.
+    key_epoch: u64,
 }
 
 /// The cache (see the module docs).
@@ -91,6 +93,7 @@ impl JwtCache {
             let map = shard.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(entry) = map.get(token)
                 && now.duration_since(entry.verified) < TTL
+                && entry.key_epoch == state.verifier.key_epoch()
             {
                 let secs = now_secs();
                 let in_time = secs < entry.exp.saturating_add(LEEWAY_SECS)
@@ -132,11 +135,13 @@ impl JwtCache {
     ) {
         // Verified claims always have `exp`; without one there is nothing safe to cache.
         let Some(exp) = claims.exp() else { return };
+        let key_epoch = state.verifier.key_epoch();
         let entry = Entry {
             exp,
             nbf: seconds(claims.as_value(), "nbf"),
             session: state.verifier.session_id(claims).map(Arc::from),
             verified: now,
+            key_epoch,
         };
         let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
         if map.len() >= CAPACITY && !map.contains_key(token) {
