@@ -73,7 +73,15 @@ pub async fn run(
                 }
                 let current = topics.borrow_and_update().clone();
                 unassign_removed(&state, &consumer, &current, &mut assigned);
-                assign_new_partitions(&state, &consumer, &current, &mut assigned, &mut streams).await;
+                // Only the topics this change added: one metadata round trip for a new route,
+                // not one per topic already consumed (new partitions of those are found by the
+                // periodic refresh).
+                let added: Vec<String> = current
+                    .iter()
+                    .filter(|t| !assigned.iter().any(|(a, _)| a == *t))
+                    .cloned()
+                    .collect();
+                assign_new_partitions(&state, &consumer, &added, &mut assigned, &mut streams).await;
             }
             message = consumer.recv() => match message {
                 Ok(message) => handle(&state, &mut streams, &message),
