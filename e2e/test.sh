@@ -39,6 +39,6 @@ step "integration and e2e tests"
 # The e2e tests start the real rig-dataplane and rig-operator binaries.
 cargo build --locked -p rig-dataplane || fail "build rig-dataplane"
 cargo build --locked -p rig-operator || fail "build rig-operator"
-cargo test --locked -p rig-e2e --tests -- --test-threads="$RUST_TEST_THREADS" || fail "e2e tests"
+cargo test --locked --no-fail-fast -p rig-e2e --tests -- --test-threads="$RUST_TEST_THREADS" || fail "e2e tests"
 
 step "all green"
