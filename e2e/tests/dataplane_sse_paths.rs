@@ -107,7 +107,10 @@ async fn sse_after_another_request_on_a_keep_alive_connection() {
     assert_eq!(&text[..], b"OK");
     // Same connection: this SSE request is served by hyper, not the direct path. The client
     // connection takes the next request only once it has finished the previous exchange.
-    sender.ready().await.expect("connection ready for the next request");
+    sender
+        .ready()
+        .await
+        .expect("connection ready for the next request");
     let res = sender
         .send_request(
             http::request(hyper::Method::GET, dp.inbound(), PATH)
