@@ -42,9 +42,12 @@ async fn thousand_messages_round_trip_through_a_consumer_group() {
         "topic creation: {created:?}"
     );
 
+    // Idempotence: Kafka keeps the order per partition across retries only for an idempotent
+    // producer (a first batch to a new topic's partition may be retried while later ones land).
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
+        .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
         .expect("producer");
