@@ -1338,3 +1338,74 @@ async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A raw HTTP/1.1 backend on 127.0.0.1 that counts the connections it accepted and answers every
+/// request with a 200 whose body names the connection (`conn-<n>`); a request for `/close`
+/// is answered with `connection: close` and its connection is closed.
+async fn counting_backend() -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request head per answer (the requests here have no body).
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let close = head.starts_with("GET /close ");
+                    let body = format!("conn-{n}");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{}\r\n{body}",
+                        body.len(),
+                        if close { "connection: close\r\n" } else { "" }
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// `http://` targets use the data plane's own HTTP/1.1 pool: sequential requests share one
+/// upstream connection, and a connection the backend closes (`connection: close`) is not reused:
+/// the next request opens a new one and gets its answer.
+#[tokio::test]
+async fn http1_upstream_connections_are_pooled_and_closed_ones_replaced() {
+    let (addr, accepted) = counting_backend().await;
+    let routes = route("pooled", "GET", "/.*", &format!("http://{addr}"), "", "5s");
+    let (dp, _dir) = proxy_with(&routes, &[]).await;
+    for i in 0..20 {
+        let (status, _, body) = call(&dp, Method::GET, &format!("/r{i}"), &[], Bytes::new()).await;
+        assert_eq!(status, StatusCode::OK, "request {i}");
+        assert_eq!(body, "conn-1", "request {i} went over another connection");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // The backend ends its connection after this answer: it is not handed out again.
+    let (status, _, body) = call(&dp, Method::GET, "/close", &[], Bytes::new()).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (StatusCode::OK, b"conn-1".as_ref())
+    );
+    for i in 0..5 {
+        let (status, _, body) =
+            call(&dp, Method::GET, &format!("/after{i}"), &[], Bytes::new()).await;
+        assert_eq!(status, StatusCode::OK, "request {i} after the close");
+        assert_eq!(body, "conn-2", "request {i} after the close");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}

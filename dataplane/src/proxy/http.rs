@@ -36,6 +36,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 
 use super::metrics::Status;
+use super::pool::{Lease, Pool};
 use super::routes::{Api, Endpoint, HttpTarget};
 use crate::http::{Body, text};
 
@@ -57,13 +58,19 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("http2-settings"),
 ];
 
+/// `traceparent` / `tracestate` (W3C trace context), typed once.
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// The request body type sent upstream.
-type UpBody = IdleBody<Limited<Incoming>>;
+pub type UpBody = IdleBody<Limited<Incoming>>;
 
 /// The pooled clients for HTTP targets.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// HTTP/1.1 on `http://`; TLS with ALPN `h2`/`http/1.1` on `https://`.
+    /// HTTP/1.1 on `http://` (connections driven by the requests, see [`super::pool`]).
+    pool: Pool,
+    /// TLS with ALPN `h2`/`http/1.1` on `https://`.
     client: Client<HttpsConnector<HttpConnector>, UpBody>,
     /// HTTP/2 only (routes marked `http2`): h2c prior knowledge, or TLS with ALPN `h2`.
     h2: Client<HttpsConnector<HttpConnector>, UpBody>,
@@ -104,6 +111,7 @@ impl Upstream {
             .http2_only(true)
             .build(h2_only);
         Self {
+            pool: Pool::new(POOL_IDLE_TIMEOUT),
             client,
             h2,
             body_idle,
@@ -175,12 +183,18 @@ pub async fn forward(
         (Some(q), None) => format!("{path}?{q}"),
         (None, None) => path,
     };
-    let uri = match Uri::builder()
-        .scheme(target.scheme.clone())
-        .authority(target.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-    {
+    // Our own pool speaks origin-form (`/path?query`); the other clients want the absolute URI.
+    let pooled = target.scheme == http::uri::Scheme::HTTP && !target.http2;
+    let uri = if pooled {
+        Uri::builder().path_and_query(path_and_query).build()
+    } else {
+        Uri::builder()
+            .scheme(target.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    };
+    let uri = match uri {
         Ok(uri) => uri,
         Err(error) => {
             // The rewritten path is not a valid URI path: a route configuration problem.
@@ -211,14 +225,29 @@ pub async fn forward(
         fate.clone(),
     );
     let upstream_req = Request::from_parts(parts, body);
-    let client = if target.http2 {
-        &upstream.h2
-    } else {
-        &upstream.client
-    };
-
     let started = Instant::now();
-    let answer = tokio::time::timeout(api.shared.timeout, client.request(upstream_req)).await;
+    let exchange = async {
+        if pooled {
+            upstream
+                .pool
+                .send(&target.authority, &target.pool_key, upstream_req)
+                .await
+                .map(|(res, lease)| (res, Some(lease)))
+                .map_err(super::pool::PoolError::into_boxed)
+        } else {
+            let client = if target.http2 {
+                &upstream.h2
+            } else {
+                &upstream.client
+            };
+            client
+                .request(upstream_req)
+                .await
+                .map(|res| (res, None))
+                .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+        }
+    };
+    let answer = tokio::time::timeout(api.shared.timeout, exchange).await;
     // Over HTTP/2 a body error only resets the stream, so the client's error does not carry it.
     let fate = fate.load(Ordering::Relaxed);
     match answer {
@@ -227,11 +256,11 @@ pub async fn forward(
             endpoint.counters.count(Status::ResponseTimeout);
             text(StatusCode::GATEWAY_TIMEOUT, "Gateway timeout.")
         }
-        Ok(Err(error)) if fate == FATE_TOO_LARGE || caused_by::<LengthLimitError>(&error) => {
+        Ok(Err(error)) if fate == FATE_TOO_LARGE || caused_by::<LengthLimitError>(&*error) => {
             endpoint.counters.count(Status::BadRequest);
             too_large(settings.max_body)
         }
-        Ok(Err(error)) if fate == FATE_IDLE || caused_by::<BodyIdle>(&error) => {
+        Ok(Err(error)) if fate == FATE_IDLE || caused_by::<BodyIdle>(&*error) => {
             // Logged and counted by `IdleBody`, which also sees stalls after the response head.
             endpoint.counters.count(Status::RequestTimeout);
             text(
@@ -239,17 +268,17 @@ pub async fn forward(
                 "Request timeout: the request body stalled.",
             )
         }
-        Ok(Err(error)) if fate == FATE_BROKEN || caused_by_body_error(&error) => {
-            tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, error = %chain(&error), "the client's request body broke off");
+        Ok(Err(error)) if fate == FATE_BROKEN || caused_by_body_error(&*error) => {
+            tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, error = %chain(&*error), "the client's request body broke off");
             endpoint.counters.count(Status::RequestTimeout);
             text(StatusCode::BAD_REQUEST, "Could not read the request body.")
         }
         Ok(Err(error)) => {
-            tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, error = %chain(&error), "proxy target unreachable");
+            tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, error = %chain(&*error), "proxy target unreachable");
             endpoint.counters.count(Status::Unreachable);
             text(StatusCode::BAD_GATEWAY, "Bad gateway.")
         }
-        Ok(Ok(res)) => {
+        Ok(Ok((res, lease))) => {
             settings.metrics.upstream(started.elapsed());
             endpoint.counters.count(Status::Ok);
             let (mut parts, body) = res.into_parts();
@@ -259,6 +288,7 @@ pub async fn forward(
                 parts,
                 Relay {
                     inner: body,
+                    lease,
                     done: false,
                 }
                 .boxed(),
@@ -287,21 +317,35 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// Drop the hop-by-hop headers and those the `connection` header names. One pass over the
 /// names first: most messages carry none, and then nothing is hashed or removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // Which of them are present, in the one pass (usually just `connection`, or none).
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if present[0] {
+        let named: Vec<HeaderName> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !HOP_BY_HOP.contains(name))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
     }
 }
 
@@ -354,17 +398,19 @@ fn push_ipv4(out: &mut String, ip: std::net::Ipv4Addr) {
 /// belonged to the invalid one).
 pub fn ensure_traceparent(headers: &mut HeaderMap) {
     let valid = headers
-        .get("traceparent")
+        .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(valid_traceparent);
     if valid {
         return;
     }
-    headers.remove("tracestate");
+    if headers.contains_key(&TRACESTATE) {
+        headers.remove(&TRACESTATE);
+    }
     let mut random = [0u8; 24];
     if !trace_random(&mut random) {
         // No randomness: forward without trace context rather than with a predictable id.
-        headers.remove("traceparent");
+        headers.remove(&TRACEPARENT);
         return;
     }
     random[0] |= 1; // never the all-zero (invalid) trace id
@@ -376,7 +422,7 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) {
     hex(&mut value, &random[16..]);
     value.push_str("-01");
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert("traceparent", v);
+        headers.insert(TRACEPARENT.clone(), v);
     }
 }
 
@@ -613,10 +659,33 @@ where
 
 /// The backend's response body, streamed to the client. The handler body type cannot fail, so a
 /// broken upstream body ends the stream early (logged); when the backend declared a
-/// `content-length` the client sees the response is incomplete.
+/// `content-length` the client sees the response is incomplete. A pooled connection's [`Lease`]
+/// is driven here while the body streams, and released to the pool when the body has ended; a
+/// body dropped before its end (the client left) closes the connection with it.
 struct Relay {
     inner: Incoming,
+    lease: Option<Lease>,
     done: bool,
+}
+
+impl Relay {
+    fn finish(&mut self, clean: bool) {
+        self.done = true;
+        if let Some(lease) = self.lease.take()
+            && clean
+        {
+            lease.release();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // A body the server never polled because it was known to be empty ended cleanly too.
+        if !self.done && hyper::body::Body::is_end_stream(&self.inner) {
+            self.finish(true);
+        }
+    }
 }
 
 impl hyper::body::Body for Relay {
@@ -630,15 +699,18 @@ impl hyper::body::Body for Relay {
         if self.done {
             return Poll::Ready(None);
         }
+        if let Some(lease) = &mut self.lease {
+            lease.drive(cx);
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Ready(Some(Err(error))) => {
                 tracing::warn!(%error, "the proxy target's response body broke off");
-                self.done = true;
+                self.finish(false);
                 Poll::Ready(None)
             }
             Poll::Ready(None) => {
-                self.done = true;
+                self.finish(true);
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,

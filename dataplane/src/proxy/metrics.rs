@@ -79,6 +79,8 @@ type Labels = (String, String, String, String);
 #[derive(Debug, Default)]
 pub struct ProxyMetrics {
     counters: Mutex<BTreeMap<Labels, Arc<EndpointCounters>>>,
+    /// Requests per latency bucket, not cumulative (one atomic add per request; the Prometheus
+    /// `le` buckets are summed when rendered).
     buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_micros: AtomicU64,
@@ -127,10 +129,8 @@ impl ProxyMetrics {
     /// Record how long the target took to answer (request sent → response head).
     pub fn upstream(&self, took: Duration) {
         let secs = took.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.duration_count.fetch_add(1, Ordering::Relaxed);
         self.duration_micros.fetch_add(
@@ -168,11 +168,12 @@ impl ProxyMetrics {
             "# HELP rig_proxy_upstream_duration_seconds Time from sending a proxied request to the target's response head.\n\
              # TYPE rig_proxy_upstream_duration_seconds histogram\n",
         );
+        let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
-                "rig_proxy_upstream_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                self.buckets[i].load(Ordering::Relaxed)
+                "rig_proxy_upstream_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
         let count = self.duration_count.load(Ordering::Relaxed);

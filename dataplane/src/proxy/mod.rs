@@ -25,6 +25,7 @@ pub mod http;
 pub mod jwt_cache;
 pub mod kafka;
 pub mod metrics;
+pub mod pool;
 pub mod rig;
 pub mod routes;
 

@@ -85,6 +85,8 @@ pub struct HttpTarget {
     /// Speak HTTP/2 only: prior knowledge (h2c) on `http`, ALPN `h2` on `https`. Otherwise
     /// HTTP/1.1 on `http`, and on `https` whatever ALPN settles (`h2` preferred).
     pub http2: bool,
+    /// The upstream connection pool's key for this target ([`super::pool::Key`]).
+    pub pool_key: super::pool::Key,
 }
 
 impl HttpTarget {
@@ -111,11 +113,13 @@ impl HttpTarget {
         }
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|_| format!("{url:?}: the host is not a valid header value"))?;
+        let pool_key = super::pool::Key::new(&authority);
         Ok(Self {
             scheme,
             authority,
             host,
             http2: false,
+            pool_key,
         })
     }
 }
