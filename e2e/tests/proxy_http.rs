@@ -1341,7 +1341,9 @@ async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
 
 /// A raw HTTP/1.1 backend on 127.0.0.1 that counts the connections it accepted and answers every
 /// request with a 200 whose body names the connection (`conn-<n>`); a request for `/close`
-/// is answered with `connection: close` and its connection is closed.
+/// is answered with `connection: close` and its connection is closed; `/chunked` answers
+/// `conn-<n>` in two chunks with a trailer; `/eof` answers without a length and closes; a request
+/// with a `content-length` body gets `conn-<n> got <body>`.
 async fn counting_backend() -> (SocketAddr, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -1363,15 +1365,47 @@ async fn counting_backend() -> (SocketAddr, Arc<AtomicU64>) {
                         continue;
                     };
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end + 4);
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + length {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let request_body =
+                        String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+                    buf.drain(..end + 4 + length);
                     let close = head.starts_with("GET /close ");
-                    let body = format!("conn-{n}");
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{}\r\n{body}",
-                        body.len(),
-                        if close { "connection: close\r\n" } else { "" }
-                    );
-                    if stream.write_all(answer.as_bytes()).await.is_err() || close {
+                    let eof = head.starts_with("GET /eof ");
+                    let body = if length > 0 {
+                        format!("conn-{n} got {request_body}")
+                    } else {
+                        format!("conn-{n}")
+                    };
+                    let answer = if head.starts_with("GET /chunked ") {
+                        let (a, b) = body.split_at(3);
+                        format!(
+                            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\nx-trailer: 1\r\n\r\n",
+                            a.len(),
+                            b.len()
+                        )
+                    } else if eof {
+                        format!("HTTP/1.1 200 OK\r\n\r\n{body}")
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{}\r\n{body}",
+                            body.len(),
+                            if close { "connection: close\r\n" } else { "" }
+                        )
+                    };
+                    if stream.write_all(answer.as_bytes()).await.is_err() || close || eof {
                         return;
                     }
                 }
@@ -1408,4 +1442,106 @@ async fn http1_upstream_connections_are_pooled_and_closed_ones_replaced() {
         assert_eq!(body, "conn-2", "request {i} after the close");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// One client connection carrying plain proxied GETs (served by the direct path) and then
+/// requests the direct path hands to hyper (a body upload, a `/_rig` path) and back to GETs:
+/// every answer is right and in order; chunked answers are relayed with their framing, answers
+/// delimited by the backend closing end the client connection, pipelined requests are answered
+/// in order.
+#[tokio::test]
+async fn one_connection_mixes_direct_and_hyper_served_requests() {
+    let (addr, accepted) = counting_backend().await;
+    let routes = route(
+        "mixed",
+        "GET|POST",
+        "/.*",
+        &format!("http://{addr}"),
+        "",
+        "5s",
+    )
+    .replace("method: GET|POST", "method: GET")
+        + &route(
+            "mixed-post",
+            "POST",
+            "/.*",
+            &format!("http://{addr}"),
+            "",
+            "5s",
+        );
+    let (dp, _dir) = proxy_with(&routes, &[]).await;
+    let stream = TcpStream::connect(dp.inbound()).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut exchange = |method: Method, path: &'static str, body: &'static str| {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "gateway")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("request");
+        let sent = sender.send_request(req);
+        async move {
+            let res = sent.await.expect("answer");
+            let status = res.status();
+            let headers = res.headers().clone();
+            let body = res.into_body().collect().await.expect("body").to_bytes();
+            (status, headers, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, _, body) = exchange(Method::GET, "/a", "").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "conn-1"));
+    let (status, headers, body) = exchange(Method::GET, "/chunked", "").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "conn-1"));
+    assert_eq!(headers["transfer-encoding"], "chunked");
+    // A body: hyper serves the connection from here on, over the same upstream pool rules.
+    let (status, _, body) = exchange(Method::POST, "/upload", "payload").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.ends_with(" got payload"), "{body}");
+    let (status, _, body) = exchange(Method::GET, "/_rig/health", "").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "OK"));
+    let (status, _, body) = exchange(Method::GET, "/b", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("conn-"), "{body}");
+
+    // Pipelined GETs on a fresh connection, then an answer delimited by the backend's close.
+    let mut raw = TcpStream::connect(dp.inbound()).await.expect("connect");
+    raw.write_all(
+        b"GET /p1 HTTP/1.1\r\nhost: g\r\n\r\nGET /chunked HTTP/1.1\r\nhost: g\r\n\r\nGET /eof HTTP/1.1\r\nhost: g\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut all = Vec::new();
+    tokio::time::timeout(T, raw.read_to_end(&mut all))
+        .await
+        .expect("the connection ends after the close-delimited answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&all);
+    let answers: Vec<&str> = text
+        .match_indices("HTTP/1.1 200")
+        .map(|(i, _)| &text[i..])
+        .collect();
+    assert_eq!(answers.len(), 3, "{text}");
+    assert!(
+        answers[0].contains("content-length: 6") && answers[0].contains("\r\n\r\nconn-"),
+        "{text}"
+    );
+    assert!(
+        answers[1].contains("transfer-encoding: chunked")
+            && answers[1].contains("0\r\nx-trailer: 1\r\n\r\n"),
+        "{text}"
+    );
+    assert!(answers[2].contains("connection: close"), "{text}");
+    // The close-delimited body is relayed whole before the connection ends.
+    assert!(
+        answers[2]
+            .split("\r\n\r\n")
+            .nth(1)
+            .is_some_and(|body| body.starts_with("conn-") && body.len() > 5),
+        "{text}"
+    );
+    // Two upstream connections at most: the direct path's and the hyper path's pools.
+    assert!(accepted.load(Ordering::SeqCst) <= 2);
 }

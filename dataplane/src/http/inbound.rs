@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -58,20 +59,21 @@ impl Handler for Inbound {
     }
 
     /// An SSE connect request as a connection's first request is served without hyper (see
-    /// [`sse_direct`]); everything else is served as HTTP.
+    /// [`sse_direct`]); plain proxied requests too, while a connection sends only those (see
+    /// [`crate::proxy::fast`]); everything else is served as HTTP.
     async fn take_over(
         self: Arc<Self>,
         stream: TcpStream,
-        _peer: SocketAddr,
+        peer: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
-    ) -> Option<TcpStream> {
+    ) -> Option<(TcpStream, Bytes)> {
         let is_sse = tokio::select! {
             is_sse = sse_direct::sniff(&stream) => is_sse,
             // Nothing received before the listener stopped: nothing to serve.
             _ = server::stopped(&mut shutdown) => return None,
         };
         if !is_sse {
-            return Some(stream);
+            return crate::proxy::fast::serve(&self.state, stream, peer, shutdown).await;
         }
         sse_direct::serve(&self.state, stream).await;
         None

@@ -6,11 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -31,18 +36,18 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Look at a freshly accepted connection before it is served as HTTP, and serve it directly
     /// if the handler wants to (a long-lived stream that should not keep the HTTP connection's
-    /// buffers). `Some` hands the stream back, with every byte the hook only peeked at still
-    /// unread, to be served as HTTP; `None` means the connection was served (or is to be
-    /// dropped). `shutdown` turns true when the listener stops. The default serves everything
-    /// as HTTP.
+    /// buffers, or requests a direct path serves faster). `Some` hands the stream back to be
+    /// served as HTTP from then on, with the bytes the hook already read from it (served first);
+    /// `None` means the connection was served (or is to be dropped). `shutdown` turns true when
+    /// the listener stops. The default serves everything as HTTP.
     fn take_over(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
-    ) -> impl Future<Output = Option<TcpStream>> + Send {
+    ) -> impl Future<Output = Option<(TcpStream, Bytes)>> + Send {
         let _ = (peer, shutdown);
-        std::future::ready(Some(stream))
+        std::future::ready(Some((stream, Bytes::new())))
     }
 }
 
@@ -75,9 +80,13 @@ pub async fn serve<H: Handler>(
                 .clone()
                 .take_over(stream, peer, shutdown.clone())
                 .await;
-            if let Some(stream) = taken {
+            if let Some((stream, read)) = taken {
                 // Boxed: a connection served by `take_over` does not carry HTTP's state in its task.
-                Box::pin(serve_http(stream, peer, handler, shutdown)).await;
+                let io = Prefixed {
+                    read,
+                    inner: stream,
+                };
+                Box::pin(serve_http(io, peer, handler, shutdown)).await;
             }
             drop(drained);
         });
@@ -89,7 +98,7 @@ pub async fn serve<H: Handler>(
 
 /// Serve one connection as HTTP/1.1 or HTTP/2 until it ends or, after `shutdown`, gracefully.
 async fn serve_http<H: Handler>(
-    stream: TcpStream,
+    stream: Prefixed,
     peer: SocketAddr,
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
@@ -111,6 +120,58 @@ async fn serve_http<H: Handler>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// A connection with bytes already read from it: they are read again first.
+#[derive(Debug)]
+struct Prefixed {
+    read: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

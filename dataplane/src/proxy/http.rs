@@ -36,7 +36,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 
 use super::metrics::Status;
-use super::pool::{Lease, Pool};
+use super::pool::{Lease, Pool, StreamPool};
 use super::routes::{Api, Endpoint, HttpTarget};
 use crate::http::{Body, text};
 
@@ -70,6 +70,8 @@ pub type UpBody = IdleBody<Limited<Incoming>>;
 pub struct Upstream {
     /// HTTP/1.1 on `http://` (connections driven by the requests, see [`super::pool`]).
     pool: Pool,
+    /// Plain TCP connections to `http://` targets for the direct path ([`super::fast`]).
+    pub streams: StreamPool,
     /// TLS with ALPN `h2`/`http/1.1` on `https://`.
     client: Client<HttpsConnector<HttpConnector>, UpBody>,
     /// HTTP/2 only (routes marked `http2`): h2c prior knowledge, or TLS with ALPN `h2`.
@@ -112,6 +114,7 @@ impl Upstream {
             .build(h2_only);
         Self {
             pool: Pool::new(POOL_IDLE_TIMEOUT),
+            streams: StreamPool::new(POOL_IDLE_TIMEOUT),
             client,
             h2,
             body_idle,
@@ -407,11 +410,22 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) {
     if headers.contains_key(&TRACESTATE) {
         headers.remove(&TRACESTATE);
     }
+    match new_traceparent().and_then(|v| HeaderValue::from_str(&v).ok()) {
+        Some(v) => {
+            headers.insert(TRACEPARENT.clone(), v);
+        }
+        // No randomness: forward without trace context rather than with a predictable id.
+        None => {
+            headers.remove(&TRACEPARENT);
+        }
+    }
+}
+
+/// A new W3C `traceparent` (a new trace, sampled), or `None` when the OS has no randomness.
+pub fn new_traceparent() -> Option<String> {
     let mut random = [0u8; 24];
     if !trace_random(&mut random) {
-        // No randomness: forward without trace context rather than with a predictable id.
-        headers.remove(&TRACEPARENT);
-        return;
+        return None;
     }
     random[0] |= 1; // never the all-zero (invalid) trace id
     random[16] |= 1; // nor the all-zero parent id
@@ -421,9 +435,7 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) {
     value.push('-');
     hex(&mut value, &random[16..]);
     value.push_str("-01");
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(TRACEPARENT.clone(), v);
-    }
+    Some(value)
 }
 
 thread_local! {
@@ -481,7 +493,7 @@ fn hex(out: &mut String, bytes: &[u8]) {
 }
 
 /// `version-traceid-parentid-flags`, lowercase hex, ids not all zero, version not `ff`.
-fn valid_traceparent(value: &str) -> bool {
+pub fn valid_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.trim().split('-').collect();
     let lens_ok = parts.len() >= 4
         && parts[0].len() == 2
@@ -703,7 +715,14 @@ impl hyper::body::Body for Relay {
             lease.drive(cx);
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Ok(frame))) => {
+                // The last frame: the connection is idle again before the client has the bytes,
+                // so a client's next request finds it in the pool.
+                if hyper::body::Body::is_end_stream(&self.inner) {
+                    self.finish(true);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Ready(Some(Err(error))) => {
                 tracing::warn!(%error, "the proxy target's response body broke off");
                 self.finish(false);

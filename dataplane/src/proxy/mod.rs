@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod correlation;
+pub mod fast;
 pub mod http;
 pub mod jwt_cache;
 pub mod kafka;
@@ -183,6 +184,11 @@ impl Proxy {
         )
     }
 
+    /// The plain TCP upstream connections of the direct path ([`fast`]).
+    pub fn upstream_streams(&self) -> &pool::StreamPool {
+        &self.upstream.streams
+    }
+
     /// Append the proxy metrics to a `/metrics` text.
     pub fn render_metrics(&self, out: &mut String) {
         self.metrics.render(out);
@@ -302,14 +308,24 @@ pub async fn handle(
 /// Whether the request carries at least one valid, non-revoked JWT where `auth` says to look
 /// (verified tokens are cached, see [`jwt_cache`]).
 fn authorized(state: &State, auth: &Auth, req: &Request<Incoming>) -> bool {
+    authorized_in(state, auth, req.headers(), req.uri().query())
+}
+
+/// [`authorized`] on a request's headers and query string.
+fn authorized_in(
+    state: &State,
+    auth: &Auth,
+    headers: &::http::HeaderMap,
+    query: Option<&str>,
+) -> bool {
     let cache = &state.proxy.jwt_cache;
     if let Some(name) = &auth.header {
         let valid = if name == header::AUTHORIZATION {
-            bearer_tokens(req.headers())
+            bearer_tokens(headers)
                 .into_iter()
                 .any(|t| cache.verify(state, t))
         } else {
-            req.headers()
+            headers
                 .get_all(name)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
@@ -319,7 +335,7 @@ fn authorized(state: &State, auth: &Auth, req: &Request<Incoming>) -> bool {
             return true;
         }
     }
-    if let (Some(param), Some(query)) = (&auth.query, req.uri().query()) {
+    if let (Some(param), Some(query)) = (&auth.query, query) {
         return form_urlencoded::parse(query.as_bytes())
             .filter(|(k, _)| k == param)
             .any(|(_, v)| {

@@ -120,6 +120,8 @@ impl std::hash::Hasher for KeyHasher {
 }
 
 type IdleMap = HashMap<Key, Vec<Idle>, std::hash::BuildHasherDefault<KeyHasher>>;
+/// Idle plain TCP connections per target, with the time each became idle.
+type StreamMap = HashMap<Key, Vec<(TcpStream, Instant)>, std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// The pool: idle connections per target authority.
 #[derive(Debug, Clone)]
@@ -264,21 +266,7 @@ impl Pool {
     /// A new connection to `authority` (port 80 when it names none).
     async fn connect(&self, authority: &Authority) -> Result<Conn, PoolError> {
         self.inner.start_sweeper(&self.inner);
-        let port = authority.port_u16().unwrap_or(80);
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| PoolError::ConnectTimeout(authority.clone()))?
-            .map_err(|source| PoolError::Connect {
-                authority: authority.clone(),
-                source,
-            })?;
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "TCP_NODELAY not set on an upstream connection");
-        }
+        let stream = connect_tcp(authority).await?;
         let (send, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
@@ -292,6 +280,111 @@ impl Pool {
     /// Idle connections now (all targets).
     pub fn idle(&self) -> usize {
         self.inner.lock().values().map(Vec::len).sum()
+    }
+}
+
+/// A TCP connection to `authority` (port 80 when it names none), `TCP_NODELAY` set, within
+/// [`CONNECT_TIMEOUT`].
+pub async fn connect_tcp(authority: &Authority) -> Result<TcpStream, PoolError> {
+    let port = authority.port_u16().unwrap_or(80);
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| PoolError::ConnectTimeout(authority.clone()))?
+        .map_err(|source| PoolError::Connect {
+            authority: authority.clone(),
+            source,
+        })?;
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "TCP_NODELAY not set on an upstream connection");
+    }
+    Ok(stream)
+}
+
+/// Idle TCP connections per target, for the proxy's direct HTTP/1.1 path ([`super::fast`]),
+/// which speaks HTTP on them itself. Same rules as [`Pool`]: most recently used first, dropped at
+/// checkout when the backend has closed them (their socket is readable while idle), closed by a
+/// sweeper when idle for the timeout.
+#[derive(Debug, Clone)]
+pub struct StreamPool {
+    inner: Arc<StreamInner>,
+}
+
+#[derive(Debug)]
+struct StreamInner {
+    idle: Mutex<StreamMap>,
+    idle_timeout: Duration,
+    sweeper: std::sync::OnceLock<()>,
+}
+
+impl StreamPool {
+    /// An empty pool closing connections idle for `idle_timeout`.
+    pub fn new(idle_timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(StreamInner {
+                idle: Mutex::new(HashMap::default()),
+                idle_timeout,
+                sweeper: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StreamMap> {
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle connection to `key` that still looks open, if any.
+    pub fn checkout(&self, key: &Key) -> Option<TcpStream> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            let (stream, since) = self.lock().get_mut(key)?.pop()?;
+            if since.elapsed() >= self.inner.idle_timeout {
+                continue;
+            }
+            // An idle connection has nothing to read: readable means closed (or garbage).
+            if stream.poll_read_ready(&mut cx).is_pending() {
+                return Some(stream);
+            }
+        }
+    }
+
+    /// A connection whose last exchange ended cleanly, for reuse.
+    pub fn put(&self, key: &Key, stream: TcpStream) {
+        self.start_sweeper();
+        let mut idle = self.lock();
+        let list = idle.entry(key.clone()).or_default();
+        if list.len() < MAX_IDLE_PER_TARGET {
+            list.push((stream, Instant::now()));
+        }
+    }
+
+    fn start_sweeper(&self) {
+        self.inner.sweeper.get_or_init(|| {
+            let pool = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SWEEP_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(pool) = pool.upgrade() else { return };
+                    let timeout = pool.idle_timeout;
+                    let mut idle = pool
+                        .idle
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for list in idle.values_mut() {
+                        list.retain(|(_, since)| since.elapsed() < timeout);
+                    }
+                    idle.retain(|_, list| !list.is_empty());
+                }
+            });
+        });
     }
 }
 

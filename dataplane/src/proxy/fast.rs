@@ -1,0 +1,818 @@
+//! The proxy's direct HTTP/1.1 path: the common proxied request served without hyper.
+//!
+//! A keep-alive HTTP/1.1 connection's requests are read here as long as each is a plain proxied
+//! request: HTTP/1.1, no body (no `content-length` other than 0, no `transfer-encoding`), no
+//! `expect` or `upgrade`, not a `/_rig/...` path, matching an endpoint whose target is an
+//! `http://` HTTP/1.1 backend answering directly (`response_from: http`), and, when `secured`,
+//! carrying a valid JWT. Such a request's head is rewritten once, as bytes (the same header rules
+//! as the hyper path in [`super::http`]: hop-by-hop headers and those `connection` names dropped,
+//! `host`, `forwarded` and added headers set, `traceparent` kept when valid or started), written
+//! to a pooled upstream connection ([`super::pool::StreamPool`]), and the backend's answer is
+//! relayed as it arrives, its framing (`content-length`, chunked, or until the backend closes)
+//! followed so the connection can be reused. No header map is built and nothing is parsed twice:
+//! what the client sent goes upstream byte for byte apart from the rewritten headers.
+//!
+//! Anything else hands the connection, with the bytes read so far, to the hyper server for the
+//! rest of its life (a 401, a 404, a body upload, an HTTP/1.0 client, an unusual head), so every
+//! other behaviour stays where it is implemented and tested. A reused upstream connection that
+//! fails before any answer byte (the backend closed it meanwhile) is retried once on a new one
+//! for idempotent methods; otherwise 502, and no answer head within the route's timeout 504, as
+//! on the hyper path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::metrics::Status;
+use super::pool::{PoolError, StreamPool, connect_tcp};
+use super::routes::{Api, Endpoint, Found, HttpTarget, ResponseFrom, Table, Target};
+use crate::state::State;
+
+/// A request head larger than this goes to hyper (which answers 431 when it is too large).
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// A backend's answer head larger than this is a bad gateway.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Headers per head parsed here; more go to hyper (requests) or are a bad gateway (answers).
+const MAX_HEADERS: usize = 64;
+/// Headers that describe one connection (as [`super::http::strip_hop_by_hop`]).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "http2-settings",
+];
+
+/// Serve `client`'s requests while they take the direct path; the connection and the bytes read
+/// from it when a request does not (`None`: the connection ended here).
+pub async fn serve(
+    state: &Arc<State>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<(TcpStream, Bytes)> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut up = BytesMut::new();
+    loop {
+        let table = state.proxy.table();
+        let plan = loop {
+            match plan(state, &table, &buf, peer) {
+                Decision::Partial if buf.len() < MAX_REQUEST_HEAD => {}
+                Decision::Partial | Decision::Other => return Some((client, buf.freeze())),
+                Decision::Proxy(plan) => break plan,
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
+            }
+            let read = tokio::select! {
+                read = client.read_buf(&mut buf) => read,
+                // Between requests the connection is idle: a stopping listener closes it.
+                _ = crate::http::server::stopped(&mut shutdown), if buf.is_empty() => return None,
+            };
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        };
+        buf.advance(plan.head_len);
+        let keep = exchange(state, &mut client, &mut up, &plan).await;
+        if !keep || *shutdown.borrow() {
+            return None;
+        }
+    }
+}
+
+/// What to do with the bytes read so far.
+enum Decision<'t> {
+    /// The head is not complete yet.
+    Partial,
+    /// Not for this path: hyper serves the connection from here.
+    Other,
+    /// A proxied request.
+    Proxy(Plan<'t>),
+}
+
+/// A proxied request, ready to go upstream.
+struct Plan<'t> {
+    /// Bytes of the client's head (consumed once planned).
+    head_len: usize,
+    api: &'t Api,
+    endpoint: &'t Endpoint,
+    target: &'t HttpTarget,
+    /// The upstream request head.
+    request: Vec<u8>,
+    /// `HEAD`: the answer has no body whatever its headers say.
+    head_method: bool,
+    /// Retrying on another connection is safe.
+    idempotent: bool,
+    /// The client asked to close after this answer.
+    client_close: bool,
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Parse the head in `buf` and decide.
+fn plan<'t>(state: &State, table: &'t Table, buf: &[u8], peer: SocketAddr) -> Decision<'t> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Decision::Partial,
+        Err(_) => return Decision::Other,
+    };
+    let (Some(method), Some(target_path), Some(1)) = (req.method, req.path, req.version) else {
+        return Decision::Other;
+    };
+    if !target_path.starts_with('/') || target_path.starts_with("/_rig") {
+        return Decision::Other;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Decision::Other;
+    };
+    let mut client_close = false;
+    let mut named: Vec<&str> = Vec::new();
+    for h in req.headers.iter() {
+        let name = h.name;
+        if eq(name, "content-length") {
+            if std::str::from_utf8(h.value).map(str::trim) != Ok("0") {
+                return Decision::Other;
+            }
+        } else if eq(name, "transfer-encoding") || eq(name, "upgrade") || eq(name, "expect") {
+            return Decision::Other;
+        } else if eq(name, "connection") {
+            let Ok(value) = std::str::from_utf8(h.value) else {
+                return Decision::Other;
+            };
+            for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if eq(token, "close") {
+                    client_close = true;
+                } else if eq(token, "upgrade") {
+                    return Decision::Other;
+                } else if !eq(token, "keep-alive") {
+                    named.push(token);
+                }
+            }
+        }
+    }
+    let (path, query) = match target_path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target_path, None),
+    };
+    let Found::Endpoint(api, endpoint) = table.find(&method, path) else {
+        return Decision::Other;
+    };
+    let shared = &api.shared;
+    let (Target::Http(target), ResponseFrom::Http) =
+        (endpoint.target(shared), endpoint.response_from(shared))
+    else {
+        return Decision::Other;
+    };
+    if target.scheme != http::uri::Scheme::HTTP || target.http2 {
+        return Decision::Other;
+    }
+    if endpoint.secured {
+        // Only the header the route reads is looked at; a refusal is hyper's to answer (401).
+        let mut auth_headers = HeaderMap::new();
+        if let Some(name) = &shared.auth.header {
+            for h in req.headers.iter().filter(|h| eq(h.name, name.as_str())) {
+                if let Ok(value) = HeaderValue::from_bytes(h.value) {
+                    auth_headers.append(name.clone(), value);
+                }
+            }
+        }
+        if !super::authorized_in(state, &shared.auth, &auth_headers, query) {
+            return Decision::Other;
+        }
+    }
+
+    let proxy = &state.proxy;
+    let mut out = Vec::with_capacity(head_len + 256);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(endpoint.rewrite(path).as_bytes());
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let added = |name: &str| {
+        endpoint.add_headers && shared.add_headers.iter().any(|(n, _)| eq(n.as_str(), name))
+    };
+    let traceparent = req
+        .headers
+        .iter()
+        .find(|h| eq(h.name, "traceparent"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .filter(|v| super::http::valid_traceparent(v));
+    for h in req.headers.iter() {
+        let name = h.name;
+        let dropped = HOP_BY_HOP.iter().any(|n| eq(n, name))
+            || named.iter().any(|n| eq(n, name))
+            || eq(name, "host")
+            || eq(name, "forwarded")
+            || eq(name, "traceparent")
+            || (traceparent.is_none() && eq(name, "tracestate"))
+            || added(name);
+        if !dropped {
+            push_header(&mut out, name.as_bytes(), h.value);
+        }
+    }
+    push_header(&mut out, b"host", target.host.as_bytes());
+    let forwarded = super::http::forwarded(peer.ip(), &proxy.by);
+    push_header(&mut out, b"forwarded", forwarded.as_bytes());
+    match traceparent {
+        Some(tp) => push_header(&mut out, b"traceparent", tp.as_bytes()),
+        None => {
+            if let Some(tp) = super::http::new_traceparent() {
+                push_header(&mut out, b"traceparent", tp.as_bytes());
+            }
+        }
+    }
+    if endpoint.add_headers {
+        for (name, value) in &shared.add_headers {
+            push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Decision::Proxy(Plan {
+        head_len,
+        api,
+        endpoint,
+        target,
+        request: out,
+        head_method: method == Method::HEAD,
+        idempotent: method.is_idempotent(),
+        client_close,
+    })
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Why an exchange failed before the answer head was relayed.
+#[derive(Debug, thiserror::Error)]
+enum UpstreamError {
+    #[error(transparent)]
+    Connect(#[from] PoolError),
+    /// Nothing came back on a connection (write failed, or it closed or reset before any
+    /// answer byte): on a reused connection, the backend had closed it.
+    #[error("the connection closed before any answer: {0}")]
+    Unanswered(std::io::Error),
+    #[error("reading the answer failed: {0}")]
+    Read(std::io::Error),
+    #[error("the answer head is not valid HTTP/1.1: {0}")]
+    BadHead(String),
+}
+
+/// How the answer body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// Until the backend closes the connection.
+    Close,
+}
+
+/// An answer head, rewritten for the client.
+struct Answer {
+    /// Bytes of the upstream head (to skip in the read buffer).
+    head_len: usize,
+    /// The head for the client.
+    head: Vec<u8>,
+    framing: Framing,
+    /// The upstream connection may serve another request afterwards.
+    reusable: bool,
+}
+
+/// One proxied exchange; whether the client connection stays open.
+async fn exchange(
+    state: &Arc<State>,
+    client: &mut TcpStream,
+    up: &mut BytesMut,
+    plan: &Plan<'_>,
+) -> bool {
+    let proxy = &state.proxy;
+    let pool = proxy.upstream_streams();
+    let (api, endpoint) = (plan.api, plan.endpoint);
+    let started = Instant::now();
+    let timeout = api.shared.timeout;
+    let answered = tokio::time::timeout(timeout, send(pool, plan, up)).await;
+    let (upstream, answer) = match answered {
+        Err(_) => {
+            tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, timeout_ms = timeout.as_millis() as u64, "proxy target did not answer in time");
+            endpoint.counters.count(Status::ResponseTimeout);
+            return reply(
+                client,
+                "504 Gateway Timeout",
+                "Gateway timeout.",
+                plan.client_close,
+            )
+            .await;
+        }
+        Ok(Err(error)) => {
+            tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, %error, "proxy target unreachable");
+            endpoint.counters.count(Status::Unreachable);
+            return reply(client, "502 Bad Gateway", "Bad gateway.", plan.client_close).await;
+        }
+        Ok(Ok(pair)) => pair,
+    };
+    proxy.metrics.upstream(started.elapsed());
+    endpoint.counters.count(Status::Ok);
+    up.advance(answer.head_len);
+    let mut head = answer.head;
+    let reuse = answer.reusable.then_some((pool, &plan.target.pool_key));
+    let relayed = relay(client, upstream, up, &mut head, answer.framing, reuse).await;
+    match relayed {
+        Relayed::Done => !plan.client_close && answer.framing != Framing::Close,
+        Relayed::ClientGone => false,
+        Relayed::UpstreamBroke(error) => {
+            tracing::warn!(%error, "the proxy target's response body broke off");
+            false
+        }
+    }
+}
+
+/// Send the request on a pooled or new connection and read the answer head; a reused connection
+/// that closed before answering is replaced once per stale connection (idempotent methods).
+async fn send(
+    pool: &StreamPool,
+    plan: &Plan<'_>,
+    up: &mut BytesMut,
+) -> Result<(TcpStream, Answer), UpstreamError> {
+    loop {
+        let (mut stream, reused) = match pool.checkout(&plan.target.pool_key) {
+            Some(stream) => (stream, true),
+            None => (connect_tcp(&plan.target.authority).await?, false),
+        };
+        up.clear();
+        match roundtrip(&mut stream, plan, up).await {
+            Ok(answer) => return Ok((stream, answer)),
+            Err(UpstreamError::Unanswered(error)) if reused && plan.idempotent => {
+                tracing::debug!(%error, "pooled upstream connection was closed; retrying on another");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+async fn roundtrip(
+    stream: &mut TcpStream,
+    plan: &Plan<'_>,
+    up: &mut BytesMut,
+) -> Result<Answer, UpstreamError> {
+    stream
+        .write_all(&plan.request)
+        .await
+        .map_err(UpstreamError::Unanswered)?;
+    loop {
+        if up.capacity() - up.len() < 2048 {
+            up.reserve(8192);
+        }
+        let n = match stream.read_buf(up).await {
+            Ok(n) => n,
+            Err(error) if up.is_empty() => return Err(UpstreamError::Unanswered(error)),
+            Err(error) => return Err(UpstreamError::Read(error)),
+        };
+        if n == 0 {
+            let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+            return Err(if up.is_empty() {
+                UpstreamError::Unanswered(eof)
+            } else {
+                UpstreamError::Read(eof)
+            });
+        }
+        match parse_answer(up, plan.head_method)? {
+            Some(Parsed::Informational(len)) => up.advance(len),
+            Some(Parsed::Final(answer)) => return Ok(answer),
+            None if up.len() > MAX_RESPONSE_HEAD => {
+                return Err(UpstreamError::BadHead("the head is too large".into()));
+            }
+            None => {}
+        }
+    }
+}
+
+enum Parsed {
+    /// A 1xx head of this length, not passed on (as the hyper client does).
+    Informational(usize),
+    Final(Answer),
+}
+
+/// Parse an answer head at the start of `up` (`None`: not complete yet).
+fn parse_answer(up: &[u8], head_method: bool) -> Result<Option<Parsed>, UpstreamError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    let head_len = match res.parse(up) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(UpstreamError::BadHead(error.to_string())),
+    };
+    let (Some(code), Some(version)) = (res.code, res.version) else {
+        return Err(UpstreamError::BadHead("no status".into()));
+    };
+    if code == 101 {
+        return Err(UpstreamError::BadHead(
+            "an unrequested protocol switch".into(),
+        ));
+    }
+    if (100..200).contains(&code) {
+        return Ok(Some(Parsed::Informational(head_len)));
+    }
+    let mut close = version == 0;
+    let mut named: Vec<&str> = Vec::new();
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    for h in res.headers.iter() {
+        let value = std::str::from_utf8(h.value).unwrap_or("");
+        if eq(h.name, "connection") {
+            for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if eq(token, "close") {
+                    close = true;
+                } else if eq(token, "keep-alive") {
+                    close &= version != 0;
+                } else {
+                    named.push(token);
+                }
+            }
+        } else if eq(h.name, "content-length") {
+            let n: u64 = value
+                .trim()
+                .parse()
+                .map_err(|_| UpstreamError::BadHead(format!("content-length {value:?}")))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(UpstreamError::BadHead("conflicting content-length".into()));
+            }
+            length = Some(n);
+        } else if eq(h.name, "transfer-encoding") {
+            let last = value.rsplit(',').next().map(str::trim).unwrap_or("");
+            chunked = Some(eq(last, "chunked"));
+        }
+    }
+    let framing = if head_method || code == 204 || code == 304 {
+        Framing::Length(0)
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::Close,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::Close,
+        }
+    };
+    let mut head = Vec::with_capacity(head_len + 32);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(code.to_string().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(res.reason.unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for h in res.headers.iter() {
+        let keep_te = eq(h.name, "transfer-encoding") && framing == Framing::Chunked;
+        // With chunked framing a content-length is wrong (RFC 9112 §6.3): not passed on.
+        let dropped = (HOP_BY_HOP.iter().any(|n| eq(n, h.name)) && !keep_te)
+            || (framing == Framing::Chunked && eq(h.name, "content-length"))
+            || named.iter().any(|n| eq(n, h.name));
+        if !dropped {
+            push_header(&mut head, h.name.as_bytes(), h.value);
+        }
+    }
+    if framing == Framing::Close {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    Ok(Some(Parsed::Final(Answer {
+        head_len,
+        head,
+        framing,
+        reusable: !close && framing != Framing::Close,
+    })))
+}
+
+enum Relayed {
+    /// The whole body went to the client.
+    Done,
+    /// Writing to the client failed.
+    ClientGone,
+    /// The backend's body ended early or failed.
+    UpstreamBroke(std::io::Error),
+}
+
+/// Write `head` and the answer body (its start already in `up`) to the client. Once the whole
+/// body has been read, the upstream connection goes back to `reuse`'s pool when given and the
+/// backend sent nothing more, before the last bytes are written: a client that sends its next
+/// request as soon as it has the answer finds the connection idle.
+async fn relay(
+    client: &mut TcpStream,
+    upstream: TcpStream,
+    up: &mut BytesMut,
+    head: &mut Vec<u8>,
+    framing: Framing,
+    reuse: Option<(&StreamPool, &super::pool::Key)>,
+) -> Relayed {
+    let mut upstream = Some(upstream);
+    let mut remaining = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let mut chunks = ChunkScanner::default();
+    let mut first = true;
+    loop {
+        // How much of `up` belongs to this body, and whether it ends here.
+        let (take, ends) = match framing {
+            Framing::Length(_) => {
+                let take = usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(up.len());
+                remaining -= take as u64;
+                (take, remaining == 0)
+            }
+            Framing::Chunked => match chunks.feed(up) {
+                Ok(Some(end)) => (end, true),
+                Ok(None) => (up.len(), false),
+                Err(()) => {
+                    return Relayed::UpstreamBroke(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "malformed chunked body",
+                    ));
+                }
+            },
+            Framing::Close => (up.len(), false),
+        };
+        if ends
+            && up.len() == take
+            && let (Some((pool, key)), Some(stream)) = (reuse, upstream.take())
+        {
+            pool.put(key, stream);
+        }
+        let written = if first {
+            first = false;
+            // The head and the first body bytes in one write.
+            head.extend_from_slice(&up[..take]);
+            client.write_all(head).await
+        } else if take > 0 {
+            client.write_all(&up[..take]).await
+        } else {
+            Ok(())
+        };
+        if written.is_err() {
+            return Relayed::ClientGone;
+        }
+        up.clear();
+        if ends {
+            return Relayed::Done;
+        }
+        if up.capacity() < 8192 {
+            up.reserve(16384);
+        }
+        let Some(stream) = upstream.as_mut() else {
+            return Relayed::Done;
+        };
+        match stream.read_buf(up).await {
+            Ok(0) if framing == Framing::Close => return Relayed::Done,
+            Ok(0) => {
+                return Relayed::UpstreamBroke(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok(_) => {}
+            Err(error) => return Relayed::UpstreamBroke(error),
+        }
+    }
+}
+
+/// Where a chunked body ends (RFC 9112 §7.1), fed the bytes as they arrive; they are passed on
+/// unchanged.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkScanner {
+    /// Reading the chunk size (hex), `digits` so far.
+    #[default]
+    Start,
+    Size {
+        size: u64,
+        digits: u8,
+    },
+    /// Skipping a chunk extension until CR.
+    Extension {
+        size: u64,
+    },
+    /// After the size line's CR.
+    SizeLf {
+        size: u64,
+    },
+    /// Chunk data left.
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or of the final CRLF).
+    TrailerStart,
+    TrailerLine,
+    /// After the final CR.
+    EndLf,
+    Done,
+}
+
+impl ChunkScanner {
+    /// Feed `bytes`: `Some(n)` when the body ends after `n` of them, `None` when it goes on.
+    fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, ()> {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            *self = match *self {
+                Self::Start => Self::Size { size: 0, digits: 0 }.digit(b)?,
+                s @ Self::Size { .. } => s.digit(b)?,
+                Self::Extension { size } => match b {
+                    b'\r' => Self::SizeLf { size },
+                    b'\n' => return Err(()),
+                    _ => Self::Extension { size },
+                },
+                Self::SizeLf { size } => match (b, size) {
+                    (b'\n', 0) => Self::TrailerStart,
+                    (b'\n', n) => Self::Data(n),
+                    _ => return Err(()),
+                },
+                Self::Data(left) => {
+                    let n = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len() - i);
+                    i += n;
+                    let left = left - n as u64;
+                    *self = if left == 0 {
+                        Self::DataCr
+                    } else {
+                        Self::Data(left)
+                    };
+                    continue;
+                }
+                Self::DataCr if b == b'\r' => Self::DataLf,
+                Self::DataLf if b == b'\n' => Self::Start,
+                Self::DataCr | Self::DataLf => return Err(()),
+                Self::TrailerStart if b == b'\r' => Self::EndLf,
+                Self::TrailerStart | Self::TrailerLine if b == b'\n' => Self::TrailerStart,
+                Self::TrailerStart | Self::TrailerLine => Self::TrailerLine,
+                Self::EndLf if b == b'\n' => Self::Done,
+                Self::EndLf | Self::Done => return Err(()),
+            };
+            i += 1;
+            if *self == Self::Done {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+
+    /// One byte of the size line.
+    fn digit(self, b: u8) -> Result<Self, ()> {
+        let Self::Size { size, digits } = self else {
+            return Err(());
+        };
+        let value = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            b';' | b' ' | b'\t' if digits > 0 => return Ok(Self::Extension { size }),
+            b'\r' if digits > 0 => return Ok(Self::SizeLf { size }),
+            _ => return Err(()),
+        };
+        if digits >= 15 {
+            return Err(());
+        }
+        Ok(Self::Size {
+            size: size * 16 + u64::from(value),
+            digits: digits + 1,
+        })
+    }
+}
+
+/// An answer produced here (502, 504); whether the client connection stays open.
+async fn reply(client: &mut TcpStream, status: &str, body: &str, close: bool) -> bool {
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
+        body.len(),
+        if close { "connection: close\r\n" } else { "" }
+    );
+    client.write_all(head.as_bytes()).await.is_ok() && !close
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(parts: &[&[u8]]) -> Result<Option<usize>, ()> {
+        let mut s = ChunkScanner::default();
+        let mut offset = 0;
+        for part in parts {
+            if let Some(n) = s.feed(part)? {
+                return Ok(Some(offset + n));
+            }
+            offset += part.len();
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_the_last_chunk_and_trailers_end() {
+        let body = b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\n\r\n";
+        assert_eq!(scan(&[body]), Ok(Some(body.len())));
+        // Byte by byte, the same end.
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(scan(&bytes), Ok(Some(body.len())));
+        // Trailers, and bytes after the end are not part of it.
+        let with_trailer = b"A\r\n0123456789\r\n0\r\nx-sum: 1\r\n\r\nNEXT";
+        assert_eq!(scan(&[with_trailer]), Ok(Some(with_trailer.len() - 4)));
+        // Not finished yet.
+        assert_eq!(scan(&[b"5\r\nhel"]), Ok(None));
+        assert_eq!(scan(&[b"0\r\n"]), Ok(None));
+        // Malformed.
+        assert_eq!(scan(&[b"zz\r\n"]), Err(()));
+        assert_eq!(scan(&[b"5\r\nhelloXX"]), Err(()));
+        assert_eq!(scan(&[b"\r\n"]), Err(()));
+        assert_eq!(scan(&[b"1234567890abcdef0\r\n"]), Err(()));
+    }
+
+    #[test]
+    fn answer_framing_follows_rfc_9112() {
+        let framing =
+            |head: &str, head_method: bool| match parse_answer(head.as_bytes(), head_method) {
+                Ok(Some(Parsed::Final(a))) => Some((a.framing, a.reusable)),
+                _ => None,
+            };
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+            Some((Framing::Length(5), true))
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                false
+            ),
+            Some((Framing::Chunked, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n", false),
+            Some((Framing::Close, false))
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n",
+                false
+            ),
+            Some((Framing::Length(5), false))
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+            Some((Framing::Length(5), false))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true),
+            Some((Framing::Length(0), true))
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n",
+                false
+            ),
+            Some((Framing::Length(0), true))
+        );
+        assert!(
+            framing(
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+                false
+            )
+            .is_none()
+        );
+        assert!(framing("HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", false).is_none());
+        assert!(matches!(
+            parse_answer(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", false),
+            Ok(Some(Parsed::Informational(25)))
+        ));
+        assert!(matches!(
+            parse_answer(b"HTTP/1.1 200 OK\r\ncontent-", false),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn answer_heads_drop_hop_by_hop_headers_but_keep_chunked_framing() {
+        let head = "HTTP/1.1 200 OK\r\nconnection: keep-alive, x-private\r\nx-private: 1\r\nkeep-alive: 5\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\nx-kept: 2\r\n\r\n";
+        let Ok(Some(Parsed::Final(answer))) = parse_answer(head.as_bytes(), false) else {
+            panic!("parsed");
+        };
+        let text = String::from_utf8(answer.head).expect("utf-8");
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-kept: 2\r\n\r\n"
+        );
+        assert_eq!(answer.head_len, head.len());
+    }
+}
