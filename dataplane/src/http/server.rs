@@ -139,6 +139,11 @@ impl AsyncRead for Prefixed {
         if !self.read.is_empty() {
             let n = self.read.len().min(buf.remaining());
             buf.put_slice(&self.read.split_to(n));
+            if self.read.is_empty() {
+                // Let go of the buffer they were read into: a long-lived connection (WebSocket,
+                // long-polling) must not keep it.
+                self.read = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

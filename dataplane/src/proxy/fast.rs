@@ -38,6 +38,8 @@ use crate::state::State;
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// A backend's answer head larger than this is a bad gateway.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// The answer buffer a connection keeps between requests (relaying reads 16 KiB at a time).
+const MAX_KEPT_BUFFER: usize = 64 * 1024;
 /// Headers per head parsed here; more go to hyper (requests) or are a bad gateway (answers).
 const MAX_HEADERS: usize = 64;
 /// Headers that describe one connection (as [`super::http::strip_hop_by_hop`]).
@@ -87,6 +89,10 @@ pub async fn serve(
         let keep = exchange(state, &mut client, &mut up, &plan).await;
         if !keep || *shutdown.borrow() {
             return None;
+        }
+        if up.capacity() > MAX_KEPT_BUFFER {
+            // A large answer grew it: an idle keep-alive connection does not keep that.
+            up = BytesMut::new();
         }
     }
 }

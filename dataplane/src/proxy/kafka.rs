@@ -295,10 +295,13 @@ impl std::fmt::Debug for Producer {
 /// The process's producer (one, created at start when `KAFKA_BROKERS` is set). A request waits
 /// for its message's acknowledgement, so latency settings: batches close after 1 ms, and Nagle's
 /// algorithm is off on the broker connections (librdkafka leaves it on), so a small produce
-/// request is not held back behind an unacknowledged one.
+/// request is not held back behind an unacknowledged one. Idempotent: a retried batch is neither
+/// duplicated nor reordered, so messages with one partition key stay in the order the gateway
+/// acknowledged them.
 pub fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")
         .set("socket.nagle.disable", "true")
