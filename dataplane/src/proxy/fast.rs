@@ -202,11 +202,16 @@ fn plan<'t>(state: &State, table: &'t Table, buf: &[u8], peer: SocketAddr) -> De
         }
     }
 
+    let rewritten = endpoint.rewrite(path);
+    if endpoint.replacement.is_some() && !rewritten.bytes().all(|b| b.is_ascii_graphic()) {
+        // A rewrite template that yields no valid request target: hyper's path answers 502.
+        return Decision::Other;
+    }
     let proxy = &state.proxy;
     let mut out = Vec::with_capacity(head_len + 256);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(endpoint.rewrite(path).as_bytes());
+    out.extend_from_slice(rewritten.as_bytes());
     if let Some(q) = query {
         out.push(b'?');
         out.extend_from_slice(q.as_bytes());
