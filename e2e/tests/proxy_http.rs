@@ -1343,7 +1343,8 @@ async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
 /// request with a 200 whose body names the connection (`conn-<n>`); a request for `/close`
 /// is answered with `connection: close` and its connection is closed; `/chunked` answers
 /// `conn-<n>` in two chunks with a trailer; `/eof` answers without a length and closes; a request
-/// with a `content-length` body gets `conn-<n> got <body>`.
+/// with a `content-length` body gets `conn-<n> got <body>`; `/early` sends a 103 and the answer
+/// in one write.
 async fn counting_backend() -> (SocketAddr, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -1389,7 +1390,13 @@ async fn counting_backend() -> (SocketAddr, Arc<AtomicU64>) {
                     } else {
                         format!("conn-{n}")
                     };
-                    let answer = if head.starts_with("GET /chunked ") {
+                    let answer = if head.starts_with("GET /early ") {
+                        // An informational head and the answer in one write.
+                        format!(
+                            "HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else if head.starts_with("GET /chunked ") {
                         let (a, b) = body.split_at(3);
                         format!(
                             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\nx-trailer: 1\r\n\r\n",
@@ -1452,23 +1459,14 @@ async fn http1_upstream_connections_are_pooled_and_closed_ones_replaced() {
 #[tokio::test]
 async fn one_connection_mixes_direct_and_hyper_served_requests() {
     let (addr, accepted) = counting_backend().await;
-    let routes = route(
-        "mixed",
-        "GET|POST",
-        "/.*",
-        &format!("http://{addr}"),
-        "",
-        "5s",
-    )
-    .replace("method: GET|POST", "method: GET")
-        + &route(
-            "mixed-post",
-            "POST",
-            "/.*",
-            &format!("http://{addr}"),
-            "",
-            "5s",
-        );
+    let url = format!("http://{addr}");
+    // Ordered by name: `a-dead` (nothing listens on port 1) is matched first.
+    let routes = [
+        route("a-dead", "GET", "/dead/.*", "http://127.0.0.1:1", "", "5s"),
+        route("mixed", "GET", "/.*", &url, "", "5s"),
+        route("mixed-post", "POST", "/.*", &url, "", "5s"),
+    ]
+    .concat();
     let (dp, _dir) = proxy_with(&routes, &[]).await;
     let stream = TcpStream::connect(dp.inbound()).await.expect("connect");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -1493,6 +1491,8 @@ async fn one_connection_mixes_direct_and_hyper_served_requests() {
     };
     let (status, _, body) = exchange(Method::GET, "/a", "").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "conn-1"));
+    let (status, _, body) = exchange(Method::GET, "/early", "").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "conn-1"));
     let (status, headers, body) = exchange(Method::GET, "/chunked", "").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "conn-1"));
     assert_eq!(headers["transfer-encoding"], "chunked");
@@ -1505,6 +1505,24 @@ async fn one_connection_mixes_direct_and_hyper_served_requests() {
     let (status, _, body) = exchange(Method::GET, "/b", "").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.starts_with("conn-"), "{body}");
+
+    // A HEAD answered 502 here has no body: the next answer on the connection is intact.
+    let mut raw = TcpStream::connect(dp.inbound()).await.expect("connect");
+    raw.write_all(
+        b"HEAD /dead/x HTTP/1.1\r\nhost: g\r\n\r\nGET /after HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut all = Vec::new();
+    tokio::time::timeout(T, raw.read_to_end(&mut all))
+        .await
+        .expect("the connection ends after the second answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 502 "), "{text}");
+    assert!(!text.contains("Bad gateway."), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 2, "{text}");
+    assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
 
     // Pipelined GETs on a fresh connection, then an answer delimited by the backend's close.
     let mut raw = TcpStream::connect(dp.inbound()).await.expect("connect");
@@ -1542,6 +1560,6 @@ async fn one_connection_mixes_direct_and_hyper_served_requests() {
             .is_some_and(|body| body.starts_with("conn-") && body.len() > 5),
         "{text}"
     );
-    // Two upstream connections at most: the direct path's and the hyper path's pools.
-    assert!(accepted.load(Ordering::SeqCst) <= 2);
+    // Two upstream connections: one in each path's pool, each reused by its later requests.
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }

@@ -12,8 +12,9 @@
 //! followed so the connection can be reused. No header map is built and nothing is parsed twice:
 //! what the client sent goes upstream byte for byte apart from the rewritten headers.
 //!
+//! A `secured` request without a valid JWT gets RIG's 401 here (each token is verified once).
 //! Anything else hands the connection, with the bytes read so far, to the hyper server for the
-//! rest of its life (a 401, a 404, a body upload, an HTTP/1.0 client, an unusual head), so every
+//! rest of its life (a 404, a body upload, an HTTP/1.0 client, an unusual head), so every
 //! other behaviour stays where it is implemented and tested. A reused upstream connection that
 //! fails before any answer byte (the backend closed it meanwhile) is retried once on a new one
 //! for idempotent methods; otherwise 502, and no answer head within the route's timeout 504, as
@@ -40,8 +41,9 @@ const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// The answer buffer a connection keeps between requests (relaying reads 16 KiB at a time).
 const MAX_KEPT_BUFFER: usize = 64 * 1024;
-/// Headers per head parsed here; more go to hyper (requests) or are a bad gateway (answers).
-const MAX_HEADERS: usize = 64;
+/// Headers per head parsed here (hyper's limit too); more go to hyper (requests) or are a bad
+/// gateway (answers).
+const MAX_HEADERS: usize = 100;
 /// Headers that describe one connection (as [`super::http::strip_hop_by_hop`]).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -71,6 +73,13 @@ pub async fn serve(
                 Decision::Partial if buf.len() < MAX_REQUEST_HEAD => {}
                 Decision::Partial | Decision::Other => return Some((client, buf.freeze())),
                 Decision::Proxy(plan) => break plan,
+                Decision::Refused(refused) => {
+                    buf.advance(refused.head_len);
+                    if !unauthorized(state, &mut client, &refused).await {
+                        return None;
+                    }
+                    continue;
+                }
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096);
@@ -105,6 +114,18 @@ enum Decision<'t> {
     Other,
     /// A proxied request.
     Proxy(Plan<'t>),
+    /// A `secured` endpoint's request without a valid JWT: RIG's 401 (answered here, so each
+    /// token is verified, and a refusal counted, once).
+    Refused(Refused<'t>),
+}
+
+/// A request refused for its JWT.
+struct Refused<'t> {
+    head_len: usize,
+    api: &'t Api,
+    endpoint: &'t Endpoint,
+    head_method: bool,
+    client_close: bool,
 }
 
 /// A proxied request, ready to go upstream.
@@ -187,6 +208,17 @@ fn plan<'t>(state: &State, table: &'t Table, buf: &[u8], peer: SocketAddr) -> De
     if target.scheme != http::uri::Scheme::HTTP || target.http2 {
         return Decision::Other;
     }
+    if endpoint.add_headers
+        && shared.add_headers.iter().any(|(n, _)| {
+            matches!(
+                n.as_str(),
+                "host" | "forwarded" | "traceparent" | "tracestate"
+            )
+        })
+    {
+        // Added headers that compete with the ones set here: hyper's path has the precedence.
+        return Decision::Other;
+    }
     if endpoint.secured {
         // Only the header the route reads is looked at; a refusal is hyper's to answer (401).
         let mut auth_headers = HeaderMap::new();
@@ -198,7 +230,13 @@ fn plan<'t>(state: &State, table: &'t Table, buf: &[u8], peer: SocketAddr) -> De
             }
         }
         if !super::authorized_in(state, &shared.auth, &auth_headers, query) {
-            return Decision::Other;
+            return Decision::Refused(Refused {
+                head_len,
+                api,
+                endpoint,
+                head_method: method == Method::HEAD,
+                client_close,
+            });
         }
     }
 
@@ -225,7 +263,8 @@ fn plan<'t>(state: &State, table: &'t Table, buf: &[u8], peer: SocketAddr) -> De
         .iter()
         .find(|h| eq(h.name, "traceparent"))
         .and_then(|h| std::str::from_utf8(h.value).ok())
-        .filter(|v| super::http::valid_traceparent(v));
+        .filter(|v| super::http::valid_traceparent(v))
+        .filter(|_| !named.iter().any(|n| eq(n, "traceparent")));
     for h in req.headers.iter() {
         let name = h.name;
         let dropped = HOP_BY_HOP.iter().any(|n| eq(n, name))
@@ -251,8 +290,11 @@ fn plan<'t>(state: &State, table: &'t Table, buf: &[u8], peer: SocketAddr) -> De
         }
     }
     if endpoint.add_headers {
-        for (name, value) in &shared.add_headers {
-            push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        for (i, (name, value)) in shared.add_headers.iter().enumerate() {
+            // A name given twice: the last value, as the hyper path's `insert`.
+            if shared.add_headers[i + 1..].iter().all(|(n, _)| n != name) {
+                push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+            }
         }
     }
     out.extend_from_slice(b"\r\n");
@@ -327,18 +369,12 @@ async fn exchange(
         Err(_) => {
             tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, timeout_ms = timeout.as_millis() as u64, "proxy target did not answer in time");
             endpoint.counters.count(Status::ResponseTimeout);
-            return reply(
-                client,
-                "504 Gateway Timeout",
-                "Gateway timeout.",
-                plan.client_close,
-            )
-            .await;
+            return reply(client, "504 Gateway Timeout", "Gateway timeout.", plan).await;
         }
         Ok(Err(error)) => {
             tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, %error, "proxy target unreachable");
             endpoint.counters.count(Status::Unreachable);
-            return reply(client, "502 Bad Gateway", "Bad gateway.", plan.client_close).await;
+            return reply(client, "502 Bad Gateway", "Bad gateway.", plan).await;
         }
         Ok(Ok(pair)) => pair,
     };
@@ -407,13 +443,16 @@ async fn roundtrip(
                 UpstreamError::Read(eof)
             });
         }
-        match parse_answer(up, plan.head_method)? {
-            Some(Parsed::Informational(len)) => up.advance(len),
-            Some(Parsed::Final(answer)) => return Ok(answer),
-            None if up.len() > MAX_RESPONSE_HEAD => {
-                return Err(UpstreamError::BadHead("the head is too large".into()));
+        // Several heads may have arrived at once (1xx ones before the final one).
+        loop {
+            match parse_answer(up, plan.head_method)? {
+                Some(Parsed::Informational(len)) => up.advance(len),
+                Some(Parsed::Final(answer)) => return Ok(answer),
+                None if up.len() > MAX_RESPONSE_HEAD => {
+                    return Err(UpstreamError::BadHead("the head is too large".into()));
+                }
+                None => break,
             }
-            None => {}
         }
     }
 }
@@ -456,20 +495,29 @@ fn parse_answer(up: &[u8], head_method: bool) -> Result<Option<Parsed>, Upstream
                     close = true;
                 } else if eq(token, "keep-alive") {
                     close &= version != 0;
-                } else {
+                } else if !eq(token, "content-length") && !eq(token, "transfer-encoding") {
+                    // The framing headers describe the message, whatever `connection` says.
                     named.push(token);
                 }
             }
         } else if eq(h.name, "content-length") {
-            let n: u64 = value
-                .trim()
-                .parse()
-                .map_err(|_| UpstreamError::BadHead(format!("content-length {value:?}")))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(UpstreamError::BadHead("conflicting content-length".into()));
+            // Digits only (no sign, no spaces inside), a list of equal values allowed.
+            for item in value.split(',').map(str::trim) {
+                let n = (!item.is_empty() && item.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| item.parse::<u64>().ok())
+                    .flatten()
+                    .ok_or_else(|| UpstreamError::BadHead(format!("content-length {value:?}")))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(UpstreamError::BadHead("conflicting content-length".into()));
+                }
+                length = Some(n);
             }
-            length = Some(n);
         } else if eq(h.name, "transfer-encoding") {
+            if version == 0 {
+                return Err(UpstreamError::BadHead(
+                    "transfer-encoding in an HTTP/1.0 answer".into(),
+                ));
+            }
             let last = value.rsplit(',').next().map(str::trim).unwrap_or("");
             chunked = Some(eq(last, "chunked"));
         }
@@ -492,9 +540,9 @@ fn parse_answer(up: &[u8], head_method: bool) -> Result<Option<Parsed>, Upstream
     head.extend_from_slice(b"\r\n");
     for h in res.headers.iter() {
         let keep_te = eq(h.name, "transfer-encoding") && framing == Framing::Chunked;
-        // With chunked framing a content-length is wrong (RFC 9112 §6.3): not passed on.
+        // Beside a transfer-encoding a content-length is wrong (RFC 9112 §6.3): not passed on.
         let dropped = (HOP_BY_HOP.iter().any(|n| eq(n, h.name)) && !keep_te)
-            || (framing == Framing::Chunked && eq(h.name, "content-length"))
+            || (chunked.is_some() && eq(h.name, "content-length"))
             || named.iter().any(|n| eq(n, h.name));
         if !dropped {
             push_header(&mut head, h.name.as_bytes(), h.value);
@@ -613,6 +661,10 @@ enum ChunkScanner {
         size: u64,
         digits: u8,
     },
+    /// Whitespace after the size: a `;` (extension) or CR must follow.
+    SizeWs {
+        size: u64,
+    },
     /// Skipping a chunk extension until CR.
     Extension {
         size: u64,
@@ -628,6 +680,8 @@ enum ChunkScanner {
     /// At the start of a trailer line (or of the final CRLF).
     TrailerStart,
     TrailerLine,
+    /// After a trailer line's CR.
+    TrailerLf,
     /// After the final CR.
     EndLf,
     Done,
@@ -642,6 +696,12 @@ impl ChunkScanner {
             *self = match *self {
                 Self::Start => Self::Size { size: 0, digits: 0 }.digit(b)?,
                 s @ Self::Size { .. } => s.digit(b)?,
+                Self::SizeWs { size } => match b {
+                    b' ' | b'\t' => Self::SizeWs { size },
+                    b';' => Self::Extension { size },
+                    b'\r' => Self::SizeLf { size },
+                    _ => return Err(()),
+                },
                 Self::Extension { size } => match b {
                     b'\r' => Self::SizeLf { size },
                     b'\n' => return Err(()),
@@ -668,9 +728,14 @@ impl ChunkScanner {
                 Self::DataCr if b == b'\r' => Self::DataLf,
                 Self::DataLf if b == b'\n' => Self::Start,
                 Self::DataCr | Self::DataLf => return Err(()),
+                // Lines end with CRLF only: a bare LF could end a line for a lenient client and
+                // smuggle what follows as a response.
                 Self::TrailerStart if b == b'\r' => Self::EndLf,
-                Self::TrailerStart | Self::TrailerLine if b == b'\n' => Self::TrailerStart,
+                Self::TrailerLine if b == b'\r' => Self::TrailerLf,
+                Self::TrailerStart | Self::TrailerLine if b == b'\n' => return Err(()),
                 Self::TrailerStart | Self::TrailerLine => Self::TrailerLine,
+                Self::TrailerLf if b == b'\n' => Self::TrailerStart,
+                Self::TrailerLf => return Err(()),
                 Self::EndLf if b == b'\n' => Self::Done,
                 Self::EndLf | Self::Done => return Err(()),
             };
@@ -691,7 +756,8 @@ impl ChunkScanner {
             b'0'..=b'9' => b - b'0',
             b'a'..=b'f' => b - b'a' + 10,
             b'A'..=b'F' => b - b'A' + 10,
-            b';' | b' ' | b'\t' if digits > 0 => return Ok(Self::Extension { size }),
+            b';' if digits > 0 => return Ok(Self::Extension { size }),
+            b' ' | b'\t' if digits > 0 => return Ok(Self::SizeWs { size }),
             b'\r' if digits > 0 => return Ok(Self::SizeLf { size }),
             _ => return Err(()),
         };
@@ -705,12 +771,44 @@ impl ChunkScanner {
     }
 }
 
-/// An answer produced here (502, 504); whether the client connection stays open.
-async fn reply(client: &mut TcpStream, status: &str, body: &str, close: bool) -> bool {
+/// RIG's 401 with its CORS headers (as [`super::unauthorized`]), counted and logged as on the
+/// hyper path; whether the client connection stays open.
+async fn unauthorized(state: &State, client: &mut TcpStream, refused: &Refused<'_>) -> bool {
+    const BODY: &str = "Authentication failed.";
+    refused.endpoint.counters.count(Status::BadRequest);
+    tracing::info!(api = %refused.api.shared.id, endpoint = %refused.endpoint.id, "proxy request without a valid JWT");
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(
+        b"HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain; charset=utf-8\r\n",
+    );
+    push_header(
+        &mut head,
+        b"access-control-allow-origin",
+        state.proxy.cors.as_bytes(),
+    );
+    head.extend_from_slice(
+        b"access-control-allow-methods: *\r\naccess-control-allow-headers: content-type\r\n",
+    );
+    head.extend_from_slice(format!("content-length: {}\r\n", BODY.len()).as_bytes());
+    if refused.client_close {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    if !refused.head_method {
+        head.extend_from_slice(BODY.as_bytes());
+    }
+    client.write_all(&head).await.is_ok() && !refused.client_close
+}
+
+/// An answer produced here (502, 504), without its body for `HEAD`; whether the client
+/// connection stays open.
+async fn reply(client: &mut TcpStream, status: &str, body: &str, plan: &Plan<'_>) -> bool {
+    let close = plan.client_close;
     let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{}",
         body.len(),
-        if close { "connection: close\r\n" } else { "" }
+        if close { "connection: close\r\n" } else { "" },
+        if plan.head_method { "" } else { body }
     );
     client.write_all(head.as_bytes()).await.is_ok() && !close
 }
@@ -749,6 +847,11 @@ mod tests {
         assert_eq!(scan(&[b"5\r\nhelloXX"]), Err(()));
         assert_eq!(scan(&[b"\r\n"]), Err(()));
         assert_eq!(scan(&[b"1234567890abcdef0\r\n"]), Err(()));
+        // A bare LF in the trailers, and stray bytes after a size.
+        assert_eq!(scan(&[b"0\r\n\nHTTP/1.1 200 OK\r\n\r\n"]), Err(()));
+        assert_eq!(scan(&[b"0\r\nx: 1\nHTTP/1.1 200 OK\r\n\r\n"]), Err(()));
+        assert_eq!(scan(&[b"5 6\r\n"]), Err(()));
+        assert_eq!(scan(&[b"5 ;a=b\r\nhello\r\n0\r\n\r\n"]), Ok(Some(20)));
     }
 
     #[test]
@@ -803,6 +906,18 @@ mod tests {
             .is_none()
         );
         assert!(framing("HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", false).is_none());
+        assert!(framing("HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n", false).is_none());
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n", false),
+            Some((Framing::Length(5), true))
+        );
+        assert!(
+            framing(
+                "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                false
+            )
+            .is_none()
+        );
         assert!(matches!(
             parse_answer(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", false),
             Ok(Some(Parsed::Informational(25)))
@@ -811,6 +926,14 @@ mod tests {
             parse_answer(b"HTTP/1.1 200 OK\r\ncontent-", false),
             Ok(None)
         ));
+        // `connection` cannot take the framing header away.
+        let Ok(Some(Parsed::Final(answer))) = parse_answer(
+            b"HTTP/1.1 200 OK\r\nconnection: content-length\r\ncontent-length: 5\r\n\r\n",
+            false,
+        ) else {
+            panic!("parsed");
+        };
+        assert!(String::from_utf8_lossy(&answer.head).contains("content-length: 5\r\n"));
     }
 
     #[test]

@@ -146,15 +146,15 @@ struct Idle {
 /// One upstream connection: the handle requests are sent on and the connection state machine.
 struct Conn {
     send: http1::SendRequest<UpBody>,
-    driver: http1::Connection<TokioIo<TcpStream>, UpBody>,
-    /// The driver has finished (the connection is closed); it is never polled again.
-    finished: bool,
+    /// The connection state machine; dropped once it has finished (the connection is closed),
+    /// so a request queued on it meanwhile is handed back unsent (and retried elsewhere).
+    driver: Option<http1::Connection<TokioIo<TcpStream>, UpBody>>,
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("finished", &self.finished)
+            .field("open", &self.driver.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -162,16 +162,16 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// Drive the connection (read, write, flush); `false` once it is closed.
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.finished {
+        let Some(driver) = &mut self.driver else {
             return false;
-        }
-        match Pin::new(&mut self.driver).poll(cx) {
+        };
+        match Pin::new(driver).poll(cx) {
             Poll::Pending => true,
             Poll::Ready(result) => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "upstream connection closed with an error");
                 }
-                self.finished = true;
+                self.driver = None;
                 false
             }
         }
@@ -192,9 +192,13 @@ impl Lease {
         self.conn.drive(cx);
     }
 
-    /// The response body ended cleanly: the connection goes back to the pool unless it closed.
-    pub fn release(self) {
-        if self.conn.finished || self.conn.send.is_closed() {
+    /// The response body ended cleanly: the connection goes back to the pool if it is idle and
+    /// open. One last poll settles it; a connection still busy (the backend answered before it
+    /// read the whole request body, which is still being sent) is closed rather than pooled
+    /// with nobody driving it.
+    pub fn release(mut self) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if !self.conn.drive(&mut cx) || self.conn.send.is_closed() || !self.conn.send.is_ready() {
             return;
         }
         if let Some(pool) = self.pool.upgrade() {
@@ -272,8 +276,7 @@ impl Pool {
             .await?;
         Ok(Conn {
             send,
-            driver,
-            finished: false,
+            driver: Some(driver),
         })
     }
 
