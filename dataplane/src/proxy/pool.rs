@@ -119,28 +119,92 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-type IdleMap = HashMap<Key, Vec<Idle>, std::hash::BuildHasherDefault<KeyHasher>>;
-/// Idle plain TCP connections per target, with the time each became idle.
-type StreamMap = HashMap<Key, Vec<(TcpStream, Instant)>, std::hash::BuildHasherDefault<KeyHasher>>;
+/// Idle connections per target with the time each became idle.
+type IdleMap<T> = HashMap<Key, Vec<(T, Instant)>, std::hash::BuildHasherDefault<KeyHasher>>;
 
-/// The pool: idle connections per target authority.
-#[derive(Debug, Clone)]
-pub struct Pool {
-    inner: Arc<Inner>,
-}
-
+/// Idle connections (of type `T`) per target, most recently used last, with the time each
+/// became idle; one sweeper task closes those idle for the timeout. Both pools keep theirs here.
 #[derive(Debug)]
-struct Inner {
-    idle: Mutex<IdleMap>,
+struct IdleSet<T> {
+    idle: Mutex<IdleMap<T>>,
     idle_timeout: Duration,
     /// Whether the sweeper task runs (started with the first connection, inside the runtime).
     sweeper: std::sync::OnceLock<()>,
 }
 
-#[derive(Debug)]
-struct Idle {
-    conn: Conn,
-    since: Instant,
+impl<T: Send + 'static> IdleSet<T> {
+    fn new(idle_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            idle: Mutex::new(HashMap::default()),
+            idle_timeout,
+            sweeper: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap<T>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection to `key` that `usable` accepts; older-than-timeout
+    /// and refused ones are closed on the way.
+    fn take(&self, key: &Key, mut usable: impl FnMut(&mut T) -> bool) -> Option<T> {
+        loop {
+            let (mut conn, since) = self.lock().get_mut(key)?.pop()?;
+            if since.elapsed() < self.idle_timeout && usable(&mut conn) {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// A connection whose last exchange ended cleanly; beyond [`MAX_IDLE_PER_TARGET`] it closes.
+    fn put(self: &Arc<Self>, key: &Key, conn: T) {
+        self.start_sweeper();
+        let mut idle = self.lock();
+        let list = idle.entry(key.clone()).or_default();
+        if list.len() < MAX_IDLE_PER_TARGET {
+            list.push((conn, Instant::now()));
+        }
+    }
+
+    /// Idle connections now (all targets).
+    fn len(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    /// Start the one sweeper task of this set (inside the runtime: called when a connection
+    /// is first pooled).
+    fn start_sweeper(self: &Arc<Self>) {
+        self.sweeper.get_or_init(|| {
+            let set = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SWEEP_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(set) = set.upgrade() else { return };
+                    set.sweep();
+                }
+            });
+        });
+    }
+
+    /// Close connections idle for the idle timeout or longer.
+    fn sweep(&self) {
+        let timeout = self.idle_timeout;
+        let mut idle = self.lock();
+        for list in idle.values_mut() {
+            list.retain(|(_, since)| since.elapsed() < timeout);
+        }
+        idle.retain(|_, list| !list.is_empty());
+    }
+}
+
+/// The pool: idle connections per target authority.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    idle: Arc<IdleSet<Conn>>,
 }
 
 /// One upstream connection: the handle requests are sent on and the connection state machine.
@@ -182,7 +246,7 @@ impl Conn {
 #[derive(Debug)]
 pub struct Lease {
     conn: Conn,
-    pool: Weak<Inner>,
+    pool: Weak<IdleSet<Conn>>,
     key: Key,
 }
 
@@ -202,7 +266,7 @@ impl Lease {
             return;
         }
         if let Some(pool) = self.pool.upgrade() {
-            pool.put(self.key, self.conn);
+            pool.put(&self.key, self.conn);
         }
     }
 }
@@ -217,11 +281,7 @@ impl Pool {
     /// An empty pool closing connections idle for `idle_timeout`.
     pub fn new(idle_timeout: Duration) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                idle: Mutex::new(IdleMap::default()),
-                idle_timeout,
-                sweeper: std::sync::OnceLock::new(),
-            }),
+            idle: IdleSet::new(idle_timeout),
         }
     }
 
@@ -235,7 +295,14 @@ impl Pool {
         mut req: Request<UpBody>,
     ) -> Result<(Response<Incoming>, Lease), PoolError> {
         loop {
-            let reused = std::future::poll_fn(|cx| Poll::Ready(self.inner.checkout(key, cx))).await;
+            // One poll of each candidate: a connection the backend closed meanwhile reads its end.
+            let reused = std::future::poll_fn(|cx| {
+                Poll::Ready(
+                    self.idle
+                        .take(key, |conn| conn.drive(cx) && conn.send.is_ready()),
+                )
+            })
+            .await;
             let (mut conn, fresh) = match reused {
                 Some(conn) => (conn, false),
                 None => (self.connect(authority).await?, true),
@@ -250,7 +317,7 @@ impl Pool {
                 Ok(res) => {
                     let lease = Lease {
                         conn,
-                        pool: Arc::downgrade(&self.inner),
+                        pool: Arc::downgrade(&self.idle),
                         key: key.clone(),
                     };
                     return Ok((res, lease));
@@ -269,7 +336,6 @@ impl Pool {
 
     /// A new connection to `authority` (port 80 when it names none).
     async fn connect(&self, authority: &Authority) -> Result<Conn, PoolError> {
-        self.inner.start_sweeper(&self.inner);
         let stream = connect_tcp(authority).await?;
         let (send, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -282,7 +348,7 @@ impl Pool {
 
     /// Idle connections now (all targets).
     pub fn idle(&self) -> usize {
-        self.inner.lock().values().map(Vec::len).sum()
+        self.idle.len()
     }
 }
 
@@ -313,140 +379,27 @@ pub async fn connect_tcp(authority: &Authority) -> Result<TcpStream, PoolError> 
 /// sweeper when idle for the timeout.
 #[derive(Debug, Clone)]
 pub struct StreamPool {
-    inner: Arc<StreamInner>,
-}
-
-#[derive(Debug)]
-struct StreamInner {
-    idle: Mutex<StreamMap>,
-    idle_timeout: Duration,
-    sweeper: std::sync::OnceLock<()>,
+    idle: Arc<IdleSet<TcpStream>>,
 }
 
 impl StreamPool {
     /// An empty pool closing connections idle for `idle_timeout`.
     pub fn new(idle_timeout: Duration) -> Self {
         Self {
-            inner: Arc::new(StreamInner {
-                idle: Mutex::new(HashMap::default()),
-                idle_timeout,
-                sweeper: std::sync::OnceLock::new(),
-            }),
+            idle: IdleSet::new(idle_timeout),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, StreamMap> {
-        self.inner
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// An idle connection to `key` that still looks open, if any.
     pub fn checkout(&self, key: &Key) -> Option<TcpStream> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        loop {
-            let (stream, since) = self.lock().get_mut(key)?.pop()?;
-            if since.elapsed() >= self.inner.idle_timeout {
-                continue;
-            }
-            // An idle connection has nothing to read: readable means closed (or garbage).
-            if stream.poll_read_ready(&mut cx).is_pending() {
-                return Some(stream);
-            }
-        }
+        // An idle connection has nothing to read: readable means closed (or garbage).
+        self.idle
+            .take(key, |stream| stream.poll_read_ready(&mut cx).is_pending())
     }
 
     /// A connection whose last exchange ended cleanly, for reuse.
     pub fn put(&self, key: &Key, stream: TcpStream) {
-        self.start_sweeper();
-        let mut idle = self.lock();
-        let list = idle.entry(key.clone()).or_default();
-        if list.len() < MAX_IDLE_PER_TARGET {
-            list.push((stream, Instant::now()));
-        }
-    }
-
-    fn start_sweeper(&self) {
-        self.inner.sweeper.get_or_init(|| {
-            let pool = Arc::downgrade(&self.inner);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(SWEEP_EVERY);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let Some(pool) = pool.upgrade() else { return };
-                    let timeout = pool.idle_timeout;
-                    let mut idle = pool
-                        .idle
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    for list in idle.values_mut() {
-                        list.retain(|(_, since)| since.elapsed() < timeout);
-                    }
-                    idle.retain(|_, list| !list.is_empty());
-                }
-            });
-        });
-    }
-}
-
-impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap> {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The most recently used idle connection to `authority` that is still open and ready.
-    fn checkout(&self, key: &Key, cx: &mut Context<'_>) -> Option<Conn> {
-        loop {
-            let idle = self.lock().get_mut(key)?.pop()?;
-            let mut conn = idle.conn;
-            if idle.since.elapsed() >= self.idle_timeout {
-                continue;
-            }
-            // One poll: a connection the backend closed meanwhile reads its end now.
-            if conn.drive(cx) && conn.send.is_ready() {
-                return Some(conn);
-            }
-        }
-    }
-
-    fn put(&self, key: Key, conn: Conn) {
-        let mut idle = self.lock();
-        let list = idle.entry(key).or_default();
-        if list.len() < MAX_IDLE_PER_TARGET {
-            list.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
-        }
-    }
-
-    /// Start the one sweeper task of this pool (inside the runtime: called on connect).
-    fn start_sweeper(&self, this: &Arc<Inner>) {
-        self.sweeper.get_or_init(|| {
-            let pool = Arc::downgrade(this);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(SWEEP_EVERY);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let Some(pool) = pool.upgrade() else { return };
-                    pool.sweep();
-                }
-            });
-        });
-    }
-
-    /// Close connections idle for the idle timeout or longer.
-    fn sweep(&self) {
-        let timeout = self.idle_timeout;
-        let mut idle = self.lock();
-        for list in idle.values_mut() {
-            list.retain(|c| c.since.elapsed() < timeout);
-        }
-        idle.retain(|_, list| !list.is_empty());
+        self.idle.put(key, stream);
     }
 }
