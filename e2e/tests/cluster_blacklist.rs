@@ -14,38 +14,32 @@
 //!   version, renews it, and deletes it when stopped; and the time from creating a `Blacklist` to
 //!   the SSE connection being closed on both data planes is measured (printed, not asserted).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::http::{Method, StatusCode, header};
 use bytes::Bytes;
-use futures::StreamExt;
 use http_body_util::Full;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use rig_crds::Blacklist;
 use rig_crds::snapshot::StreamMessage;
+use rig_e2e::clients::{self, Poller, Ws, ws_event_type, ws_next};
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig, free_addr};
 use rig_e2e::http::form_encode;
 use rig_e2e::operator::{Operator, OperatorConfig, Protocol};
 use rig_e2e::sse::{self, SseClient};
 use rig_e2e::{Env, http, kube_env, unique_name, wait_until};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Bounds for waiting (a small shared machine); nothing asserts a duration.
 const T: Duration = Duration::from_secs(30);
 /// Two renewals (every 10 s) and room for a slow box.
 const RENEWAL_WAIT: Duration = Duration::from_secs(45);
 const SECRET: &str = "cluster-blacklist-test-secret";
-const LP: &str = "/_rig/v1/connection/longpolling";
 /// Revocations measured (the issue asks for at least 50).
 const MEASURED: usize = 60;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 // ---- set-up ----
 
@@ -222,121 +216,28 @@ async fn sse_accepted(dp: &DataPlane, jwt: &str) -> Result<(), (StatusCode, Stri
     }
 }
 
-// ---- WebSocket ----
-
-async fn ws_next(ws: &mut Ws) -> Message {
-    loop {
-        let message = tokio::time::timeout(T, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("the stream is open")
-            .expect("a valid frame");
-        if !matches!(message, Message::Ping(_)) {
-            return message;
-        }
-    }
-}
-
-async fn ws_event_type(ws: &mut Ws) -> String {
-    match ws_next(ws).await {
-        Message::Text(text) => {
-            let value: Value = serde_json::from_str(text.as_str()).expect("event JSON");
-            value["type"].as_str().unwrap_or_default().to_owned()
-        }
-        other => panic!("expected a text frame, got {other:?}"),
-    }
-}
+// ---- WebSocket and long-polling (shared clients) ----
 
 async fn ws_subscribed(dp: &DataPlane, jwt: &str) -> Ws {
-    let url = format!("ws://{}/_rig/v1/connection/ws?{}", dp.inbound(), query(jwt));
-    let (mut ws, res) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("connect in time")
-        .expect("WebSocket handshake");
-    assert_eq!(res.status(), 101);
-    assert_eq!(ws_event_type(&mut ws).await, "rig.connection.create");
-    assert_eq!(ws_event_type(&mut ws).await, "rig.subscriptions_set");
-    ws
+    clients::ws_subscribed(dp.inbound(), &query(jwt)).await
 }
 
-// ---- long-polling ----
-
-/// A long-polling client keeping its cookies as a browser would.
-struct Poller {
-    addr: std::net::SocketAddr,
-    path: String,
-    jar: BTreeMap<String, String>,
-}
-
-impl Poller {
-    async fn open(dp: &DataPlane, jwt: &str) -> Self {
-        let mut poller = Self {
-            addr: dp.inbound(),
-            path: format!("{LP}?{}", query(jwt)),
-            jar: BTreeMap::new(),
-        };
+/// After `rig.session_killed` the session ends: a later poll runs the connect checks again and is
+/// refused for the revoked token.
+async fn refused_after_kill(poller: &mut Poller) -> (StatusCode, String) {
+    poller.poll_until("rig.session_killed").await;
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
         let (status, body) = poller.get().await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "\"ok\""));
-        poller.poll_until("rig.subscriptions_set").await;
-        poller
-    }
-
-    async fn get(&mut self) -> (StatusCode, String) {
-        let mut req = http::request(Method::GET, self.addr, &self.path);
-        if !self.jar.is_empty() {
-            let cookie: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            req = req.header(header::COOKIE, cookie.join("; "));
+        if status != StatusCode::OK {
+            return (status, body);
         }
-        let req = req.body(Full::new(Bytes::new())).expect("request");
-        let (status, headers, body) = http::send(self.addr, req).await.expect("GET");
-        for set in headers.get_all(header::SET_COOKIE) {
-            let pair = set.to_str().unwrap_or_default().split(';').next();
-            if let Some((name, value)) = pair.and_then(|p| p.split_once('=')) {
-                self.jar
-                    .insert(name.trim().to_owned(), value.trim().to_owned());
-            }
-        }
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    /// Poll until an answer holds an event of `event_type` (deadline-bounded).
-    async fn poll_until(&mut self, event_type: &str) {
-        let deadline = tokio::time::Instant::now() + T;
-        let mut seen = Vec::new();
-        loop {
-            let (status, body) = self.get().await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            let answer: Value = serde_json::from_str(&body).expect("poll JSON");
-            for event in answer["events"].as_array().expect("events") {
-                seen.push(event["type"].as_str().unwrap_or_default().to_owned());
-            }
-            if seen.iter().any(|t| t == event_type) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {event_type} within {T:?}: {seen:?}"
-            );
-        }
-    }
-
-    /// After `rig.session_killed` the session ends: a later poll runs the connect checks again
-    /// and is refused for the revoked token.
-    async fn refused_after_kill(&mut self) -> (StatusCode, String) {
-        self.poll_until("rig.session_killed").await;
-        let deadline = tokio::time::Instant::now() + T;
-        loop {
-            let (status, body) = self.get().await;
-            if status != StatusCode::OK {
-                return (status, body);
-            }
-            let answer: Value = serde_json::from_str(&body).expect("poll JSON");
-            assert_eq!(answer["events"], json!([]), "nothing after the kill");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the long-polling session did not end"
-            );
-        }
+        let answer: Value = serde_json::from_str(&body).expect("poll JSON");
+        assert_eq!(answer["events"], json!([]), "nothing after the kill");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the long-polling session did not end"
+        );
     }
 }
 
@@ -352,7 +253,7 @@ impl Connections {
         Self {
             sse: sse_open(dp, jwt).await,
             ws: ws_subscribed(dp, jwt).await,
-            lp: Poller::open(dp, jwt).await,
+            lp: Poller::open(dp.inbound(), &query(jwt)).await,
         }
     }
 
@@ -377,7 +278,7 @@ impl Connections {
             other => panic!("expected a close frame, got {other:?}"),
         }
         assert_eq!(
-            self.lp.refused_after_kill().await,
+            refused_after_kill(&mut self.lp).await,
             (StatusCode::BAD_REQUEST, revoked_text(session))
         );
     }

@@ -4,27 +4,20 @@
 //! tokens are then refused on connect and on subscription updates until the revocation expires.
 //! Also: the API's validation answers, and the per-session connection limit.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::http::{HeaderMap, Method, StatusCode, header};
 use bytes::Bytes;
-use futures::StreamExt;
 use http_body_util::Full;
+use rig_e2e::clients::{self, Poller, Ws, ws_close, ws_event_type};
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
 use rig_e2e::http::form_encode;
 use rig_e2e::sse::{self, SseClient};
 use rig_e2e::{http, unique_name, wait_until};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const T: Duration = Duration::from_secs(30);
 const SECRET: &str = "revocation-test-secret";
-const LP: &str = "/_rig/v1/connection/longpolling";
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 // ---- set-up ----
 
@@ -154,124 +147,22 @@ async fn sse_until(client: &mut SseClient, event_type: &str) -> sse::SseEvent {
     seen.last().cloned().expect("the event")
 }
 
-// ---- WebSocket ----
-
-async fn ws_open(dp: &DataPlane, jwt: &str) -> Ws {
-    let url = format!(
-        "ws://{}/_rig/v1/connection/ws?{}",
-        dp.inbound(),
-        query(Some(jwt))
-    );
-    let (ws, res) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("connect in time")
-        .expect("WebSocket handshake");
-    assert_eq!(res.status(), 101);
-    ws
-}
-
-/// The next message that is not a ping (the client library answers pings itself).
-async fn ws_next(ws: &mut Ws) -> Message {
-    loop {
-        let message = tokio::time::timeout(T, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("the stream is open")
-            .expect("a valid frame");
-        if !matches!(message, Message::Ping(_)) {
-            return message;
-        }
-    }
-}
-
-async fn ws_event_type(ws: &mut Ws) -> String {
-    match ws_next(ws).await {
-        Message::Text(text) => {
-            let value: Value = serde_json::from_str(text.as_str()).expect("event JSON");
-            value["type"].as_str().unwrap_or_default().to_owned()
-        }
-        other => panic!("expected a text frame, got {other:?}"),
-    }
-}
-
-async fn ws_close(ws: &mut Ws) -> (u16, String) {
-    match ws_next(ws).await {
-        Message::Close(Some(frame)) => (u16::from(frame.code), frame.reason.as_str().to_owned()),
-        other => panic!("expected a close frame, got {other:?}"),
-    }
-}
+// ---- WebSocket and long-polling (shared clients, connect query from `query`) ----
 
 async fn ws_subscribed(dp: &DataPlane, jwt: &str) -> Ws {
-    let mut ws = ws_open(dp, jwt).await;
-    assert_eq!(ws_event_type(&mut ws).await, "rig.connection.create");
-    assert_eq!(ws_event_type(&mut ws).await, "rig.subscriptions_set");
-    ws
+    clients::ws_subscribed(dp.inbound(), &query(Some(jwt))).await
 }
 
-// ---- long-polling ----
-
-/// A long-polling client keeping its cookies as a browser would.
-struct Poller {
-    addr: std::net::SocketAddr,
-    path: String,
-    jar: BTreeMap<String, String>,
+async fn ws_open(dp: &DataPlane, jwt: &str) -> Ws {
+    clients::ws_open(dp.inbound(), &query(Some(jwt))).await
 }
 
-impl Poller {
-    fn new(dp: &DataPlane, jwt: Option<&str>) -> Self {
-        Self {
-            addr: dp.inbound(),
-            path: format!("{LP}?{}", query(jwt)),
-            jar: BTreeMap::new(),
-        }
-    }
+fn poller(dp: &DataPlane, jwt: Option<&str>) -> Poller {
+    Poller::new(dp.inbound(), &query(jwt))
+}
 
-    async fn get(&mut self) -> (StatusCode, String) {
-        let mut req = http::request(Method::GET, self.addr, &self.path);
-        if !self.jar.is_empty() {
-            let cookie: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            req = req.header(header::COOKIE, cookie.join("; "));
-        }
-        let req = req.body(Full::new(Bytes::new())).expect("request");
-        let (status, headers, body) = http::send(self.addr, req).await.expect("GET");
-        for set in headers.get_all(header::SET_COOKIE) {
-            let pair = set.to_str().unwrap_or_default().split(';').next();
-            if let Some((name, value)) = pair.and_then(|p| p.split_once('=')) {
-                self.jar
-                    .insert(name.trim().to_owned(), value.trim().to_owned());
-            }
-        }
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    /// Poll until an answer holds an event of `event_type` (deadline-bounded); all types seen.
-    async fn poll_until(&mut self, event_type: &str) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + T;
-        let mut seen = Vec::new();
-        loop {
-            let (status, body) = self.get().await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            let answer: Value = serde_json::from_str(&body).expect("poll JSON");
-            for event in answer["events"].as_array().expect("events") {
-                seen.push(event["type"].as_str().unwrap_or_default().to_owned());
-            }
-            if seen.iter().any(|t| t == event_type) {
-                return seen;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {event_type} within {T:?}: {seen:?}"
-            );
-        }
-    }
-
-    async fn open(dp: &DataPlane, jwt: &str) -> Self {
-        let mut poller = Self::new(dp, Some(jwt));
-        let (status, body) = poller.get().await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "\"ok\""));
-        poller.poll_until("rig.subscriptions_set").await;
-        poller
-    }
+async fn poller_open(dp: &DataPlane, jwt: &str) -> Poller {
+    Poller::open(dp.inbound(), &query(Some(jwt))).await
 }
 
 // ---- tests ----
@@ -286,8 +177,8 @@ async fn revoking_a_session_closes_its_connections_and_refuses_its_tokens_others
     let (mut sse_y, sse_y_token) = sse_open(&dp, Some(&jwt_y)).await;
     let mut ws_x = ws_subscribed(&dp, &jwt_x).await;
     let mut ws_y = ws_subscribed(&dp, &jwt_y).await;
-    let mut lp_x = Poller::open(&dp, &jwt_x).await;
-    let mut lp_y = Poller::open(&dp, &jwt_y).await;
+    let mut lp_x = poller_open(&dp, &jwt_x).await;
+    let mut lp_y = poller_open(&dp, &jwt_y).await;
 
     publish(&dp, "before").await;
     for client in [&mut sse_x, &mut sse_y] {
@@ -356,7 +247,7 @@ async fn revoking_a_session_closes_its_connections_and_refuses_its_tokens_others
     );
     let mut ws = ws_open(&dp, &jwt_x).await;
     assert_eq!(ws_close(&mut ws).await, (1000, "Bad request.".to_owned()));
-    let mut lp = Poller::new(&dp, Some(&jwt_x));
+    let mut lp = poller(&dp, Some(&jwt_x));
     assert_eq!(lp.get().await, (StatusCode::BAD_REQUEST, revoked_text(&x)));
     let req = http::request(
         Method::PUT,
@@ -582,7 +473,7 @@ async fn the_per_session_connection_limit_answers_429() {
         "Reached maximum number of connections for this session".to_owned(),
     );
     assert_eq!(sse_refused(&dp, &jwt).await, expected);
-    assert_eq!(Poller::new(&dp, Some(&jwt)).get().await, expected);
+    assert_eq!(poller(&dp, Some(&jwt)).get().await, expected);
     let mut ws = ws_open(&dp, &jwt).await;
     assert_eq!(ws_close(&mut ws).await, (1000, expected.1.clone()));
     sse_open(&dp, Some(&token(&other))).await;

@@ -8,29 +8,22 @@
 //! A connection is closed when its token stops being accepted (`exp` plus the verifier's 5 s
 //! leeway). The tests wait for that with deadlines, never with sleeps.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::http::{Method, StatusCode, header};
 use bytes::Bytes;
-use futures::StreamExt;
 use http_body_util::Full;
+use rig_e2e::clients::{self, Poller, Ws, ws_close, ws_event_type};
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
 use rig_e2e::http::form_encode;
 use rig_e2e::sse::{self, SseClient};
 use rig_e2e::{http, unique_name, wait_until};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Bound on every wait: a 3 s token plus the 5 s leeway closes well within it.
 const T: Duration = Duration::from_secs(30);
 const SECRET: &str = "token-expiry-test-secret";
-const LP: &str = "/_rig/v1/connection/longpolling";
 const EXPIRED: &str = "rig.session_expired";
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn dataplane(close_at_expiry: bool) -> DataPlane {
     let mut config = DataPlaneConfig::new()
@@ -137,108 +130,11 @@ async fn put_subscriptions(dp: &DataPlane, conn: &str, jwt: &str) -> StatusCode 
 // ---- WebSocket ----
 
 async fn ws_open(dp: &DataPlane, jwt: &str) -> Ws {
-    let url = format!("ws://{}/_rig/v1/connection/ws?{}", dp.inbound(), query(jwt));
-    let (mut ws, res) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("connect in time")
-        .expect("WebSocket handshake");
-    assert_eq!(res.status(), 101);
-    assert_eq!(ws_event_type(&mut ws).await, "rig.connection.create");
-    assert_eq!(ws_event_type(&mut ws).await, "rig.subscriptions_set");
-    ws
+    clients::ws_subscribed(dp.inbound(), &query(jwt)).await
 }
 
-/// The next message that is not a ping (the client library answers pings itself).
-async fn ws_next(ws: &mut Ws) -> Message {
-    loop {
-        let message = tokio::time::timeout(T, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("the stream is open")
-            .expect("a valid frame");
-        if !matches!(message, Message::Ping(_)) {
-            return message;
-        }
-    }
-}
-
-async fn ws_event_type(ws: &mut Ws) -> String {
-    match ws_next(ws).await {
-        Message::Text(text) => {
-            let value: Value = serde_json::from_str(text.as_str()).expect("event JSON");
-            value["type"].as_str().unwrap_or_default().to_owned()
-        }
-        other => panic!("expected a text frame, got {other:?}"),
-    }
-}
-
-async fn ws_close(ws: &mut Ws) -> (u16, String) {
-    match ws_next(ws).await {
-        Message::Close(Some(frame)) => (u16::from(frame.code), frame.reason.as_str().to_owned()),
-        other => panic!("expected a close frame, got {other:?}"),
-    }
-}
-
-// ---- long-polling ----
-
-/// A long-polling client keeping its cookies as a browser would.
-struct Poller {
-    addr: std::net::SocketAddr,
-    path: String,
-    jar: BTreeMap<String, String>,
-}
-
-impl Poller {
-    async fn open(dp: &DataPlane, jwt: &str) -> Self {
-        let mut poller = Self {
-            addr: dp.inbound(),
-            path: format!("{LP}?{}", query(jwt)),
-            jar: BTreeMap::new(),
-        };
-        let (status, body) = poller.get().await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "\"ok\""));
-        poller.poll_until("rig.subscriptions_set").await;
-        poller
-    }
-
-    async fn get(&mut self) -> (StatusCode, String) {
-        let mut req = http::request(Method::GET, self.addr, &self.path);
-        if !self.jar.is_empty() {
-            let cookie: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            req = req.header(header::COOKIE, cookie.join("; "));
-        }
-        let req = req.body(Full::new(Bytes::new())).expect("request");
-        let (status, headers, body) = http::send(self.addr, req).await.expect("GET");
-        for set in headers.get_all(header::SET_COOKIE) {
-            let pair = set.to_str().unwrap_or_default().split(';').next();
-            if let Some((name, value)) = pair.and_then(|p| p.split_once('=')) {
-                self.jar
-                    .insert(name.trim().to_owned(), value.trim().to_owned());
-            }
-        }
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    /// Poll until an answer holds an event of `event_type` (deadline-bounded); all types seen.
-    async fn poll_until(&mut self, event_type: &str) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + T;
-        let mut seen = Vec::new();
-        loop {
-            let (status, body) = self.get().await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            let answer: Value = serde_json::from_str(&body).expect("poll JSON");
-            for event in answer["events"].as_array().expect("events") {
-                seen.push(event["type"].as_str().unwrap_or_default().to_owned());
-            }
-            if seen.iter().any(|t| t == event_type) {
-                return seen;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no {event_type} within {T:?}: {seen:?}"
-            );
-        }
-    }
+async fn poller_open(dp: &DataPlane, jwt: &str) -> Poller {
+    Poller::open(dp.inbound(), &query(jwt)).await
 }
 
 // ---- tests ----
@@ -251,10 +147,10 @@ async fn connections_are_closed_when_their_token_expires_and_longer_tokens_keep_
 
     let (mut sse_short, _) = sse_open(&dp, &short).await;
     let mut ws_short = ws_open(&dp, &short).await;
-    let mut lp_short = Poller::open(&dp, &short).await;
+    let mut lp_short = poller_open(&dp, &short).await;
     let (mut sse_long, _) = sse_open(&dp, &long).await;
     let mut ws_long = ws_open(&dp, &long).await;
-    let mut lp_long = Poller::open(&dp, &long).await;
+    let mut lp_long = poller_open(&dp, &long).await;
     // Opened with the short token, then refreshed by a subscription update with the long one.
     let (mut refreshed, refreshed_token) = sse_open(&dp, &short).await;
     assert_eq!(
