@@ -8,6 +8,7 @@ pub mod clients;
 pub mod dataplane;
 pub mod env;
 pub mod http;
+pub mod kafka;
 pub mod kube_env;
 pub mod operator;
 pub mod sse;

@@ -19,12 +19,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
 use rig_e2e::http::form_encode;
+use rig_e2e::kafka;
 use rig_e2e::{Env, unique_name, wait_until};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -284,20 +283,9 @@ async fn wait_partitions(dp: &DataPlane) {
 }
 
 async fn create_topic(brokers: &str) -> String {
-    let name = unique_name("browser");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin");
-    let res = admin
-        .create_topics(
-            &[NewTopic::new(&name, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
+    kafka::new_topic(brokers, "browser", 1)
         .await
-        .expect("create topic");
-    assert!(res.iter().all(Result::is_ok), "{res:?}");
-    name
+        .expect("create topic")
 }
 
 /// Produce a `greeting` CloudEvent with CloudEvent id `id`; returns the record's value.

@@ -18,15 +18,13 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rig_crds::snapshot::StreamMessage;
 use rig_crds::{EventRoute, ProxyRoute};
 use rig_e2e::dataplane::{self, DataPlane, DataPlaneConfig};
+use rig_e2e::kafka;
 use rig_e2e::operator::{Operator, OperatorConfig, Protocol};
 use rig_e2e::sse::{self, SseClient};
 use rig_e2e::{Env, http, kube_env, unique_name, wait_until};
@@ -60,32 +58,14 @@ async fn backend(name: &'static str) -> SocketAddr {
 }
 
 async fn namespace(client: &kube::Client) -> String {
-    let name = unique_name("cs");
-    let ns: Namespace = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
-    }))
-    .expect("namespace object");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
-    name
+    kube_env::namespace(client, "cs").await.expect("namespace")
 }
 
 async fn create_topics(env: &Env, names: &[String]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", env.kafka_brokers().expect("kafka"))
-        .create()
-        .expect("admin");
-    let topics: Vec<NewTopic> = names
-        .iter()
-        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
-        .collect();
-    let res = admin
-        .create_topics(&topics, &AdminOptions::new())
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    kafka::create_topics(env.kafka_brokers().expect("kafka"), &names, 1)
         .await
         .expect("create topics");
-    assert!(res.iter().all(Result::is_ok), "{res:?}");
 }
 
 fn producer(env: &Env) -> FutureProducer {

@@ -4,15 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
 use rig_e2e::http::form_encode;
+use rig_e2e::kafka;
 use rig_e2e::sse::{self, SseClient, SseEvent};
-use rig_e2e::{Env, http, unique_name, wait_until};
+use rig_e2e::{Env, http, wait_until};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -41,20 +40,9 @@ async fn subscribe(dp: &DataPlane, subs: serde_json::Value) -> (SseClient, Strin
 }
 
 async fn topic(env: &Env, partitions: i32) -> String {
-    let name = unique_name("events");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", env.kafka_brokers().expect("kafka"))
-        .create()
-        .expect("admin");
-    let res = admin
-        .create_topics(
-            &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
+    kafka::new_topic(env.kafka_brokers().expect("kafka"), "events", partitions)
         .await
-        .expect("create topic");
-    assert!(res.iter().all(Result::is_ok), "{res:?}");
-    name
+        .expect("create topic")
 }
 
 fn producer(env: &Env) -> FutureProducer {

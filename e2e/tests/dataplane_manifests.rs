@@ -5,11 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rig_e2e::dataplane::{self, DataPlane, DataPlaneConfig};
+use rig_e2e::kafka;
 use rig_e2e::sse::{self, SseClient};
 use rig_e2e::{Env, unique_name, wait_until};
 
@@ -29,19 +28,9 @@ fn temp_dir() -> PathBuf {
 }
 
 async fn create_topics(env: &Env, names: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", env.kafka_brokers().expect("kafka"))
-        .create()
-        .expect("admin");
-    let topics: Vec<NewTopic> = names
-        .iter()
-        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
-        .collect();
-    let res = admin
-        .create_topics(&topics, &AdminOptions::new())
+    kafka::create_topics(env.kafka_brokers().expect("kafka"), names, 1)
         .await
-        .expect("create");
-    assert!(res.iter().all(Result::is_ok), "{res:?}");
+        .expect("create topics");
 }
 
 async fn produce(env: &Env, topic: &str, event_type: &str, name: &str) {

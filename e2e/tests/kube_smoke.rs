@@ -2,12 +2,11 @@
 //! the examples under `crds/examples/` are accepted and read back with kube-rs, and objects that
 //! break a CEL rule are rejected with the rule's message.
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use rig_crds::proxy_route::TargetKind;
 use rig_crds::{Blacklist, EventRoute, ProxyRoute};
 use rig_e2e::kube_env::{self, kubectl_ok};
-use rig_e2e::{Env, repo_root, unique_name};
+use rig_e2e::{Env, repo_root};
 use serde::de::DeserializeOwned;
 
 fn example<T: DeserializeOwned>(file: &str) -> T {
@@ -17,16 +16,9 @@ fn example<T: DeserializeOwned>(file: &str) -> T {
 }
 
 async fn namespace(client: &kube::Client) -> String {
-    let name = unique_name("smoke");
-    let ns: Namespace = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
-    }))
-    .expect("namespace object");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
+    kube_env::namespace(client, "smoke")
         .await
-        .expect("create namespace");
-    name
+        .expect("namespace")
 }
 
 fn rejection(err: kube::Error) -> String {

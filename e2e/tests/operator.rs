@@ -8,14 +8,13 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use rig_crds::condition::{ACCEPTED, PROGRAMMED, READY};
 use rig_crds::snapshot::StreamMessage;
 use rig_crds::{Blacklist, ConditionStatus, EventRoute, ProxyRoute, RigStatus, Snapshot};
 use rig_e2e::operator::{Operator, OperatorConfig, Protocol};
-use rig_e2e::{Env, kube_env, unique_name, wait_until};
+use rig_e2e::{Env, kube_env, wait_until};
 use serde::de::DeserializeOwned;
 
 /// Generous bounds: the test machine is small and shared. They bound waiting; nothing asserts a
@@ -26,16 +25,7 @@ const STREAM_WAIT: Duration = Duration::from_secs(30);
 const TAKEOVER_WAIT: Duration = Duration::from_secs(60);
 
 async fn namespace(client: &kube::Client) -> String {
-    let name = unique_name("op");
-    let ns: Namespace = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
-    }))
-    .expect("namespace object");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
-    name
+    kube_env::namespace(client, "op").await.expect("namespace")
 }
 
 fn object<T: DeserializeOwned>(value: serde_json::Value) -> T {

@@ -14,14 +14,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use rig_e2e::dataplane::{self, DataPlane, DataPlaneConfig};
+use rig_e2e::kafka;
 use rig_e2e::{Env, http as client, unique_name, wait_until};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -38,20 +37,9 @@ fn brokers(env: &Env) -> String {
 }
 
 async fn topic(env: &Env, prefix: &str, partitions: i32) -> String {
-    let name = unique_name(prefix);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers(env))
-        .create()
-        .expect("admin");
-    let res = admin
-        .create_topics(
-            &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
+    kafka::new_topic(&brokers(env), prefix, partitions)
         .await
-        .expect("create topic");
-    assert!(res.iter().all(Result::is_ok), "{res:?}");
-    name
+        .expect("create topic")
 }
 
 fn producer(env: &Env) -> FutureProducer {
