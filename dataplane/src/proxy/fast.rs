@@ -816,6 +816,49 @@ async fn reply(client: &mut TcpStream, status: &str, body: &str, plan: &Plan<'_>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a backend sends, reading an answer head never panics, and a head it accepts
+        /// is rewritten to a head that ends with an empty line and carries no bare CR or LF.
+        #[test]
+        fn any_answer_bytes_parse_without_panicking(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            head_method in any::<bool>(),
+        ) {
+            if let Ok(Some(Parsed::Final(answer))) = parse_answer(&bytes, head_method) {
+                prop_assert!(answer.head.ends_with(b"\r\n\r\n"));
+                prop_assert!(answer.head_len <= bytes.len());
+                let text = String::from_utf8_lossy(&answer.head);
+                prop_assert!(!text.replace("\r\n", "").contains(['\r', '\n']));
+            }
+        }
+
+        /// The chunk scanner never panics and finds the same end however the bytes are split.
+        #[test]
+        fn the_chunk_scanner_is_split_independent(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'0'), Just(b'5'), Just(b'a'), Just(b'\r'), Just(b'\n'), Just(b';'), Just(b'x'), any::<u8>()],
+                0..256,
+            ),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let at = split.index(bytes.len() + 1);
+            let whole = {
+                let mut s = ChunkScanner::default();
+                s.feed(&bytes)
+            };
+            let parts = {
+                let mut s = ChunkScanner::default();
+                match s.feed(&bytes[..at]) {
+                    Ok(Some(n)) => Ok(Some(n)),
+                    Ok(None) => s.feed(&bytes[at..]).map(|end| end.map(|n| n + at)),
+                    Err(()) => Err(()),
+                }
+            };
+            prop_assert_eq!(whole, parts);
+        }
+    }
 
     fn scan(parts: &[&[u8]]) -> Result<Option<usize>, ()> {
         let mut s = ChunkScanner::default();
