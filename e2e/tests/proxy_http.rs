@@ -807,6 +807,9 @@ async fn proxy_route_manifests_are_reloaded_live() {
     })
     .await;
     assert_eq!(e["path"], "/x");
+    // A keep-alive connection opened now sees later route changes too.
+    let mut kept = keep_alive(&dp).await;
+    assert_eq!(get_on(&mut kept, "/live/x").await, StatusCode::OK);
     // An invalid change is rejected whole: the route keeps answering.
     std::fs::write(
         dir.join("live.yaml"),
@@ -828,7 +831,45 @@ async fn proxy_route_manifests_are_reloaded_live() {
         (status == StatusCode::NOT_FOUND).then_some(())
     })
     .await;
+    assert_eq!(get_on(&mut kept, "/live/x").await, StatusCode::NOT_FOUND);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One HTTP/1.1 keep-alive connection to the data plane's inbound port.
+async fn keep_alive(dp: &DataPlane) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(dp.inbound()).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// `GET path` on a kept connection; the status (the body is read).
+async fn get_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+) -> StatusCode {
+    let req = Request::get(path)
+        .header("host", "gateway")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let res = sender.send_request(req).await.expect("answer");
+    let status = res.status();
+    res.into_body().collect().await.expect("body");
+    status
+}
+
+/// Write `bytes` on a new connection to the inbound port and read until the data plane closes it.
+async fn raw_exchange(dp: &DataPlane, bytes: &[u8]) -> String {
+    let mut raw = TcpStream::connect(dp.inbound()).await.expect("connect");
+    raw.write_all(bytes).await.expect("write");
+    let mut all = Vec::new();
+    tokio::time::timeout(T, raw.read_to_end(&mut all))
+        .await
+        .expect("the data plane ends the connection")
+        .expect("read");
+    String::from_utf8_lossy(&all).into_owned()
 }
 
 #[test]
@@ -1468,11 +1509,7 @@ async fn one_connection_mixes_direct_and_hyper_served_requests() {
     ]
     .concat();
     let (dp, _dir) = proxy_with(&routes, &[]).await;
-    let stream = TcpStream::connect(dp.inbound()).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
+    let mut sender = keep_alive(&dp).await;
     let mut exchange = |method: Method, path: &'static str, body: &'static str| {
         let req = Request::builder()
             .method(method)
@@ -1507,36 +1544,22 @@ async fn one_connection_mixes_direct_and_hyper_served_requests() {
     assert!(body.starts_with("conn-"), "{body}");
 
     // A HEAD answered 502 here has no body: the next answer on the connection is intact.
-    let mut raw = TcpStream::connect(dp.inbound()).await.expect("connect");
-    raw.write_all(
+    let text = raw_exchange(
+        &dp,
         b"HEAD /dead/x HTTP/1.1\r\nhost: g\r\n\r\nGET /after HTTP/1.1\r\nhost: g\r\nconnection: close\r\n\r\n",
     )
-    .await
-    .expect("write");
-    let mut all = Vec::new();
-    tokio::time::timeout(T, raw.read_to_end(&mut all))
-        .await
-        .expect("the connection ends after the second answer")
-        .expect("read");
-    let text = String::from_utf8_lossy(&all);
+    .await;
     assert!(text.starts_with("HTTP/1.1 502 "), "{text}");
     assert!(!text.contains("Bad gateway."), "{text}");
     assert_eq!(text.matches("HTTP/1.1 ").count(), 2, "{text}");
     assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
 
     // Pipelined GETs on a fresh connection, then an answer delimited by the backend's close.
-    let mut raw = TcpStream::connect(dp.inbound()).await.expect("connect");
-    raw.write_all(
+    let text = raw_exchange(
+        &dp,
         b"GET /p1 HTTP/1.1\r\nhost: g\r\n\r\nGET /chunked HTTP/1.1\r\nhost: g\r\n\r\nGET /eof HTTP/1.1\r\nhost: g\r\n\r\n",
     )
-    .await
-    .expect("write");
-    let mut all = Vec::new();
-    tokio::time::timeout(T, raw.read_to_end(&mut all))
-        .await
-        .expect("the connection ends after the close-delimited answer")
-        .expect("read");
-    let text = String::from_utf8_lossy(&all);
+    .await;
     let answers: Vec<&str> = text
         .match_indices("HTTP/1.1 200")
         .map(|(i, _)| &text[i..])

@@ -44,17 +44,10 @@ const MAX_KEPT_BUFFER: usize = 64 * 1024;
 /// Headers per head parsed here (hyper's limit too); more go to hyper (requests) or are a bad
 /// gateway (answers).
 const MAX_HEADERS: usize = 100;
-/// Headers that describe one connection (as [`super::http::strip_hop_by_hop`]).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "http2-settings",
-];
+/// Whether `name` describes one connection (the hyper path's list, [`super::http::HOP_BY_HOP`]).
+fn hop_by_hop(name: &str) -> bool {
+    super::http::HOP_BY_HOP.iter().any(|h| eq(h.as_str(), name))
+}
 
 /// Serve `client`'s requests while they take the direct path; the connection and the bytes read
 /// from it when a request does not (`None`: the connection ended here).
@@ -66,9 +59,13 @@ pub async fn serve(
 ) -> Option<(TcpStream, Bytes)> {
     let mut buf = BytesMut::with_capacity(4096);
     let mut up = BytesMut::new();
+    let (mut generation, mut table) = (state.proxy.generation(), state.proxy.table());
     loop {
-        let table = state.proxy.table();
         let plan = loop {
+            // The table as it is when the head is read (a connection may idle across reloads).
+            if let Some((g, t)) = state.proxy.table_if_changed(generation) {
+                (generation, table) = (g, t);
+            }
             match plan(state, &table, &buf, peer) {
                 Decision::Partial if buf.len() < MAX_REQUEST_HEAD => {}
                 Decision::Partial | Decision::Other => return Some((client, buf.freeze())),
@@ -267,7 +264,7 @@ fn plan<'t>(state: &State, table: &'t Table, buf: &[u8], peer: SocketAddr) -> De
         .filter(|_| !named.iter().any(|n| eq(n, "traceparent")));
     for h in req.headers.iter() {
         let name = h.name;
-        let dropped = HOP_BY_HOP.iter().any(|n| eq(n, name))
+        let dropped = hop_by_hop(name)
             || named.iter().any(|n| eq(n, name))
             || eq(name, "host")
             || eq(name, "forwarded")
@@ -533,15 +530,13 @@ fn parse_answer(up: &[u8], head_method: bool) -> Result<Option<Parsed>, Upstream
         }
     };
     let mut head = Vec::with_capacity(head_len + 32);
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(code.to_string().as_bytes());
-    head.push(b' ');
+    let _ = std::io::Write::write_fmt(&mut head, format_args!("HTTP/1.1 {code} "));
     head.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
     for h in res.headers.iter() {
         let keep_te = eq(h.name, "transfer-encoding") && framing == Framing::Chunked;
         // Beside a transfer-encoding a content-length is wrong (RFC 9112 §6.3): not passed on.
-        let dropped = (HOP_BY_HOP.iter().any(|n| eq(n, h.name)) && !keep_te)
+        let dropped = (hop_by_hop(h.name) && !keep_te)
             || (chunked.is_some() && eq(h.name, "content-length"))
             || named.iter().any(|n| eq(n, h.name));
         if !dropped {
@@ -774,43 +769,71 @@ impl ChunkScanner {
 /// RIG's 401 with its CORS headers (as [`super::unauthorized`]), counted and logged as on the
 /// hyper path; whether the client connection stays open.
 async fn unauthorized(state: &State, client: &mut TcpStream, refused: &Refused<'_>) -> bool {
-    const BODY: &str = "Authentication failed.";
     refused.endpoint.counters.count(Status::BadRequest);
     tracing::info!(api = %refused.api.shared.id, endpoint = %refused.endpoint.id, "proxy request without a valid JWT");
-    let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(
-        b"HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain; charset=utf-8\r\n",
-    );
-    push_header(
-        &mut head,
-        b"access-control-allow-origin",
-        state.proxy.cors.as_bytes(),
-    );
-    head.extend_from_slice(
-        b"access-control-allow-methods: *\r\naccess-control-allow-headers: content-type\r\n",
-    );
-    head.extend_from_slice(format!("content-length: {}\r\n", BODY.len()).as_bytes());
-    if refused.client_close {
-        head.extend_from_slice(b"connection: close\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    if !refused.head_method {
-        head.extend_from_slice(BODY.as_bytes());
-    }
-    client.write_all(&head).await.is_ok() && !refused.client_close
+    let cors: [(&[u8], &[u8]); 3] = [
+        (b"access-control-allow-origin", state.proxy.cors.as_bytes()),
+        (b"access-control-allow-methods", b"*"),
+        (b"access-control-allow-headers", b"content-type"),
+    ];
+    let answer = Local {
+        status: "401 Unauthorized",
+        headers: &cors,
+        body: "Authentication failed.",
+        head_method: refused.head_method,
+        close: refused.client_close,
+    };
+    answer.send(client).await
 }
 
 /// An answer produced here (502, 504), without its body for `HEAD`; whether the client
 /// connection stays open.
 async fn reply(client: &mut TcpStream, status: &str, body: &str, plan: &Plan<'_>) -> bool {
-    let close = plan.client_close;
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{}",
-        body.len(),
-        if close { "connection: close\r\n" } else { "" },
-        if plan.head_method { "" } else { body }
-    );
-    client.write_all(head.as_bytes()).await.is_ok() && !close
+    let answer = Local {
+        status,
+        headers: &[],
+        body,
+        head_method: plan.head_method,
+        close: plan.client_close,
+    };
+    answer.send(client).await
+}
+
+/// A plain-text answer the gateway makes itself.
+struct Local<'a> {
+    status: &'a str,
+    headers: &'a [(&'a [u8], &'a [u8])],
+    body: &'a str,
+    /// `HEAD`: the head only (its `content-length` still the body's).
+    head_method: bool,
+    /// Close the connection after it.
+    close: bool,
+}
+
+impl Local<'_> {
+    /// Write it; whether the client connection stays open.
+    async fn send(&self, client: &mut TcpStream) -> bool {
+        let mut head = Vec::with_capacity(256);
+        let _ = std::io::Write::write_fmt(
+            &mut head,
+            format_args!(
+                "HTTP/1.1 {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+                self.status,
+                self.body.len()
+            ),
+        );
+        for (name, value) in self.headers {
+            push_header(&mut head, name, value);
+        }
+        if self.close {
+            head.extend_from_slice(b"connection: close\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        if !self.head_method {
+            head.extend_from_slice(self.body.as_bytes());
+        }
+        client.write_all(&head).await.is_ok() && !self.close
+    }
 }
 
 #[cfg(test)]

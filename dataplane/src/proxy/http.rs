@@ -47,7 +47,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the legacy
 /// `proxy-connection` and `keep-alive`, and HTTP/2's `http2-settings`).
 /// Typed once: removing by `&str` would parse the name on every request.
-static HOP_BY_HOP: [HeaderName; 8] = [
+pub(super) static HOP_BY_HOP: [HeaderName; 8] = [
     http::header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

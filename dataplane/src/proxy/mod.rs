@@ -60,6 +60,9 @@ struct RigEntry {
 #[derive(Debug)]
 pub struct Proxy {
     table: RwLock<Arc<Table>>,
+    /// Bumped on every table swap, so a long-lived connection can keep its `Arc` of the table
+    /// and re-fetch only when this changed (a shared read, not a lock and a reference count).
+    generation: AtomicU64,
     /// APIs from `ProxyRoute` objects, ordered by namespace/name.
     manifest: Mutex<Vec<Arc<Api>>>,
     /// APIs from `PROXY_CONFIG_FILE` and `/v3/apis`, in creation order.
@@ -95,6 +98,7 @@ impl Proxy {
     ) -> Self {
         Self {
             table: RwLock::new(Arc::new(Table::default())),
+            generation: AtomicU64::new(0),
             manifest: Mutex::new(Vec::new()),
             rig: Mutex::new(Vec::new()),
             metrics: ProxyMetrics::default(),
@@ -109,6 +113,19 @@ impl Proxy {
             response_partitions: AtomicU64::new(0),
             jwt_cache: jwt_cache::JwtCache::default(),
         }
+    }
+
+    /// The table generation now (see [`Proxy::table_if_changed`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The table in effect with its generation, unless the generation is still `seen`.
+    pub fn table_if_changed(&self, seen: u64) -> Option<(u64, Arc<Table>)> {
+        // The generation is bumped after the swap: a table read after it is at least that new
+        // (a newer one is fetched again at the next look, harmlessly).
+        let now = self.generation();
+        (now != seen).then(|| (now, self.table()))
     }
 
     /// The table in effect: one `Arc` clone under a short read lock.
@@ -172,6 +189,8 @@ impl Proxy {
             .table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = table;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// The `/v3/apis` settings of this proxy, for the RIG definitions it compiles.
