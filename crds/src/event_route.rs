@@ -36,11 +36,16 @@ pub struct EventRouteSpec {
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub events: Vec<EventType>,
-    /// Who may subscribe to these event types (RIG's `SUBSCRIPTION_CHECK`). Default: anyone.
+    /// Who may subscribe to these event types (RIG's `SUBSCRIPTION_CHECK`, per type): applies to
+    /// SSE, WebSocket and long-polling connects with subscriptions of these types, to subscription
+    /// updates, and to subscriptions derived from the JWT. Default: the process-wide
+    /// `SUBSCRIPTION_CHECK` (anyone unless set), so a route never loosens it silently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_check: Option<AccessCheck>,
-    /// Who may publish these event types over `POST /_rig/v1/events` (RIG's `SUBMISSION_CHECK`).
-    /// Default: anyone. Has no effect on events read from Kafka.
+    /// Who may publish these event types over `POST /_rig/v1/events` (RIG's `SUBMISSION_CHECK`,
+    /// per type; a refusal is 403 `Submission denied.`). Default: the process-wide
+    /// `SUBMISSION_CHECK` (anyone unless set). Has no effect on events read from Kafka, nor on the
+    /// internal `POST /v3/messages`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submission_check: Option<AccessCheck>,
 }
@@ -80,7 +85,9 @@ pub struct TopicName(
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSource {
-    /// Whether `POST /_rig/v1/events` accepts these event types.
+    /// Whether `POST /_rig/v1/events` and `POST /v3/messages` accept these event types; `false`
+    /// refuses them with 403 `Submission denied.` An `EventRoute` without `source.http` allows
+    /// HTTP publishing of its types (as RIG always did).
     #[serde(default = "default_true")]
     pub enabled: bool,
 }
@@ -129,12 +136,13 @@ pub struct Extractor {
 #[x_kube(validation = Rule::new("self.mode == 'External' ? has(self.url) : !has(self.url)").message("url is required for mode External and not allowed otherwise"))]
 pub struct AccessCheck {
     /// `Anyone` (RIG's `NO_CHECK`), `ValidJwt` (RIG's `JWT_VALIDATION`: a valid, non-revoked JWT)
-    /// or `External` (RIG's URL mode: the request is POSTed to `url`; 2xx allows, anything else
-    /// denies).
+    /// or `External` (RIG's URL mode: the subscriptions, or the event, are POSTed to `url` with the
+    /// client's authorization; 2xx allows, anything else denies).
     pub mode: AccessCheckMode,
-    /// The external check endpoint, for mode `External`.
+    /// The external check endpoint, for mode `External`: an absolute `http://` URL (typically a
+    /// cluster Service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://"))]
+    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^http://"))]
     pub url: Option<String>,
 }
 

@@ -7,6 +7,7 @@
 //! files drift.
 
 pub mod blacklist;
+pub mod compile;
 pub mod condition;
 pub mod event_route;
 pub mod proxy_route;

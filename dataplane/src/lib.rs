@@ -47,20 +47,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         .await
         .with_context(|| format!("binding the internal API port {}", config.internal))?;
     tracing::info!(inbound = %config.inbound, internal = %config.internal, owner = %config.owner, "listening");
-    let (topics_tx, topics_rx) = watch::channel(routes.topics);
+    let (topics_tx, topics_rx) = watch::channel(routes.topics.clone());
     let state = Arc::new(State::new(
         config,
-        Arc::new(routes.extractors),
+        Arc::new(routes.extractors.clone()),
         verifier,
         tokens,
     ));
-    if state.config.manifests.is_some() {
-        state.apply_manifest_blacklists(&routes.blacklists);
-    }
-    state
-        .proxy
-        .set_manifests(&routes.proxy_routes)
-        .context("ProxyRoute manifests")?;
+    // The configuration compiled above, put into effect (cluster mode: the snapshot replaces it).
+    routes::apply(&state, routes, &topics_tx);
     if let Some(text) = &state.config.proxy_config {
         let n = state
             .proxy

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rig_crds::{Blacklist, EventRoute, ProxyRoute};
+use kube::ResourceExt;
+use rig_crds::compile::{Object, Objects};
+use rig_crds::{Blacklist, EventRoute, NamedSpec, ProxyRoute};
 use serde::Deserialize;
 
 /// Environment variable naming the manifests file or folder.
@@ -55,6 +57,35 @@ pub struct Manifests {
 }
 
 impl Manifests {
+    /// The objects for the compiler. An object without a namespace is in `default`, as
+    /// `kubectl apply` would put it.
+    pub fn objects(&self) -> Objects {
+        fn object<K: ResourceExt, S: Clone>(resource: &K, spec: &S) -> Object<S> {
+            Object {
+                named: NamedSpec {
+                    namespace: resource.namespace().unwrap_or_else(|| "default".to_owned()),
+                    name: resource.name_any(),
+                    generation: resource.meta().generation.unwrap_or_default(),
+                    spec: spec.clone(),
+                },
+                created: resource.meta().creation_timestamp.as_ref().map(|t| t.0),
+            }
+        }
+        Objects {
+            event_routes: self
+                .event_routes
+                .iter()
+                .map(|o| object(o, &o.spec))
+                .collect(),
+            proxy_routes: self
+                .proxy_routes
+                .iter()
+                .map(|o| object(o, &o.spec))
+                .collect(),
+            blacklists: self.blacklists.iter().map(|o| object(o, &o.spec)).collect(),
+        }
+    }
+
     /// The Kafka topics of all event routes, sorted and without duplicates.
     pub fn kafka_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self
@@ -111,15 +142,11 @@ pub fn load(path: &Path) -> Result<Manifests, Error> {
                 Some("ProxyRoute") => out
                     .proxy_routes
                     .push(serde_yaml::from_value(value).map_err(parse_err)?),
-                Some("Blacklist") => {
-                    let blacklist: Blacklist = serde_yaml::from_value(value).map_err(parse_err)?;
-                    crate::sessions::rfc3339::parse(&blacklist.spec.expires_at)
-                        .map_err(|e| invalid(format!("spec.expiresAt: {e}")))?;
-                    if blacklist.spec.session_id.is_empty() {
-                        return Err(invalid("spec.sessionId must not be empty".to_owned()));
-                    }
-                    out.blacklists.push(blacklist);
-                }
+                // What a spec means is judged by the compiler (`rig_crds::compile`), as in
+                // cluster mode; here only the documents' form.
+                Some("Blacklist") => out
+                    .blacklists
+                    .push(serde_yaml::from_value(value).map_err(parse_err)?),
                 other => {
                     return Err(invalid(format!(
                         "kind must be EventRoute, ProxyRoute or Blacklist, got {:?}",
@@ -218,15 +245,6 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("sauce"), "{err}");
-        let d = dir(&[(
-            "bl.yaml",
-            "apiVersion: rig.dev/v1alpha1\nkind: Blacklist\nmetadata: {name: b}\nspec:\n  sessionId: s\n  expiresAt: tomorrow\n",
-        )]);
-        let err = load(&d).expect_err("bad expiresAt").to_string();
-        assert!(
-            err.contains("bl.yaml") && err.contains("spec.expiresAt: not an RFC 3339 date-time"),
-            "{err}"
-        );
         let d = dir(&[("k.yaml", "apiVersion: v1\nkind: ConfigMap\n")]);
         let err = load(&d).expect_err("foreign kind").to_string();
         assert!(err.contains("apiVersion must be rig.dev/v1alpha1"), "{err}");

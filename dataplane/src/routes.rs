@@ -1,12 +1,14 @@
-//! The event-routing configuration in effect: extractors and Kafka topics, compiled from RIG's
-//! environment variables plus the `EventRoute` manifests (standalone mode) or the operator's
-//! snapshots (cluster mode, `cluster::snapshots`), and kept current when they change. Both paths
-//! compile with [`compile_with`] and install with [`apply`].
+//! The configuration in effect: the one compiler's output ([`rig_crds::compile`]) for the
+//! `EventRoute`/`ProxyRoute`/`Blacklist` manifests (standalone mode) or the operator's snapshots
+//! (cluster mode, `cluster::snapshots`), merged with RIG's environment variables (`EXTRACTORS`,
+//! `KAFKA_SOURCE_TOPICS`), and kept current when they change. Both modes compile with
+//! [`compile_objects`] and install with [`apply`]; each change is compiled once.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use rig_crds::compile::{self, Objects};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -23,25 +25,23 @@ pub enum Error {
     /// The manifests could not be read or are invalid.
     #[error("the manifests are invalid")]
     Manifests(#[source] manifests::Error),
-    /// The `EventRoute` extractors are invalid or conflict with `EXTRACTORS`.
-    #[error("the EventRoute extractors are invalid")]
+    /// The compiler rejected objects (the same verdicts the operator gives).
+    #[error("{}", .0.join("; "))]
+    Rejected(Vec<String>),
+    /// The `EventRoute` extractors conflict with `EXTRACTORS`.
+    #[error("the EventRoute extractors conflict with EXTRACTORS")]
     Routes(#[source] subscriptions::extractors::Error),
-    /// A `ProxyRoute` is invalid.
-    #[error("a ProxyRoute is invalid")]
-    ProxyRoutes(#[source] crate::proxy::routes::RouteError),
 }
 
-/// Compiled event routing.
+/// The configuration to install.
 #[derive(Debug)]
 pub struct Routes {
+    /// The compiled objects.
+    pub compiled: Arc<compile::Config>,
     /// Extractors of `EXTRACTORS` and of every `EventRoute`.
     pub extractors: Extractors,
     /// `KAFKA_SOURCE_TOPICS` plus the topics of every `EventRoute`, sorted, no duplicates.
     pub topics: Vec<String>,
-    /// The `Blacklist` objects: revoked session and end of the revocation.
-    pub blacklists: Vec<(String, std::time::SystemTime)>,
-    /// The `ProxyRoute` objects (validated).
-    pub proxy_routes: Vec<rig_crds::ProxyRoute>,
 }
 
 /// Compile the routing from the configuration and (standalone mode) the manifests.
@@ -50,38 +50,33 @@ pub fn compile(config: &Config) -> Result<Routes, Error> {
         Some(path) => manifests::load(path).map_err(Error::Manifests)?,
         None => Manifests::default(),
     };
-    compile_with(config, &manifests)
+    compile_objects(config, &manifests.objects())
 }
 
-/// Compile the routing from the configuration and a set of objects (the standalone manifests, or
-/// the objects of an operator snapshot in cluster mode).
-pub fn compile_with(config: &Config, manifests: &Manifests) -> Result<Routes, Error> {
+/// Compile the objects (the standalone manifests, or the objects of an operator snapshot) with
+/// the one compiler, then merge RIG's environment. Any rejected object rejects the whole set:
+/// a data plane never runs part of what it was given.
+pub fn compile_objects(config: &Config, objects: &Objects) -> Result<Routes, Error> {
+    let compiled = compile::compile(objects, k8s_openapi::jiff::Timestamp::now());
+    let rejected: Vec<String> = compiled.rejected().map(ToString::to_string).collect();
+    if !rejected.is_empty() {
+        return Err(Error::Rejected(rejected));
+    }
     let base = match &config.extractors_json {
         Some(json) => Extractors::from_rig_json(json).map_err(Error::Extractors)?,
         None => Extractors::new(),
     };
-    let from_routes = Extractors::from_event_routes(manifests.event_routes.iter().map(|r| &r.spec))
+    let extractors = base
+        .merge(Extractors::from_compiled(&compiled.config.event_types))
         .map_err(Error::Routes)?;
-    let extractors = base.merge(from_routes).map_err(Error::Routes)?;
-    crate::proxy::validate_manifests(&manifests.proxy_routes).map_err(Error::ProxyRoutes)?;
     let mut topics = config.kafka_source_topics.clone();
-    topics.extend(manifests.kafka_topics());
+    topics.extend(compiled.config.topics.iter().cloned());
     topics.sort();
     topics.dedup();
-    let blacklists = manifests
-        .blacklists
-        .iter()
-        .filter_map(|b| {
-            // `manifests::load` has validated every `expiresAt`.
-            let until = crate::sessions::rfc3339::parse(&b.spec.expires_at).ok()?;
-            Some((b.spec.session_id.clone(), until))
-        })
-        .collect();
     Ok(Routes {
+        compiled: compiled.config,
         extractors,
         topics,
-        blacklists,
-        proxy_routes: manifests.proxy_routes.clone(),
     })
 }
 
@@ -106,7 +101,7 @@ pub async fn watch_manifests(
             continue;
         }
         seen = now;
-        match compile(&state.config).and_then(|routes| apply(&state, routes, &topics)) {
+        match compile(&state.config).map(|routes| apply(&state, routes, &topics)) {
             Ok(()) => {
                 state.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(path = %path.display(), "manifests reloaded");
@@ -126,30 +121,31 @@ pub async fn watch_manifests(
     }
 }
 
-/// Put compiled routes into effect: the proxy table, the extractors, the revocations of
-/// `Blacklist` objects and the Kafka topics (`topics`, read by the consumer). Shared by the
-/// manifest watch and the cluster snapshot client.
+/// Put compiled routes into effect: the proxy table, the access rules, the extractors, the
+/// revocations of `Blacklist` objects and the Kafka topics (`topics`, read by the consumer).
+/// Shared by start-up, the manifest watch and the cluster snapshot client. Nothing here can fail:
+/// everything that can was judged by the compiler.
 ///
-/// The proxy table is installed first because it is the only step that can fail; on error nothing
-/// has changed. Each part is swapped whole, one after the other (not under one lock): for a moment
-/// a request may see new proxy routes with the previous extractors, never half a table.
-pub fn apply(
-    state: &State,
-    routes: Routes,
-    topics: &watch::Sender<Vec<String>>,
-) -> Result<(), Error> {
-    state
-        .proxy
-        .set_manifests(&routes.proxy_routes)
-        .map_err(Error::ProxyRoutes)?;
+/// Each part is swapped whole, one after the other (not under one lock): for a moment a request
+/// may see new proxy routes with the previous extractors, never half a table. Access rules are
+/// swapped before extractors, so a type that becomes stricter is never subscribable under the
+/// new extractors with the old rule.
+pub fn apply(state: &State, routes: Routes, topics: &watch::Sender<Vec<String>>) {
+    state.proxy.set_routes(&routes.compiled.proxy_routes);
+    state.access.set_event_types(&routes.compiled.event_types);
     state.hub.set_extractors(Arc::new(routes.extractors));
-    state.apply_manifest_blacklists(&routes.blacklists);
+    let revocations: Vec<(String, std::time::SystemTime)> = routes
+        .compiled
+        .revocations
+        .iter()
+        .map(|r| (r.session_id.clone(), r.until))
+        .collect();
+    state.apply_manifest_blacklists(&revocations);
     topics.send_if_modified(|current| {
         let changed = *current != routes.topics;
         *current = routes.topics;
         changed
     });
-    Ok(())
 }
 
 /// The error and its sources on one line, for logs.

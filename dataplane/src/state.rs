@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use http::HeaderValue;
 
-use crate::auth::check::{Check, CheckKind};
+use crate::auth::access::AccessPolicy;
 use crate::auth::jwt::{Claims, JwtError, Verifier};
 use crate::auth::token::TokenCodec;
 use crate::config::Config;
@@ -48,10 +48,9 @@ pub struct State {
     pub connection_limiter: RateLimiter,
     /// `access-control-allow-origin`, validated once.
     pub cors: HeaderValue,
-    /// `SUBSCRIPTION_CHECK`: connecting with subscriptions, replacing subscriptions.
-    pub subscription_check: Check,
-    /// `SUBMISSION_CHECK`: `POST /_rig/v1/events`.
-    pub submission_check: Check,
+    /// Who may subscribe to and publish each event type (`SUBSCRIPTION_CHECK`,
+    /// `SUBMISSION_CHECK`, and the `EventRoute`s' checks).
+    pub access: AccessPolicy,
     /// The other processes, to which requests about their connections are forwarded.
     pub peers: Peers,
     /// Revoked JWT sessions.
@@ -84,14 +83,8 @@ impl State {
             metrics.clone(),
         ));
         let cors = HeaderValue::from_str(&config.cors).unwrap_or(HeaderValue::from_static("*"));
-        let subscription_check = Check::new(
-            CheckKind::Subscription,
+        let access = AccessPolicy::new(
             config.subscription_check.clone(),
-            config.check_timeout,
-            metrics.clone(),
-        );
-        let submission_check = Check::new(
-            CheckKind::Submission,
             config.submission_check.clone(),
             config.check_timeout,
             metrics.clone(),
@@ -119,8 +112,7 @@ impl State {
             owner: config.owner.clone(),
             connection_limiter: RateLimiter::per_minute(config.max_connections_per_minute),
             cors,
-            subscription_check,
-            submission_check,
+            access,
             peers,
             http_stream: Arc::from(format!("{HTTP_STREAM_PREFIX}{}", config.owner)),
             http_seq: AtomicI64::new(0),

@@ -68,7 +68,7 @@ impl CheckMode {
 }
 
 /// Which check this is (for logs and metric labels).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CheckKind {
     /// `SUBSCRIPTION_CHECK`: connecting with subscriptions, replacing subscriptions.
     Subscription,

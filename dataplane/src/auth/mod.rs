@@ -5,6 +5,8 @@
 //!   [`jwt::Verifier`] is built; a bad key stops the process at start-up.
 //! - [`jwks`] holds keys from a JSON Web Key Set instead (`JWT_JWKS`, a file or URL), refreshed on
 //!   an interval and on an unknown `kid`, keeping the last good set when a refresh fails.
+//! - [`check`] runs one access check (`no_check`, `jwt_validation`, an external service);
+//!   [`access`] picks, per event type, which checks a subscription or a submission must pass.
 //! - [`token`] mints and checks the connection token handed to each SSE / WebSocket / long-polling
 //!   client: opaque, URL-safe, HMAC-authenticated, and naming the pod that owns the connection.
 //!
@@ -12,6 +14,7 @@
 //! like [`crate::config`]. Start-up problems are [`ConfigError`]s; a refused token is the module's
 //! own error ([`jwt::JwtError`], [`token::TokenError`]), always answered with a 4xx.
 
+pub mod access;
 pub mod check;
 pub mod jwks;
 pub mod jwt;

@@ -32,15 +32,15 @@ use bytes::{Bytes, BytesMut};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rig_crds::Snapshot;
+use rig_crds::compile::Objects;
 use rig_crds::snapshot::{DataPlaneReport, Outcome, StreamMessage};
-use rig_crds::{Blacklist, EventRoute, ProxyRoute, Snapshot};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::manifests::Manifests;
 use crate::routes::{self, Routes, error_chain};
 use crate::state::State;
 
@@ -130,16 +130,6 @@ pub enum Invalid {
         claimed: String,
         /// The hash of its content.
         computed: String,
-    },
-    /// A `Blacklist` entry is unusable.
-    #[error("Blacklist {namespace}/{name}: {reason}")]
-    Blacklist {
-        /// Namespace of the object.
-        namespace: String,
-        /// Name of the object.
-        name: String,
-        /// What is wrong.
-        reason: String,
     },
     /// The routes do not compile (or conflict with `EXTRACTORS`).
     #[error("the snapshot does not compile")]
@@ -339,8 +329,8 @@ pub struct Valid {
     pub routes: Routes,
 }
 
-/// Validate a snapshot whole: its version must be the hash of its content, every `Blacklist` must
-/// be usable, and its objects must compile exactly like standalone manifests.
+/// Validate a snapshot whole: its version must be the hash of its content, and its objects must
+/// compile with the one compiler exactly as standalone manifests do (every object accepted).
 pub fn validate(config: &Config, snapshot: Snapshot) -> Result<Valid, Invalid> {
     let computed = snapshot.content_version();
     if computed != snapshot.version {
@@ -349,45 +339,9 @@ pub fn validate(config: &Config, snapshot: Snapshot) -> Result<Valid, Invalid> {
             computed,
         });
     }
-    let manifests = manifests_of(&snapshot)?;
-    let routes = routes::compile_with(config, &manifests).map_err(Invalid::Compile)?;
+    let routes = routes::compile_objects(config, &Objects::from_snapshot(&snapshot))
+        .map_err(Invalid::Compile)?;
     Ok(Valid { snapshot, routes })
-}
-
-/// The snapshot's objects as the manifests loader would have read them (namespace, name and
-/// generation in their metadata), so both modes compile the same way.
-fn manifests_of(snapshot: &Snapshot) -> Result<Manifests, Invalid> {
-    let mut manifests = Manifests::default();
-    for n in &snapshot.event_routes {
-        let mut route = EventRoute::new(&n.name, n.spec.clone());
-        route.metadata.namespace = Some(n.namespace.clone());
-        route.metadata.generation = Some(n.generation);
-        manifests.event_routes.push(route);
-    }
-    for n in &snapshot.proxy_routes {
-        let mut route = ProxyRoute::new(&n.name, n.spec.clone());
-        route.metadata.namespace = Some(n.namespace.clone());
-        route.metadata.generation = Some(n.generation);
-        manifests.proxy_routes.push(route);
-    }
-    for n in &snapshot.blacklists {
-        let invalid = |reason: String| Invalid::Blacklist {
-            namespace: n.namespace.clone(),
-            name: n.name.clone(),
-            reason,
-        };
-        // The same checks as the manifests loader: `compile_with` relies on them.
-        crate::sessions::rfc3339::parse(&n.spec.expires_at)
-            .map_err(|e| invalid(format!("spec.expiresAt: {e}")))?;
-        if n.spec.session_id.is_empty() {
-            return Err(invalid("spec.sessionId must not be empty".to_owned()));
-        }
-        let mut blacklist = Blacklist::new(&n.name, n.spec.clone());
-        blacklist.metadata.namespace = Some(n.namespace.clone());
-        blacklist.metadata.generation = Some(n.generation);
-        manifests.blacklists.push(blacklist);
-    }
-    Ok(manifests)
 }
 
 /// What one stream line asks for.
@@ -771,11 +725,7 @@ impl Client {
     /// operator).
     async fn install(&self, valid: Valid, origin: Origin) {
         let Valid { snapshot, routes } = valid;
-        if let Err(error) = routes::apply(&self.state, routes, &self.topics) {
-            // `validate` compiled the same objects; kept as a guard.
-            self.reject(Some(snapshot.version.clone()), &Invalid::Compile(error));
-            return;
-        }
+        routes::apply(&self.state, routes, &self.topics);
         self.status().set_in_effect(&snapshot.version);
         let counter = match origin {
             Origin::Operator => &self.status().applied,

@@ -3,7 +3,9 @@
 //!
 //! Order of checks (RIG §1.1): the `subscriptions` parameter must be JSON; a non-empty `jwt` must
 //! verify (a token of a revoked session is refused here, 400); the subscriptions must be valid;
-//! the subscription check runs when subscriptions were given; then the connection rate limit.
+//! the subscription checks run (`SUBSCRIPTION_CHECK` when subscriptions were given, and per event
+//! type the `EventRoute`'s `subscriptionCheck` for given and JWT-derived subscriptions,
+//! [`crate::auth::access`]); then the connection rate limit.
 //!
 //! A connection opened with a valid `jwt` joins the token's session (`JWT_SESSION_FIELD`), so
 //! revoking the session closes it. Beyond RIG, `MAX_CONNECTIONS_PER_SESSION` caps a session's open
@@ -144,29 +146,38 @@ async fn check(
             })?),
             None => None,
         };
-    let mut subs = match &claims {
+    let derived = match &claims {
         Some(claims) => state.hub.extractors().jwt_subscriptions(claims.as_value()),
         None => Vec::new(),
     };
-    if let Some(value) = &given {
-        let parsed = subscriptions::parse_value(value)
-            .map_err(|e| Refused::bad_request(format!("could not parse subscriptions: {e}")))?;
-        for sub in parsed {
-            if !subs.contains(&sub) {
-                subs.push(sub);
+    let parsed = match &given {
+        Some(value) => Some(
+            subscriptions::parse_value(value)
+                .map_err(|e| Refused::bad_request(format!("could not parse subscriptions: {e}")))?,
+        ),
+        None => None,
+    };
+    // The checks, per event type (`auth::access`): an `EventRoute`'s check for its types (given
+    // or derived from the JWT), SUBSCRIPTION_CHECK for the rest, only when subscriptions were
+    // passed (RIG). A check service gets the subscriptions it decides on, with the `jwt` as a
+    // bearer token.
+    let jwt = params.jwt.as_deref().filter(|t| !t.is_empty());
+    for planned in state
+        .access
+        .subscription_plan(parsed.as_deref(), &derived, false)
+    {
+        let body = match (&given, planned.whole_request) {
+            (Some(value), true) => serde_json::json!({ "subscriptions": value }),
+            _ => {
+                serde_json::json!({ "subscriptions": subscriptions::to_json(&planned.subscriptions) })
             }
-        }
-        // SUBSCRIPTION_CHECK only when subscriptions were passed (RIG): the check service gets
-        // them as the client sent them, with the `jwt` as a bearer token.
-        let jwt = params.jwt.as_deref().filter(|t| !t.is_empty());
-        state
-            .subscription_check
+        };
+        planned
+            .check
             .authorize(
                 || claims.is_some(),
                 || ExternalRequest {
-                    body: serde_json::json!({ "subscriptions": value })
-                        .to_string()
-                        .into(),
+                    body: body.to_string().into(),
                     content_type: HeaderValue::from_static("application/json; charset=utf-8"),
                     authorization: jwt
                         .and_then(|t| HeaderValue::try_from(format!("Bearer {t}")).ok())
@@ -176,6 +187,12 @@ async fn check(
             )
             .await
             .map_err(|_| Refused::bad_request("Subscription denied (not authorized)."))?;
+    }
+    let mut subs = derived;
+    for sub in parsed.into_iter().flatten() {
+        if !subs.contains(&sub) {
+            subs.push(sub);
+        }
     }
     let session = claims.as_ref().and_then(|c| state.session_of(c));
     let exp = claims.as_ref().and_then(|c| c.exp());

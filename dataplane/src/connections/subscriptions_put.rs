@@ -12,7 +12,9 @@
 //! 1. `accept` must allow JSON (absent = `*/*`), else 406;
 //! 2. `content-type` must be `application/json`, else 400;
 //! 3. the body must be a JSON object with a `subscriptions` list, else 400;
-//! 4. `SUBSCRIPTION_CHECK`, else 403 `Subscription denied.`;
+//! 4. the subscription checks (`SUBSCRIPTION_CHECK`, and per event type its `EventRoute`'s
+//!    `subscriptionCheck`, for given and JWT-derived subscriptions), else 403
+//!    `Subscription denied.`;
 //! 5. the token must be valid, else 400 `Invalid connection token.`;
 //! 6. the connection must be open here, else 410 `Connection no longer exists.`;
 //! 7. every `Bearer` JWT in `Authorization` must verify (a revoked session's token does not),
@@ -137,27 +139,50 @@ async fn answer(
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
 
-    // 4: SUBSCRIPTION_CHECK, always (RIG): with the body and the authorization as received.
-    let allowed = state
-        .subscription_check
-        .authorize(
-            || {
-                check::check_tokens(headers)
-                    .into_iter()
-                    .any(|t| state.verify_jwt(t).is_ok())
-            },
-            || ExternalRequest {
-                body: raw.clone(),
-                content_type: headers
-                    .get(header::CONTENT_TYPE)
-                    .cloned()
-                    .unwrap_or(HeaderValue::from_static("application/json")),
-                authorization: check::authorization_headers(headers),
-            },
-        )
-        .await;
-    if allowed.is_err() {
-        return text(StatusCode::FORBIDDEN, "Subscription denied.");
+    // 4: the subscription checks, per event type (`auth::access`): an `EventRoute`'s check for
+    // its types (given, or derived from a bearer token that verifies), SUBSCRIPTION_CHECK for the
+    // rest, always (RIG). A list that does not parse is judged whole by SUBSCRIPTION_CHECK here
+    // and refused at step 8. The process-wide check service gets the body and the authorization
+    // as received; a route's gets the subscriptions it decides on.
+    let parsed = subscriptions::parse_value(&given).ok();
+    let derived: Vec<Subscription> = crate::auth::bearer_tokens(headers)
+        .into_iter()
+        .filter_map(|token| state.verify_jwt(token).ok())
+        .flat_map(|claims| state.hub.extractors().jwt_subscriptions(claims.as_value()))
+        .collect();
+    let plan = match &parsed {
+        Some(parsed) => state.access.subscription_plan(Some(parsed), &derived, true),
+        None => state.access.subscription_plan(Some(&[]), &[], true),
+    };
+    for planned in plan {
+        let body = if planned.whole_request {
+            raw.clone()
+        } else {
+            serde_json::json!({ "subscriptions": subscriptions::to_json(&planned.subscriptions) })
+                .to_string()
+                .into()
+        };
+        let allowed = planned
+            .check
+            .authorize(
+                || {
+                    check::check_tokens(headers)
+                        .into_iter()
+                        .any(|t| state.verify_jwt(t).is_ok())
+                },
+                || ExternalRequest {
+                    body,
+                    content_type: headers
+                        .get(header::CONTENT_TYPE)
+                        .cloned()
+                        .unwrap_or(HeaderValue::from_static("application/json")),
+                    authorization: check::authorization_headers(headers),
+                },
+            )
+            .await;
+        if allowed.is_err() {
+            return text(StatusCode::FORBIDDEN, "Subscription denied.");
+        }
     }
 
     // 5-6: the connection.

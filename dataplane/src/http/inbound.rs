@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::server::{self, Handler};
 use super::{Body, text};
+use crate::auth::access::Publishing;
 use crate::auth::check::{self, ExternalRequest};
 use crate::connections::{longpolling, open, sse, sse_direct, subscriptions_put, ws};
 use crate::events;
@@ -117,27 +118,40 @@ async fn publish_checked(
     };
     match events::from_http(&parts.headers, body) {
         Ok(event) => {
-            // The event is parsed first: the check service gets it as CloudEvent JSON (RIG's docs),
-            // with the client's authorization.
+            // The event is parsed first: its type picks the rules (`auth::access`), and the
+            // check service gets it as CloudEvent JSON (RIG's docs), with the client's
+            // authorization. The internal `/v3/messages` skips the submission check, not
+            // `source.http.enabled`.
+            let publishing = if check {
+                state.access.publishing(&event.event_type)
+            } else {
+                match state.access.http_publishing(&event.event_type) {
+                    Ok(()) => Publishing::Check(state.access.no_check()),
+                    Err(route) => Publishing::Disabled { route },
+                }
+            };
+            let check = match publishing {
+                Publishing::Disabled { route } => {
+                    state.access.record_http_disabled(&event.event_type, &route);
+                    return text(StatusCode::FORBIDDEN, "Submission denied.");
+                }
+                Publishing::Check(check) => check,
+            };
             if check
-                && state
-                    .submission_check
-                    .authorize(
-                        || {
-                            check::check_tokens(&parts.headers)
-                                .into_iter()
-                                .any(|t| state.verify_jwt(t).is_ok())
-                        },
-                        || ExternalRequest {
-                            body: event.json.clone(),
-                            content_type: HeaderValue::from_static(
-                                "application/json; charset=utf-8",
-                            ),
-                            authorization: check::authorization_headers(&parts.headers),
-                        },
-                    )
-                    .await
-                    .is_err()
+                .authorize(
+                    || {
+                        check::check_tokens(&parts.headers)
+                            .into_iter()
+                            .any(|t| state.verify_jwt(t).is_ok())
+                    },
+                    || ExternalRequest {
+                        body: event.json.clone(),
+                        content_type: HeaderValue::from_static("application/json; charset=utf-8"),
+                        authorization: check::authorization_headers(&parts.headers),
+                    },
+                )
+                .await
+                .is_err()
             {
                 return text(StatusCode::FORBIDDEN, "Submission denied.");
             }

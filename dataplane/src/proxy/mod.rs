@@ -38,14 +38,13 @@ use std::time::Duration;
 use ::http::{HeaderValue, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use rig_crds::ProxyRoute;
 use serde_json::Value;
 
 use crate::auth::jwt::bearer_tokens;
 use crate::http::{Body, json, text};
 use crate::state::State;
 use metrics::{ProxyMetrics, Status};
-use routes::{Api, Auth, Found, ResponseFrom, RouteError, Table, Target};
+use routes::{Api, Auth, Found, ResponseFrom, Table, Target};
 
 /// A RIG definition as the API keeps it: deactivated ones stay (RIG's soft delete).
 #[derive(Debug, Clone)]
@@ -136,16 +135,15 @@ impl Proxy {
             .clone()
     }
 
-    /// Replace the APIs from `ProxyRoute` objects (validated beforehand by
-    /// [`validate_manifests`]); the table is swapped at once.
-    pub fn set_manifests(&self, routes: &[ProxyRoute]) -> Result<(), RouteError> {
-        let apis = routes::from_manifests(routes, &self.metrics)?;
+    /// Replace the APIs of `ProxyRoute` objects (compiled by the one compiler); the table is
+    /// swapped at once.
+    pub fn set_routes(&self, routes: &[Arc<rig_crds::compile::ProxyApi>]) {
+        let apis = routes::from_compiled(routes, &self.metrics);
         *self
             .manifest
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = apis;
         self.rebuild();
-        Ok(())
     }
 
     /// Load RIG's `PROXY_CONFIG_FILE` (its text): every definition must be valid, else the error
@@ -233,11 +231,6 @@ impl Proxy {
             ),
         );
     }
-}
-
-/// Check `ProxyRoute` objects without installing them (a reload is validated whole first).
-pub fn validate_manifests(routes: &[ProxyRoute]) -> Result<(), RouteError> {
-    routes::from_manifests(routes, &ProxyMetrics::default()).map(drop)
 }
 
 /// `HOST` as an IP for `forwarded: by=` (RIG: the IP of `HOST`); resolved once at start.

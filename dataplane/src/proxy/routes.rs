@@ -1,7 +1,9 @@
-//! The proxy's route table: APIs compiled from `ProxyRoute` manifests and from RIG's API
-//! definitions (`PROXY_CONFIG_FILE`, `/v3/apis`) into one ordered list of endpoints.
+//! The proxy's route table: APIs from `ProxyRoute`s (compiled once by the one compiler,
+//! [`rig_crds::compile`]) and from RIG's API definitions (`PROXY_CONFIG_FILE`, `/v3/apis`,
+//! [`super::rig`], whose regexes are judged by the same [`compile_regex`]) in one ordered list of
+//! endpoints.
 //!
-//! Everything that can be prepared is prepared here, once per configuration: regexes are compiled
+//! Everything that can be prepared is prepared once per configuration: regexes are compiled
 //! (anchored, case-insensitive), targets parsed into scheme and authority, added headers parsed
 //! into typed names and values, and each endpoint gets its metric counters. A request then only
 //! walks the list and runs the regexes ([`Table::find`]). First match wins: manifests ordered by
@@ -11,25 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
-use regex::{Regex, RegexBuilder};
-use rig_crds::ProxyRoute;
+use regex::Regex;
+use rig_crds::compile::{self, ProxyApi};
 use rig_crds::proxy_route::{self, TargetKind};
 
 use super::metrics::{EndpointCounters, ProxyMetrics};
-
-/// Largest compiled regex (bytes of the automaton): generous for path patterns, and a bound on
-/// what one definition can cost.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
-
-/// Why a `ProxyRoute` could not be compiled (RIG definitions report [`super::rig::ErrorMap`]).
-#[derive(Debug, thiserror::Error)]
-#[error("ProxyRoute {route}: {reason}")]
-pub struct RouteError {
-    /// `namespace/name` of the object.
-    pub route: String,
-    /// What is wrong.
-    pub reason: String,
-}
 
 /// Where an API's definition comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,37 +78,20 @@ pub struct HttpTarget {
 }
 
 impl HttpTarget {
-    /// Parse a base URL `http[s]://host[:port]` (a path, query or fragment is refused).
+    /// Parse a base URL `http[s]://host[:port]` (a path, query or fragment is refused), as the
+    /// compiler does.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        let scheme = uri
-            .scheme()
-            .cloned()
-            .ok_or_else(|| format!("{url:?} needs a scheme (http://)"))?;
-        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-            return Err(format!("{url:?}: the scheme must be http:// or https://"));
+        compile::HttpTarget::parse(url).map(|t| Self::from_compiled(&t))
+    }
+
+    fn from_compiled(target: &compile::HttpTarget) -> Self {
+        Self {
+            scheme: target.scheme.clone(),
+            authority: target.authority.clone(),
+            host: target.host.clone(),
+            http2: target.http2,
+            pool_key: super::pool::Key::new(&target.authority),
         }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("{url:?} needs a host"))?;
-        if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
-            return Err(format!(
-                "{url:?}: the base URL takes no path or query (the request's are appended)"
-            ));
-        }
-        let host = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| format!("{url:?}: the host is not a valid header value"))?;
-        let pool_key = super::pool::Key::new(&authority);
-        Ok(Self {
-            scheme,
-            authority,
-            host,
-            http2: false,
-            pool_key,
-        })
     }
 }
 
@@ -326,32 +297,10 @@ impl Table {
     }
 }
 
-/// Compile an anchored, case-insensitive path regex.
+/// Compile a path regex the one way (anchored, case-insensitive, bounded, and unable to escape
+/// the anchoring: [`compile::path_regex`]).
 pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .case_insensitive(true)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-/// Parse a duration such as `5s`, `1500ms`, `1m` (the CRD's `response.timeout`).
-pub fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let bad = || format!("timeout {text:?} must be a number with ms, s or m, e.g. 5s");
-    let (number, unit) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        return Err(bad());
-    };
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    if n == 0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_millis(n.saturating_mul(unit)))
+    compile::path_regex(pattern).map_err(|e| e.to_string())
 }
 
 /// Parse `add_headers` into typed pairs.
@@ -372,152 +321,78 @@ pub fn parse_headers<'a>(
 
 /// The header an auth setting names: `Authorization` or an `x-…` header.
 pub fn auth_header(name: &str) -> Result<HeaderName, String> {
-    let lower = name.to_ascii_lowercase();
-    if lower != "authorization" && !lower.starts_with("x-") {
-        return Err(format!(
-            "auth header {name:?} must be Authorization or an x- header"
-        ));
-    }
-    HeaderName::from_bytes(lower.as_bytes())
-        .map_err(|_| format!("auth header {name:?} is not a valid header name"))
+    compile::proxy_auth_header(name).map_err(|e| format!("auth header {e}"))
 }
 
-/// Compile the `ProxyRoute` objects, ordered by namespace/name.
-pub fn from_manifests(
-    routes: &[ProxyRoute],
-    metrics: &ProxyMetrics,
-) -> Result<Vec<Arc<Api>>, RouteError> {
-    let mut sorted: Vec<&ProxyRoute> = routes.iter().collect();
-    sorted.sort_by_key(|r| manifest_id(r));
-    sorted
-        .into_iter()
-        .map(|r| compile_manifest(r, metrics).map(Arc::new))
+/// The compiled `ProxyRoute`s (already in match order), with their metric counters.
+pub fn from_compiled(routes: &[Arc<ProxyApi>], metrics: &ProxyMetrics) -> Vec<Arc<Api>> {
+    routes
+        .iter()
+        .map(|route| Arc::new(from_route(route, metrics)))
         .collect()
 }
 
-/// `namespace/name` (`default` when the manifest names no namespace).
-pub fn manifest_id(route: &ProxyRoute) -> String {
-    format!(
-        "{}/{}",
-        route.metadata.namespace.as_deref().unwrap_or("default"),
-        route.metadata.name.as_deref().unwrap_or_default()
-    )
-}
-
-fn compile_manifest(route: &ProxyRoute, metrics: &ProxyMetrics) -> Result<Api, RouteError> {
-    let id = manifest_id(route);
-    let err = |reason: String| RouteError {
-        route: id.clone(),
-        reason,
+fn from_route(route: &ProxyApi, metrics: &ProxyMetrics) -> Api {
+    let target = match &route.target {
+        compile::Target::Http(t) => Target::Http(HttpTarget::from_compiled(t)),
+        compile::Target::Kafka {
+            topic,
+            wrap_plain_json,
+            wrap_event_type,
+        } => Target::Kafka {
+            topic: topic.clone(),
+            wrap_plain_json: *wrap_plain_json,
+            wrap_event_type: wrap_event_type.clone(),
+        },
     };
-    let spec = &route.spec;
-    if spec.endpoints.is_empty() {
-        return Err(err("spec.endpoints must not be empty".into()));
-    }
-    let target =
-        match spec.target.kind {
-            TargetKind::Http => {
-                let url =
-                    spec.target.url.as_deref().ok_or_else(|| {
-                        err("spec.target.url is required for an Http target".into())
-                    })?;
-                let mut target =
-                    HttpTarget::parse(url).map_err(|e| err(format!("spec.target.url: {e}")))?;
-                target.http2 = spec.target.http2.unwrap_or(false);
-                Target::Http(target)
-            }
-            TargetKind::Kafka => Target::Kafka {
-                topic: spec.target.topic.clone().ok_or_else(|| {
-                    err("spec.target.topic is required for a Kafka target".into())
-                })?,
-                wrap_plain_json: spec.target.wrap_plain_json,
-                wrap_event_type: spec.target.wrap_event_type.clone(),
-            },
-        };
-    let response_from = match spec.response.from {
+    let response_from = match route.response_from {
         proxy_route::ResponseFrom::Http => ResponseFrom::Http,
         proxy_route::ResponseFrom::HttpAsync => ResponseFrom::HttpAsync,
         proxy_route::ResponseFrom::Kafka => ResponseFrom::Kafka,
     };
-    let timeout =
-        parse_timeout(&spec.response.timeout).map_err(|e| err(format!("spec.response.{e}")))?;
-    let auth = match &spec.auth {
-        Some(a) => Auth {
-            header: a
-                .header
-                .as_deref()
-                .map(auth_header)
-                .transpose()
-                .map_err(|e| err(format!("spec.auth: {e}")))?,
-            query: a.query_parameter.clone(),
-        },
-        None => Auth::default(),
-    };
-    let add_headers = parse_headers(&spec.add_request_headers)
-        .map_err(|e| err(format!("spec.addRequestHeaders: {e}")))?;
-    let mut endpoints = Vec::with_capacity(spec.endpoints.len());
-    for (i, e) in spec.endpoints.iter().enumerate() {
-        if spec.endpoints[..i].iter().any(|other| other.id == e.id) {
-            return Err(err(format!("endpoint id {:?} is not unique", e.id)));
-        }
-        if e.secured && auth.header.is_none() && auth.query.is_none() {
-            return Err(err(format!(
-                "endpoint {:?} is secured: spec.auth must name a header or a queryParameter",
-                e.id
-            )));
-        }
-        let method = method_of(e.method);
-        let regex = compile_regex(&e.path_regex)
-            .map_err(|reason| err(format!("endpoint {:?}: pathRegex: {reason}", e.id)))?;
-        endpoints.push(Endpoint {
+    let endpoints = route
+        .endpoints
+        .iter()
+        .map(|e| Endpoint {
             counters: metrics.endpoint(
-                &method,
+                &e.method,
                 &e.path_regex,
                 target.label(),
                 response_from.label(),
             ),
             id: e.id.clone(),
-            method,
+            method: e.method.clone(),
             path_regex: e.path_regex.clone(),
-            regex,
-            replacement: e.path_replacement.clone(),
+            regex: e.regex.clone(),
+            replacement: e.replacement.clone(),
             secured: e.secured,
             add_headers: true,
             target: None,
             response_from: None,
-        });
-    }
-    let definition = manifest_definition(&id, route);
-    Ok(Api {
+        })
+        .collect();
+    Api {
+        definition: manifest_definition(route),
         shared: ApiShared {
-            id,
+            id: route.id.clone(),
             target,
             response_from,
-            timeout,
-            auth,
-            add_headers,
+            timeout: route.timeout,
+            auth: Auth {
+                header: route.auth.header.clone(),
+                query: route.auth.query.clone(),
+            },
+            add_headers: route.add_headers.clone(),
         },
         endpoints,
         origin: Origin::Manifest,
-        definition,
-    })
-}
-
-fn method_of(method: proxy_route::Method) -> Method {
-    match method {
-        proxy_route::Method::GET => Method::GET,
-        proxy_route::Method::POST => Method::POST,
-        proxy_route::Method::PUT => Method::PUT,
-        proxy_route::Method::PATCH => Method::PATCH,
-        proxy_route::Method::DELETE => Method::DELETE,
-        proxy_route::Method::HEAD => Method::HEAD,
-        proxy_route::Method::OPTIONS => Method::OPTIONS,
     }
 }
 
 /// A `ProxyRoute` in RIG's API definition format, for `GET /v3/apis` (marked
 /// `"managed_by": "ProxyRoute"`).
-fn manifest_definition(id: &str, route: &ProxyRoute) -> serde_json::Value {
+fn manifest_definition(route: &ProxyApi) -> serde_json::Value {
+    let id = &route.id;
     let spec = &route.spec;
     let response_from = match spec.response.from {
         proxy_route::ResponseFrom::Http => "http",
@@ -534,7 +409,7 @@ fn manifest_definition(id: &str, route: &ProxyRoute) -> serde_json::Value {
         .map(|e| {
             let mut v = serde_json::json!({
                 "id": e.id,
-                "method": method_of(e.method).as_str(),
+                "method": compile::proxy_method(e.method).as_str(),
                 "path_regex": e.path_regex,
                 "secured": e.secured,
                 "transform_request_headers": !spec.add_request_headers.is_empty(),
@@ -571,7 +446,7 @@ fn manifest_definition(id: &str, route: &ProxyRoute) -> serde_json::Value {
         .unwrap_or_default();
     serde_json::json!({
         "id": id,
-        "name": route.metadata.name.as_deref().unwrap_or_default(),
+        "name": route.name,
         "managed_by": "ProxyRoute",
         "active": true,
         "auth_type": if auth.is_some() { "jwt" } else { "none" },
@@ -595,8 +470,28 @@ fn manifest_definition(id: &str, route: &ProxyRoute) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    fn route(yaml: &str) -> ProxyRoute {
+    fn route(yaml: &str) -> rig_crds::ProxyRoute {
         serde_yaml::from_str(yaml).expect("route yaml")
+    }
+
+    /// The routes through the one compiler, as the data plane compiles them.
+    fn from_manifests(
+        routes: &[rig_crds::ProxyRoute],
+        metrics: &ProxyMetrics,
+    ) -> Result<Vec<Arc<Api>>, String> {
+        let manifests = crate::manifests::Manifests {
+            proxy_routes: routes.to_vec(),
+            ..Default::default()
+        };
+        let compiled = compile::compile(
+            &manifests.objects(),
+            "2026-01-01T00:00:00Z".parse().expect("time"),
+        );
+        let rejected: Vec<String> = compiled.rejected().map(ToString::to_string).collect();
+        if !rejected.is_empty() {
+            return Err(rejected.join("; "));
+        }
+        Ok(from_compiled(&compiled.config.proxy_routes, metrics))
     }
 
     const BOOKS: &str = "apiVersion: rig.dev/v1alpha1\nkind: ProxyRoute\nmetadata: {name: books, namespace: shop}\nspec:\n  endpoints:\n    - {id: get, method: GET, pathRegex: '/books/(.+)', pathReplacement: '/v2/books/\\1'}\n    - {id: all, method: GET, pathRegex: '/books/.*'}\n  target: {kind: Http, url: 'http://127.0.0.1:9'}\n";
@@ -640,18 +535,20 @@ mod tests {
 
     #[test]
     fn timeouts_and_bad_routes() {
-        assert_eq!(parse_timeout("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_timeout("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_timeout("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_timeout("5").is_err());
-        assert!(parse_timeout("0s").is_err());
+        let metrics = ProxyMetrics::default();
+        let slow = BOOKS.replace("  target:", "  response: {timeout: 1500ms}\n  target:");
+        let apis = from_manifests(&[route(&slow)], &metrics).expect("compiles");
+        assert_eq!(apis[0].shared.timeout, Duration::from_millis(1500));
+        let zero = BOOKS.replace("  target:", "  response: {timeout: 0s}\n  target:");
+        let err = from_manifests(&[route(&zero)], &metrics).expect_err("zero timeout");
+        assert!(err.contains("InvalidTimeout"), "{err}");
         let metrics = ProxyMetrics::default();
         let bad = BOOKS.replace("'/books/(.+)'", "'/books/(.+'");
         let err = from_manifests(&[route(&bad)], &metrics).expect_err("bad regex");
-        assert!(err.to_string().contains("shop/books"), "{err}");
+        assert!(err.contains("shop/books"), "{err}");
         let secured = BOOKS.replace("id: all,", "id: all, secured: true,");
         let err = from_manifests(&[route(&secured)], &metrics).expect_err("no auth");
-        assert!(err.to_string().contains("spec.auth"), "{err}");
+        assert!(err.contains("MissingAuth"), "{err}");
         let ftp = BOOKS.replace("http://127", "ftp://127");
         assert!(from_manifests(&[route(&ftp)], &metrics).is_err());
     }

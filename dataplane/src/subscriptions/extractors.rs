@@ -9,90 +9,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rig_crds::EventRouteSpec;
+use rig_crds::compile::EventTypeRules;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
 use super::model::{Constraints, Subscription};
+pub use rig_crds::compile::{FieldExtractor, JsonPointer};
 
 const INDEX_FIELD: &str = "stable_field_index";
-
-/// A JSON pointer (RFC 6901), parsed. Guaranteed non-empty and starting with `/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonPointer {
-    text: Box<str>,
-    tokens: Box<[Box<str>]>,
-}
-
-impl JsonPointer {
-    /// Parse `text`; `Err` carries the reason. The root pointer `""` is rejected (RIG requires a
-    /// non-empty pointer), as are invalid `~` escapes.
-    pub fn parse(text: &str) -> Result<Self, &'static str> {
-        let Some(rest) = text.strip_prefix('/') else {
-            return Err(if text.is_empty() {
-                "must not be empty"
-            } else {
-                "must start with '/'"
-            });
-        };
-        let tokens = rest
-            .split('/')
-            .map(|raw| {
-                let mut token = String::with_capacity(raw.len());
-                let mut chars = raw.chars();
-                while let Some(c) = chars.next() {
-                    if c != '~' {
-                        token.push(c);
-                        continue;
-                    }
-                    match chars.next() {
-                        Some('0') => token.push('~'),
-                        Some('1') => token.push('/'),
-                        _ => return Err("'~' must be followed by '0' or '1'"),
-                    }
-                }
-                Ok(token.into_boxed_str())
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            text: text.into(),
-            tokens,
-        })
-    }
-
-    /// The pointer as written.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// The value `self` points to in `value`, if any. Array indices are decimal without leading
-    /// zeros (RFC 6901); `-` never resolves.
-    pub fn resolve<'v>(&self, value: &'v Value) -> Option<&'v Value> {
-        self.tokens
-            .iter()
-            .try_fold(value, |current, token| match current {
-                Value::Object(map) => map.get(&**token),
-                Value::Array(items) => {
-                    let canonical = !token.is_empty()
-                        && token.bytes().all(|b| b.is_ascii_digit())
-                        && (token.len() == 1 || !token.starts_with('0'));
-                    items.get(token.parse::<usize>().ok().filter(|_| canonical)?)
-                }
-                _ => None,
-            })
-    }
-}
-
-/// One constrainable field of an event type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldExtractor {
-    /// The name used in subscription constraints. Never empty.
-    pub field: String,
-    /// Where the value is in the event.
-    pub event_pointer: JsonPointer,
-    /// Where the value is in the subscriber's JWT claims, for automatic subscriptions.
-    pub jwt_pointer: Option<JsonPointer>,
-}
 
 /// The extractor configuration: event type → its fields. Field names are unique per type.
 /// Cheap to share (`Arc` per type) and immutable once built; a reload builds a new one.
@@ -215,43 +139,15 @@ impl Extractors {
         Ok(out)
     }
 
-    /// The extractors of `EventRoute` specs: `events[].type` and `events[].extractors[]`. A type in
-    /// several routes gets the union of their fields; the same field defined differently is a
-    /// [`Error::Conflict`].
-    pub fn from_event_routes<'a>(
-        specs: impl IntoIterator<Item = &'a EventRouteSpec>,
-    ) -> Result<Self> {
-        let mut out = Self::new();
-        for spec in specs {
-            for event in &spec.events {
-                let fields = event
-                    .extractors
-                    .iter()
-                    .map(|e| {
-                        if e.field.is_empty() {
-                            return Err(Error::EmptyField {
-                                event_type: event.type_.clone(),
-                            });
-                        }
-                        let pointer = |text: &str| {
-                            JsonPointer::parse(text).map_err(|reason| Error::InvalidPointer {
-                                event_type: event.type_.clone(),
-                                field: e.field.clone(),
-                                pointer: text.to_owned(),
-                                reason,
-                            })
-                        };
-                        Ok(FieldExtractor {
-                            field: e.field.clone(),
-                            event_pointer: pointer(&e.event_pointer)?,
-                            jwt_pointer: e.jwt_pointer.as_deref().map(pointer).transpose()?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                out.add(&event.type_, fields)?;
-            }
+    /// The extractors of the compiled `EventRoute`s (the compiler has judged them: field names
+    /// unique per type, pointers valid, one definition per type).
+    pub fn from_compiled(types: &BTreeMap<String, Arc<EventTypeRules>>) -> Self {
+        Self {
+            types: types
+                .iter()
+                .map(|(event_type, rules)| (event_type.clone(), rules.extractors.clone()))
+                .collect(),
         }
-        Ok(out)
     }
 
     /// Both configurations together (e.g. `EXTRACTORS` plus `EventRoute`s): the union of the

@@ -223,15 +223,11 @@ fn a_valid_snapshot_compiles_like_manifests() {
     };
     assert_eq!(valid.snapshot, s);
     assert_eq!(valid.routes.topics, ["greetings", "rig"]);
-    assert_eq!(valid.routes.blacklists.len(), 1);
-    assert_eq!(valid.routes.blacklists[0].0, "s-1");
-    let route = &valid.routes.proxy_routes[0];
-    assert_eq!(
-        crate::proxy::routes::manifest_id(route),
-        "shop/books",
-        "routes keep their namespace/name"
-    );
-    assert_eq!(route.metadata.generation, Some(3));
+    assert_eq!(valid.routes.compiled.revocations.len(), 1);
+    assert_eq!(valid.routes.compiled.revocations[0].session_id, "s-1");
+    let route = &valid.routes.compiled.proxy_routes[0];
+    assert_eq!(route.id, "shop/books", "routes keep their namespace/name");
+    assert_eq!(valid.routes.compiled.version, s.version);
     assert_eq!(
         valid.routes.extractors.fields("greeting").len(),
         1,
@@ -288,9 +284,9 @@ fn invalid_objects_reject_the_snapshot_whole() {
     // An unusable revocation.
     let bad_expiry = Snapshot::new(vec![], vec![], vec![blacklist("tomorrow")]);
     let rejection = check_line(&config, &snapshot_line(&bad_expiry), None).expect_err("expiry");
-    let message = rejection.error.to_string();
+    let message = error_chain(&rejection.error);
     assert!(
-        message.contains("Blacklist shop/revoked") && message.contains("spec.expiresAt"),
+        message.contains("Blacklist shop/revoked: InvalidExpiry: expiresAt \"tomorrow\""),
         "{message}"
     );
     // Two routes giving one event type conflicting extractors.
