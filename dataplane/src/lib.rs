@@ -19,6 +19,7 @@ pub mod routes;
 pub mod sessions;
 pub mod state;
 pub mod subscriptions;
+pub mod support;
 
 use std::sync::Arc;
 
@@ -139,7 +140,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                         state.hub.heartbeat_part(part);
                         part = (part + 1) % parts;
                     }
-                    _ = http::server::stopped(&mut shutdown) => break,
+                    _ = support::stopped(&mut shutdown) => break,
                 }
             }
             // Long-lived streams never finish by themselves: end them so the listeners can drain
@@ -147,21 +148,47 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             state.hub.close_all();
         })
     };
-    let consumer = match state.config.kafka_brokers.clone() {
-        Some(brokers) => {
-            let task = kafka::consumer::run(state.clone(), brokers, topics_rx, shutdown.clone());
-            Some(tokio::spawn(task))
-        }
-        None => None,
-    };
+    // The Kafka readers, supervised: a reader that cannot start or dies is restarted with
+    // backoff and counted; while the event consumer cannot reach the broker the process is not
+    // ready (`/readyz`), never "ready with no events".
+    let consumer = state.config.kafka_brokers.clone().map(|brokers| {
+        let health = support::supervise::TaskHealth::new("kafka_consumer");
+        state.config_status.require(health.clone());
+        let (state, topics, stop) = (state.clone(), topics_rx.clone(), shutdown.clone());
+        tokio::spawn(support::supervise::supervise(
+            health.clone(),
+            shutdown.clone(),
+            move || {
+                kafka::consumer::run(
+                    state.clone(),
+                    brokers.clone(),
+                    topics.clone(),
+                    stop.clone(),
+                    health.clone(),
+                )
+            },
+        ))
+    });
     let responses = match state.config.kafka_brokers.clone() {
         Some(brokers) => {
             let producer = proxy::kafka::producer(&brokers).context("Kafka producer")?;
             let _ = state.proxy.producer.set(proxy::kafka::Producer(producer));
             let topics = state.config.proxy_kafka_response_topics.clone();
-            let task =
-                proxy::kafka::run_responses(state.clone(), brokers, topics, shutdown.clone());
-            Some(tokio::spawn(task))
+            let health = support::supervise::TaskHealth::new("kafka_response_consumer");
+            let (state, stop) = (state.clone(), shutdown.clone());
+            Some(tokio::spawn(support::supervise::supervise(
+                health.clone(),
+                shutdown.clone(),
+                move || {
+                    proxy::kafka::run_responses(
+                        state.clone(),
+                        brokers.clone(),
+                        topics.clone(),
+                        stop.clone(),
+                        health.clone(),
+                    )
+                },
+            )))
         }
         None => None,
     };
@@ -188,19 +215,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     if let Some(expiry_sweeper) = expiry_sweeper {
         let _ = expiry_sweeper.await;
     }
-    if let Some(responses) = responses {
-        match responses.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(error).context("Kafka response consumer"),
-            Err(error) => return Err(error).context("Kafka response consumer task"),
-        }
-    }
-    if let Some(consumer) = consumer {
-        match consumer.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(error).context("Kafka consumer"),
-            Err(error) => return Err(error).context("Kafka consumer task"),
-        }
+    for task in [responses, consumer].into_iter().flatten() {
+        let _ = task.await;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::manifests::{self, Manifests};
 use crate::state::State;
 use crate::subscriptions::{self, Extractors};
+use crate::support::error_chain;
 
 /// Why a configuration could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +95,7 @@ pub async fn watch_manifests(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::http::server::stopped(&mut shutdown) => return,
+            _ = crate::support::stopped(&mut shutdown) => return,
         }
         let now = manifests::fingerprint(&path);
         if now == seen {
@@ -146,16 +147,4 @@ pub fn apply(state: &State, routes: Routes, topics: &watch::Sender<Vec<String>>)
         *current = routes.topics;
         changed
     });
-}
-
-/// The error and its sources on one line, for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

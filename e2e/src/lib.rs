@@ -4,6 +4,7 @@
 //! Tests never sleep to "wait for" something: they poll a condition until a deadline
 //! ([`wait_until`]) and fail with a message naming what did not happen.
 
+pub mod access;
 pub mod clients;
 pub mod dataplane;
 pub mod env;

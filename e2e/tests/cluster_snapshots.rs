@@ -691,3 +691,51 @@ fn cluster_mode_refuses_manifests() {
         "{stderr}"
     );
 }
+
+/// The access rules of `EventRoute`s (`rig_e2e::access`, the scenario standalone mode runs too)
+/// hold on both data planes once the operator streams them; an escaping `pathRegex` is refused by
+/// the operator and never reaches a data plane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_route_access_rules_hold_on_every_data_plane() {
+    let cluster = Cluster::start().await;
+    let (check, log) = rig_e2e::access::check_service().await;
+    let sealed = unique_name("acc-sealed");
+    create_topics(&cluster.env, std::slice::from_ref(&sealed)).await;
+    let dps = cluster
+        .start_dataplanes(&[
+            (0, "JWT_SECRET_KEY", rig_e2e::access::SECRET),
+            (1, "JWT_SECRET_KEY", rig_e2e::access::SECRET),
+        ])
+        .await;
+    cluster.apply(&rig_e2e::access::manifests(check, &sealed));
+    for name in ["secured", "sealed", "external"] {
+        cluster
+            .wait_status(&format!("eventroute/{name}"), |s| s.starts_with("2/2 True"))
+            .await;
+    }
+    for dp in &dps {
+        rig_e2e::access::prove(dp.inbound(), dp.internal(), &log).await;
+    }
+
+    let backend = backend("escaped").await;
+    cluster.apply(&proxy_route_yaml("escape", "/public)|(/admin/.*", backend));
+    let reason = wait_until("the escaping ProxyRoute to be Accepted=False", T, || async {
+        let out = kube_env::kubectl_ok(
+            &cluster.env,
+            &[
+                "get", "-n", &cluster.ns, "proxyroute", "escape", "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Accepted\")].status} {.status.conditions[?(@.type==\"Accepted\")].reason}",
+            ],
+            None,
+        )
+        .ok()?;
+        out.starts_with("False ").then_some(out)
+    })
+    .await;
+    assert!(reason.contains("InvalidPathRegex"), "{reason}");
+    for dp in &dps {
+        for path in ["/publicXYZ", "/x/admin/y"] {
+            assert_eq!(get(dp, path).await.0, 404, "{path}");
+        }
+    }
+}

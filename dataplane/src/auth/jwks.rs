@@ -28,6 +28,7 @@
 //!   not stop the gateway's other work. `https://` uses the system's CA certificates
 //!   (`SSL_CERT_FILE` / `SSL_CERT_DIR` are honoured).
 
+use crate::support::error_chain;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -550,11 +551,11 @@ impl Jwks {
                     if let Some(at) = last {
                         tokio::select! {
                             () = tokio::time::sleep_until(at + min) => {}
-                            () = crate::http::server::stopped(&mut shutdown) => return,
+                            () = crate::support::stopped(&mut shutdown) => return,
                         }
                     }
                 }
-                () = crate::http::server::stopped(&mut shutdown) => return,
+                () = crate::support::stopped(&mut shutdown) => return,
             }
             // Requests from now on need a fetch that starts after them.
             self.wanted.store(false, Ordering::Release);
@@ -647,18 +648,6 @@ fn read_file(path: &PathBuf) -> Result<Vec<u8>, JwksError> {
         return Err(JwksError::TooLarge);
     }
     Ok(document)
-}
-
-/// `error` and its sources, for one log field.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -37,9 +37,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::kube::{FIELD_MANAGER, Kube, error_chain};
+use super::kube::{FIELD_MANAGER, Kube};
 use crate::sessions::{self, Source, rfc3339};
 use crate::state::State;
+use crate::support::error_chain;
 
 /// Prefix of the names of objects written by the API ([`object_name`]).
 pub const NAME_PREFIX: &str = "session-";
@@ -180,7 +181,7 @@ pub async fn watch(state: Arc<State>, client: kube::Client, mut shutdown: watch:
     loop {
         let event = tokio::select! {
             event = events.next() => event,
-            _ = crate::http::server::stopped(&mut shutdown) => break,
+            _ = crate::support::stopped(&mut shutdown) => break,
         };
         let Some(event) = event else {
             // The watcher's stream does not end; if it ever did, revocations already applied

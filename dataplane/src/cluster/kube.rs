@@ -80,21 +80,10 @@ impl Kube {
     }
 }
 
-/// An error with its sources, on one line (the client's errors nest the useful part).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::support::error_chain;
 
     #[test]
     fn the_error_chain_names_every_cause() {

@@ -30,8 +30,9 @@ use rig_crds::snapshot::DataPlaneReport;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::kube::{FIELD_MANAGER, Kube, error_chain};
+use super::kube::{FIELD_MANAGER, Kube};
 use crate::metrics::Metrics;
+use crate::support::error_chain;
 
 /// Prefix of the Lease's name; the pod's name follows.
 pub const LEASE_PREFIX: &str = "rig-dataplane-";
@@ -157,7 +158,7 @@ pub async fn run_with<S: Store>(
                     continue;
                 }
             }
-            _ = crate::http::server::stopped(&mut shutdown) => break,
+            _ = crate::support::stopped(&mut shutdown) => break,
         }
         let report = reports.borrow_and_update().clone();
         let written = match lease(pod, namespace, report.as_ref(), Timestamp::now()) {

@@ -41,8 +41,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::routes::{self, Routes, error_chain};
+use crate::routes::{self, Routes};
 use crate::state::State;
+use crate::support::supervise::TaskHealth;
+use crate::support::{Backoff, error_chain, random_unit};
 
 /// The operator's heartbeat period (its `heartbeat_every` default in `operator/src/config.rs`).
 pub const OPERATOR_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -222,6 +224,7 @@ pub struct Status {
     cached: AtomicU64,
     cache_failures: AtomicU64,
     reports: watch::Sender<Option<DataPlaneReport>>,
+    tasks: Mutex<Vec<Arc<TaskHealth>>>,
 }
 
 impl Status {
@@ -238,7 +241,36 @@ impl Status {
             cached: AtomicU64::new(0),
             cache_failures: AtomicU64::new(0),
             reports: watch::Sender::new(None),
+            tasks: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Readiness also requires `task` to be healthy (e.g. the Kafka event consumer: never ready
+    /// while events cannot flow).
+    pub fn require(&self, task: Arc<TaskHealth>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+    }
+
+    /// Why the process is not ready (`GET /readyz`), or `None` when it is: a configuration is in
+    /// effect and every required task is healthy.
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.is_ready() {
+            return Some(
+                "not ready: no configuration in effect yet (waiting for the first snapshot from \
+                 the operator)"
+                    .to_owned(),
+            );
+        }
+        let tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        let down: Vec<&str> = tasks
+            .iter()
+            .filter(|t| !t.is_healthy())
+            .map(|t| t.name())
+            .collect();
+        (!down.is_empty()).then(|| format!("not ready: {} not running", down.join(", ")))
     }
 
     /// The snapshot client's reports, for the report Lease writer: the latest
@@ -251,7 +283,7 @@ impl Status {
         receiver
     }
 
-    /// A configuration is in effect (`GET /readyz`). Stays true once true.
+    /// A configuration is in effect. Stays true once true (readiness: [`Status::not_ready`]).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
@@ -274,8 +306,12 @@ impl Status {
         self.ready.store(true, Ordering::Relaxed);
     }
 
-    /// Append the cluster-mode metrics (nothing in standalone mode).
+    /// Append the supervised tasks' metrics and the cluster-mode metrics.
     pub fn render_metrics(&self, out: &mut String) {
+        crate::support::supervise::render_metrics(
+            &self.tasks.lock().unwrap_or_else(PoisonError::into_inner),
+            out,
+        );
         if !self.cluster {
             return;
         }
@@ -463,57 +499,6 @@ impl Lines {
     }
 }
 
-// ---- backoff ----
-
-/// Exponential backoff with full jitter: the n-th delay is uniform in
-/// `[0, min(cap, base · 2ⁿ)]`, so many pods that lost the operator at once do not reconnect in
-/// lockstep.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// A backoff starting at `base`, never above `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-        }
-    }
-
-    /// The upper bound of the next delay.
-    pub fn ceiling(&self) -> Duration {
-        let factor = 2u32.saturating_pow(self.attempt.min(30));
-        self.base.saturating_mul(factor).min(self.cap)
-    }
-
-    /// The next delay, given `unit` uniform in `[0, 1)`; the ceiling doubles for the next call.
-    pub fn next_delay(&mut self, unit: f64) -> Duration {
-        let delay = self.ceiling().mul_f64(unit.clamp(0.0, 1.0));
-        self.attempt = self.attempt.saturating_add(1);
-        delay
-    }
-
-    /// Back to `base` (after a healthy stream).
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-/// A uniform random number in `[0, 1)` (0.5 if the OS has no randomness to give, which only
-/// removes the jitter).
-fn random_unit() -> f64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
-}
-
 // ---- the client ----
 
 /// What the snapshot task needs.
@@ -579,7 +564,7 @@ impl Client {
             let mut healthy = false;
             let ended = tokio::select! {
                 ended = self.follow(&mut healthy) => ended,
-                _ = crate::http::server::stopped(&mut shutdown) => return,
+                _ = crate::support::stopped(&mut shutdown) => return,
             };
             let was_connected = self.status().connected.swap(false, Ordering::Relaxed);
             if healthy {
@@ -610,7 +595,7 @@ impl Client {
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = crate::http::server::stopped(&mut shutdown) => return,
+                _ = crate::support::stopped(&mut shutdown) => return,
             }
         }
     }

@@ -20,6 +20,7 @@
 //! the expiry index ([`Expiries`]), updated together under the connection shard's lock (then the
 //! index's lock), so a closed connection leaves the index at once ([`Hub::expire_due`]).
 
+use crate::support::{lock, read, write};
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -437,24 +438,6 @@ impl Hub {
             }
         }
     }
-}
-
-// A poisoned lock means a panic while holding it; the map itself is still consistent (all updates
-// are single inserts/removes), so keep serving rather than crash every connection.
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -145,9 +145,14 @@ async fn answer(
     // and refused at step 8. The process-wide check service gets the body and the authorization
     // as received; a route's gets the subscriptions it decides on.
     let parsed = subscriptions::parse_value(&given).ok();
-    let derived: Vec<Subscription> = crate::auth::bearer_tokens(headers)
+    // Each bearer token is verified once (a refusal is counted once); step 7 reuses the result.
+    let verified: Vec<_> = crate::auth::bearer_tokens(headers)
         .into_iter()
-        .filter_map(|token| state.verify_jwt(token).ok())
+        .map(|token| state.verify_jwt(token))
+        .collect();
+    let derived: Vec<Subscription> = verified
+        .iter()
+        .filter_map(|claims| claims.as_ref().ok())
         .flat_map(|claims| state.hub.extractors().jwt_subscriptions(claims.as_value()))
         .collect();
     let plan = match &parsed {
@@ -216,8 +221,8 @@ async fn answer(
     let mut set = Vec::new();
     let mut sessions = Vec::new();
     let mut exp: Option<u64> = None;
-    for token in crate::auth::bearer_tokens(headers) {
-        match state.verify_jwt(token) {
+    for claims in verified {
+        match claims {
             Ok(claims) => {
                 set.extend(state.hub.extractors().jwt_subscriptions(claims.as_value()));
                 sessions.extend(state.session_of(&claims));

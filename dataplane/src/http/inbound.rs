@@ -10,7 +10,7 @@ use hyper::{Request, Response};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::server::{self, Handler};
+use super::server::Handler;
 use super::{Body, text};
 use crate::auth::access::Publishing;
 use crate::auth::check::{self, ExternalRequest};
@@ -71,7 +71,7 @@ impl Handler for Inbound {
         let is_sse = tokio::select! {
             is_sse = sse_direct::sniff(&stream) => is_sse,
             // Nothing received before the listener stopped: nothing to serve.
-            _ = server::stopped(&mut shutdown) => return None,
+            _ = crate::support::stopped(&mut shutdown) => return None,
         };
         if !is_sse {
             return crate::proxy::fast::serve(&self.state, stream, peer, shutdown).await;

@@ -40,14 +40,10 @@ impl Handler for Internal {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => text(StatusCode::OK, "OK"),
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
-            (&Method::GET, "/readyz") if self.state.config_status.is_ready() => {
-                text(StatusCode::OK, "ready")
-            }
-            (&Method::GET, "/readyz") => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: no configuration in effect yet (waiting for the first snapshot from \
-                 the operator)",
-            ),
+            (&Method::GET, "/readyz") => match self.state.config_status.not_ready() {
+                None => text(StatusCode::OK, "ready"),
+                Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
+            },
             (&Method::GET, "/metrics") => {
                 let mut metrics = self
                     .state

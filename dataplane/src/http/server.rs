@@ -1,6 +1,7 @@
 //! Serving a handler on a listener: HTTP/1.1 and HTTP/2 (auto-detected), upgrades allowed, graceful
 //! shutdown (stop accepting, let open requests finish, within a bound).
 
+use crate::support::stopped;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -178,9 +179,4 @@ impl AsyncWrite for Prefixed {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-/// Resolves once `shutdown` is true (or its sender is gone, which also means stop).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }

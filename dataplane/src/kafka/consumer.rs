@@ -1,28 +1,24 @@
-//! The event consumer: every data-plane process reads **every** partition of its event topics.
-//!
-//! RIG let all nodes share one consumer group, so with three replicas each client got a third of
-//! its events (RIG issue #332). Here each process assigns itself all partitions manually (no group
-//! membership, no rebalancing, no commits), starting at the latest offset. Partitions are
-//! discovered from metadata and re-checked periodically, so topics created after start and added
-//! partitions are picked up. librdkafka reconnects to the brokers by itself after an outage.
+//! The event consumer: every data-plane process reads **every** partition of its event topics
+//! ([`super::every_partition`]), starting at the latest offset, and publishes each event to the
+//! fan-out with its position (the resume token's part for that partition).
 //!
 //! Messages that are not CloudEvents are skipped: a warning and `rig_consumed_events_failed_total`,
 //! never a stuck partition or a crash.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::Offset;
-use rdkafka::TopicPartitionList;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use tokio::sync::watch;
 
+use super::every_partition::EveryPartition;
 use crate::events;
 use crate::state::State;
+use crate::support::supervise::TaskHealth;
 
 /// How often partition metadata is re-read (new topics, added partitions).
 const METADATA_REFRESH: Duration = Duration::from_secs(5);
@@ -36,58 +32,61 @@ pub enum Error {
 }
 
 /// Consume the topics named by `topics` (which may change at run time) from `brokers` and publish
-/// every event to the hub, until `shutdown`.
+/// every event to the hub, until `shutdown`. `health` follows the broker (see
+/// [`super::every_partition`]); the caller supervises this task (restarts it when it fails).
 pub async fn run(
     state: Arc<State>,
     brokers: String,
     mut topics: watch::Receiver<Vec<String>>,
     mut shutdown: watch::Receiver<bool>,
+    health: Arc<TaskHealth>,
 ) -> Result<(), Error> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        // Required by librdkafka even for manual assignment; never joined nor committed.
-        .set("group.id", format!("rig-dataplane-{}", state.owner))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "latest")
-        .set("fetch.wait.max.ms", "10")
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        .create()
-        .map_err(Error::Create)?;
+    let mut reader = EveryPartition::new(
+        &brokers,
+        &format!("rig-dataplane-{}", state.owner),
+        &[("fetch.wait.max.ms", "10")],
+        health,
+    )
+    .map_err(Error::Create)?;
     tracing::info!(%brokers, topics = ?*topics.borrow(), "consuming events (every partition, from the latest offset)");
-    let consumer = Arc::new(consumer);
-    let mut assigned: BTreeSet<(String, i32)> = BTreeSet::new();
+    // A restarted consumer starts over: no partition is assigned to it yet.
+    state
+        .metrics
+        .assigned_partitions
+        .store(0, Ordering::Relaxed);
     let mut streams = Streams::default();
     let mut refresh = tokio::time::interval(METADATA_REFRESH);
     loop {
         tokio::select! {
             _ = refresh.tick() => {
                 let current = topics.borrow().clone();
-                assign_new_partitions(&state, &consumer, &current, &mut assigned, &mut streams).await;
-                report_lag(&state, &consumer).await;
+                assign_new_partitions(&state, &mut reader, &current, &mut streams).await;
+                report_lag(&state, reader.consumer()).await;
             }
             changed = topics.changed() => {
                 if changed.is_err() {
                     continue;
                 }
                 let current = topics.borrow_and_update().clone();
-                unassign_removed(&state, &consumer, &current, &mut assigned);
+                for (topic, partition) in reader.unassign_removed(&current) {
+                    tracing::info!(%topic, partition, "unassigned (topic no longer configured)");
+                    state.metrics.assigned_partitions.fetch_sub(1, Ordering::Relaxed);
+                }
                 // Only the topics this change added: one metadata round trip for a new route,
                 // not one per topic already consumed (new partitions of those are found by the
                 // periodic refresh).
                 let added: Vec<String> = current
                     .iter()
-                    .filter(|t| !assigned.iter().any(|(a, _)| a == *t))
+                    .filter(|t| !reader.has_topic(t))
                     .cloned()
                     .collect();
-                assign_new_partitions(&state, &consumer, &added, &mut assigned, &mut streams).await;
+                assign_new_partitions(&state, &mut reader, &added, &mut streams).await;
             }
-            message = consumer.recv() => match message {
+            message = reader.consumer().recv() => match message {
                 Ok(message) => handle(&state, &mut streams, &message),
                 Err(error) => tracing::warn!(%error, "kafka consumer error (librdkafka retries by itself)"),
             },
-            _ = crate::http::server::stopped(&mut shutdown) => break,
+            _ = crate::support::stopped(&mut shutdown) => break,
         }
     }
     Ok(())
@@ -142,106 +141,21 @@ async fn report_lag(state: &State, consumer: &Arc<StreamConsumer>) {
     }
 }
 
-/// Add partitions that appeared since the last look, starting at their end.
+/// Add partitions that appeared since the last look, starting at their end (the replay floor of
+/// each stream).
 async fn assign_new_partitions(
     state: &State,
-    consumer: &Arc<StreamConsumer>,
+    reader: &mut EveryPartition,
     topics: &[String],
-    assigned: &mut BTreeSet<(String, i32)>,
     streams: &mut Streams,
 ) {
-    let consumer = consumer.clone();
-    let topics = topics.to_vec();
-    // Metadata calls block: keep them off the async workers.
-    let found = tokio::task::spawn_blocking(move || {
-        let mut found = Vec::new();
-        for topic in &topics {
-            match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-                Ok(metadata) => {
-                    for t in metadata.topics() {
-                        if t.error().is_some() {
-                            continue;
-                        }
-                        for p in t.partitions() {
-                            // The end offset now: where this process starts (for replay floors).
-                            let high = consumer
-                                .fetch_watermarks(t.name(), p.id(), Duration::from_secs(5))
-                                .map(|(_, high)| high)
-                                .ok();
-                            found.push(((t.name().to_owned(), p.id()), high));
-                        }
-                    }
-                }
-                Err(error) => tracing::debug!(%topic, %error, "metadata not available yet"),
-            }
-        }
-        (consumer, found)
-    })
-    .await;
-    let Ok((consumer, found)) = found else { return };
-    let new: Vec<((String, i32), Option<i64>)> = found
-        .into_iter()
-        .filter(|(tp, high)| !assigned.contains(tp) && high.is_some())
-        .collect();
-    if new.is_empty() {
-        return;
-    }
-    let mut list = TopicPartitionList::new();
-    for ((topic, partition), high) in &new {
-        let offset = high.map_or(Offset::End, Offset::Offset);
-        if let Err(error) = list.add_partition_offset(topic, *partition, offset) {
-            tracing::warn!(%topic, partition, %error, "cannot add partition");
-        }
-    }
-    match consumer.incremental_assign(&list) {
-        Ok(()) => {
-            for ((topic, partition), high) in new {
-                if let Some(high) = high {
-                    state.start_stream(&streams.get(&topic, partition), high);
-                }
-                tracing::info!(%topic, partition, offset = ?high, "assigned");
-                state
-                    .metrics
-                    .assigned_partitions
-                    .fetch_add(1, Ordering::Relaxed);
-                assigned.insert((topic, partition));
-            }
-        }
-        Err(error) => tracing::warn!(%error, "cannot assign partitions; retrying"),
-    }
-}
-
-/// Stop reading partitions of topics that are no longer configured.
-fn unassign_removed(
-    state: &State,
-    consumer: &StreamConsumer,
-    topics: &[String],
-    assigned: &mut BTreeSet<(String, i32)>,
-) {
-    let removed: Vec<(String, i32)> = assigned
-        .iter()
-        .filter(|(topic, _)| !topics.contains(topic))
-        .cloned()
-        .collect();
-    if removed.is_empty() {
-        return;
-    }
-    let mut list = TopicPartitionList::new();
-    for (topic, partition) in &removed {
-        list.add_partition(topic, *partition);
-    }
-    match consumer.incremental_unassign(&list) {
-        Ok(()) => {
-            for tp in removed {
-                tracing::info!(topic = %tp.0, partition = tp.1, "unassigned (topic no longer configured)");
-                state
-                    .metrics
-                    .assigned_partitions
-                    .fetch_sub(1, Ordering::Relaxed);
-                assigned.remove(&tp);
-            }
-        }
-        Err(error) => tracing::warn!(%error, "cannot unassign partitions"),
+    for a in reader.assign_new(topics).await {
+        state.start_stream(&streams.get(&a.topic, a.partition), a.start);
+        tracing::info!(topic = %a.topic, partition = a.partition, offset = a.start, "assigned");
+        state
+            .metrics
+            .assigned_partitions
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -84,7 +84,7 @@ pub async fn serve(
             let read = tokio::select! {
                 read = client.read_buf(&mut buf) => read,
                 // Between requests the connection is idle: a stopping listener closes it.
-                _ = crate::http::server::stopped(&mut shutdown), if buf.is_empty() => return None,
+                _ = crate::support::stopped(&mut shutdown), if buf.is_empty() => return None,
             };
             match read {
                 Ok(0) | Err(_) => return None,

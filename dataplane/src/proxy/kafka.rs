@@ -18,7 +18,7 @@
 //! 5 s), from the end offset at assignment. A message is matched by its `rig-correlation` header
 //! alone; other processes' responses are dropped without looking at the body.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,15 +28,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::correlation::{self, Delivery, Reply};
+use crate::kafka::every_partition::EveryPartition;
 use crate::state::State;
+use crate::support::supervise::TaskHealth;
 
 /// How often response-topic metadata is re-read (topics created later, added partitions).
 const METADATA_REFRESH: Duration = Duration::from_secs(5);
@@ -349,98 +349,46 @@ pub async fn produce(
     result
 }
 
-/// Read every partition of the response `topics` and deliver correlated responses, until
-/// `shutdown`.
+/// Read every partition of the response `topics` (correlated responses for this process are
+/// picked by their header, the rest dropped) until `shutdown`. `health` follows the broker; the
+/// caller supervises this task.
 pub async fn run_responses(
     state: Arc<State>,
     brokers: String,
     topics: Vec<String>,
     mut shutdown: watch::Receiver<bool>,
+    health: Arc<TaskHealth>,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        // Required by librdkafka even for manual assignment; never joined nor committed.
-        .set("group.id", format!("rig-proxy-response-{}", state.owner))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "latest")
-        // A waiting fetch is answered as soon as a response arrives; this only bounds an empty
-        // one. Nagle off, as for the producer: responses are small and someone waits for each.
-        .set("fetch.wait.max.ms", "10")
-        .set("socket.nagle.disable", "true")
-        .create()?;
-    let consumer = Arc::new(consumer);
+    // A waiting fetch is answered as soon as a response arrives; this only bounds an empty one.
+    // Nagle off, as for the producer: responses are small and someone waits for each.
+    let mut reader = EveryPartition::new(
+        &brokers,
+        &format!("rig-proxy-response-{}", state.owner),
+        &[
+            ("fetch.wait.max.ms", "10"),
+            ("socket.nagle.disable", "true"),
+        ],
+        health,
+    )?;
     tracing::info!(%brokers, ?topics, "reading proxy responses (every partition)");
-    let mut assigned: BTreeSet<(String, i32)> = BTreeSet::new();
+    state.proxy.response_partitions.store(0, Ordering::Relaxed);
     let mut refresh = tokio::time::interval(METADATA_REFRESH);
     loop {
         tokio::select! {
-            _ = refresh.tick() => assign(&state, &consumer, &topics, &mut assigned).await,
-            message = consumer.recv() => match message {
+            _ = refresh.tick() => {
+                for a in reader.assign_new(&topics).await {
+                    tracing::info!(topic = %a.topic, partition = a.partition, "response partition assigned");
+                    state.proxy.response_partitions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            message = reader.consumer().recv() => match message {
                 Ok(message) => handle(&state, &message),
                 Err(error) => tracing::warn!(%error, "kafka response consumer error (librdkafka retries by itself)"),
             },
-            _ = crate::http::server::stopped(&mut shutdown) => break,
+            _ = crate::support::stopped(&mut shutdown) => break,
         }
     }
     Ok(())
-}
-
-async fn assign(
-    state: &State,
-    consumer: &Arc<StreamConsumer>,
-    topics: &[String],
-    assigned: &mut BTreeSet<(String, i32)>,
-) {
-    let c = consumer.clone();
-    let topics = topics.to_vec();
-    let found = tokio::task::spawn_blocking(move || {
-        let mut found = Vec::new();
-        for topic in &topics {
-            let Ok(metadata) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
-                continue;
-            };
-            for t in metadata.topics().iter().filter(|t| t.error().is_none()) {
-                for p in t.partitions() {
-                    if let Ok((_, high)) =
-                        c.fetch_watermarks(t.name(), p.id(), Duration::from_secs(5))
-                    {
-                        found.push((t.name().to_owned(), p.id(), high));
-                    }
-                }
-            }
-        }
-        found
-    })
-    .await
-    .unwrap_or_default();
-    let new: Vec<(String, i32, i64)> = found
-        .into_iter()
-        .filter(|(t, p, _)| !assigned.contains(&(t.clone(), *p)))
-        .collect();
-    if new.is_empty() {
-        return;
-    }
-    let mut list = TopicPartitionList::new();
-    for (topic, partition, high) in &new {
-        if let Err(error) = list.add_partition_offset(topic, *partition, Offset::Offset(*high)) {
-            tracing::warn!(%topic, partition, %error, "cannot add response partition");
-        }
-    }
-    match consumer.incremental_assign(&list) {
-        Ok(()) => {
-            for (topic, partition, _) in new {
-                tracing::info!(%topic, partition, "response partition assigned");
-                state
-                    .proxy
-                    .response_partitions
-                    .fetch_add(1, Ordering::Relaxed);
-                assigned.insert((topic, partition));
-            }
-        }
-        Err(error) => tracing::warn!(%error, "cannot assign response partitions; retrying"),
-    }
 }
 
 fn handle(state: &State, message: &rdkafka::message::BorrowedMessage<'_>) {

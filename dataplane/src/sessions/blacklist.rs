@@ -335,7 +335,7 @@ impl Blacklist {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => { self.sweep(Instant::now()); }
                 _ = self.changed.notified() => {}
-                _ = crate::http::server::stopped(&mut shutdown) => break,
+                _ = crate::support::stopped(&mut shutdown) => break,
             }
         }
     }

@@ -179,7 +179,7 @@ pub async fn run_sweeper(
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             _ = hub.expiries().changed() => {}
-            _ = crate::http::server::stopped(&mut shutdown) => break,
+            _ = crate::support::stopped(&mut shutdown) => break,
         }
     }
 }

@@ -17,6 +17,7 @@
 //! - **Expiry.** Sessions not polled for `timeout` (RIG: 1 h) are removed by one shared sweeper
 //!   task ([`Sessions::run_sweeper`]); dropping a session unregisters it from the hub.
 
+use crate::support::{read, write};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
@@ -208,7 +209,7 @@ impl Sessions {
         loop {
             tokio::select! {
                 now = tick.tick() => { self.sweep(now); }
-                _ = crate::http::server::stopped(&mut shutdown) => break,
+                _ = crate::support::stopped(&mut shutdown) => break,
             }
         }
     }
@@ -434,16 +435,6 @@ async fn forward(mut rx: mpsc::Receiver<Outbound>, session: Weak<Session>) {
             return;
         }
     }
-}
-
-// A poisoned lock means a panic while holding it; the map is still consistent (single inserts
-// and removes), so keep serving.
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
