@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::clients::{LP, WS};
+use crate::clients::LP;
 use crate::http::{form_encode, request, send};
 use crate::sse::{self, Connect};
 
