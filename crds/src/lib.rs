@@ -9,6 +9,7 @@
 pub mod blacklist;
 pub mod compile;
 pub mod condition;
+pub mod contract;
 pub mod event_route;
 pub mod proxy_route;
 pub mod snapshot;

@@ -41,25 +41,37 @@ pub fn token(sub: &str) -> String {
     .expect("sign")
 }
 
+/// The `sub` of a JWT signed with [`SECRET`].
+fn subject(jwt: &str) -> Option<String> {
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        jwt,
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+        &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+    )
+    .ok()?;
+    data.claims["sub"].as_str().map(str::to_owned)
+}
+
 /// An external check service (RIG's URL contract): 200 when the request carries
 /// [`ALLOWED_USER`]'s token, 403 otherwise. It records every body it was sent.
 pub async fn check_service() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let allowed = format!("Bearer {}", token(ALLOWED_USER));
     let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (log, allowed) = (log.clone(), allowed.clone());
+            let log = log.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (log, allowed) = (log.clone(), allowed.clone());
+                    let log = log.clone();
                     async move {
                         let ok = req
                             .headers()
                             .get(header::AUTHORIZATION)
-                            .is_some_and(|v| v.as_bytes() == allowed.as_bytes());
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "))
+                            .is_some_and(|jwt| subject(jwt).as_deref() == Some(ALLOWED_USER));
                         let body = req.into_body().collect().await.map(|b| b.to_bytes());
                         log.lock()
                             .expect("log")

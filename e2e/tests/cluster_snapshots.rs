@@ -573,14 +573,9 @@ async fn data_planes_serve_without_operators_restart_from_the_cache_and_do_not_r
     let dp1 = dps.pop().expect("dp-1");
     let config = dp1.stop().await.expect("dp-1 stops");
     let dp1 = DataPlane::start(config).await.expect("dp-1 restarts");
-    assert_eq!(
-        http::get(dp1.internal(), "/readyz")
-            .await
-            .expect("readyz")
-            .0,
-        200,
-        "ready from the last-known-good snapshot, with no operator"
-    );
+    // Ready from the last-known-good snapshot, with no operator (once its Kafka consumer has
+    // reached the broker, which readiness also requires).
+    wait_ready(&dp1).await;
     assert_eq!(
         get(&dp1, "/books/3").await,
         (200, "books /books/3".to_owned())

@@ -174,6 +174,17 @@ async fn two_replicas_agree_report_status_and_fail_over() {
         accepted(&bls, "revoked", ConditionStatus::True).await.0,
         "Accepted"
     );
+    // `kubectl get` shows it in the ACCEPTED column, like the other kinds.
+    let table = kube_env::kubectl_ok(&env, &["get", "-n", &ns, "blacklist", "revoked"], None)
+        .expect("kubectl get blacklist");
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    let row: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
+    let column = header
+        .iter()
+        .position(|h| *h == "ACCEPTED")
+        .expect("ACCEPTED column");
+    assert_eq!(row.get(column), Some(&"True"), "{table}");
 
     // Status is level-based: an edited status is put back.
     let tamper = serde_json::json!({"status": {"observedGeneration": 1, "conditions": [{

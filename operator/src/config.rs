@@ -106,7 +106,7 @@ impl Config {
             renew_every: Duration::from_secs(5),
             follower_poll: Duration::from_secs(2),
             route_debounce: Duration::from_millis(100),
-            heartbeat_every: Duration::from_secs(5),
+            heartbeat_every: rig_crds::contract::HEARTBEAT_PERIOD,
         })
     }
 }

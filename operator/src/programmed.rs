@@ -42,13 +42,9 @@ use crate::compile::{Kind, Outcome};
 use crate::controller::Published;
 use crate::metrics::Metrics;
 
-/// Label selector of the data planes' report Leases.
-pub const REPORT_SELECTOR: &str = "rig.dev/role=dataplane-report";
-/// Annotation holding the JSON [`DataPlaneReport`].
-pub const REPORT_ANNOTATION: &str = "rig.dev/report";
-/// Validity of a report Lease that does not say (`leaseDurationSeconds` unset): the contract's
-/// 30 s.
-pub const DEFAULT_REPORT_SECONDS: i64 = 30;
+pub use rig_crds::contract::{REPORT_ANNOTATION, REPORT_SELECTOR};
+/// Validity of a report Lease that does not say (`leaseDurationSeconds` unset): the contract's.
+pub const DEFAULT_REPORT_SECONDS: i64 = rig_crds::contract::REPORT_LEASE_SECONDS as i64;
 /// How often liveness is re-evaluated: a pod that stopped renewing leaves the counts within its
 /// lease duration plus this.
 pub const REPORT_TICK: Duration = Duration::from_secs(2);

@@ -96,9 +96,11 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             );
             response
         }
-        "/v1/snapshots" => {
+        rig_crds::contract::STREAM_PATH => {
             let have = req.uri().query().and_then(|q| {
-                form_pairs(q).find_map(|(k, v)| (k == "have" && !v.is_empty()).then_some(v))
+                form_pairs(q).find_map(|(k, v)| {
+                    (k == rig_crds::contract::STREAM_HAVE_PARAM && !v.is_empty()).then_some(v)
+                })
             });
             snapshots(shared, have)
         }
@@ -191,7 +193,7 @@ fn snapshots(shared: &Shared, have: Option<&str>) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/x-ndjson"),
+        header::HeaderValue::from_static(rig_crds::contract::STREAM_CONTENT_TYPE),
     );
     headers.insert(
         header::CACHE_CONTROL,

@@ -34,16 +34,13 @@ use super::kube::{FIELD_MANAGER, Kube};
 use crate::metrics::Metrics;
 use crate::support::error_chain;
 
-/// Prefix of the Lease's name; the pod's name follows.
-pub const LEASE_PREFIX: &str = "rig-dataplane-";
-/// The annotation that holds the report's JSON.
-pub const REPORT_ANNOTATION: &str = "rig.dev/report";
-/// The label the operator selects report Leases by, and its value.
-pub const ROLE_LABEL: (&str, &str) = ("rig.dev/role", "dataplane-report");
+pub use rig_crds::contract::{
+    REPORT_ANNOTATION, REPORT_LEASE_PREFIX as LEASE_PREFIX, REPORT_ROLE_LABEL as ROLE_LABEL,
+};
 /// The label naming the product.
 pub const NAME_LABEL: (&str, &str) = ("app.kubernetes.io/name", "rig");
-/// `leaseDurationSeconds`: three renewals may fail before the operator stops counting the pod.
-pub const LEASE_SECONDS: i32 = 30;
+/// `leaseDurationSeconds` (the contract's).
+pub const LEASE_SECONDS: i32 = rig_crds::contract::REPORT_LEASE_SECONDS;
 /// Renewal interval.
 pub const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// First retry after a failed write (then doubling up to [`RENEW_EVERY`]).

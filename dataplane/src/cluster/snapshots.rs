@@ -34,6 +34,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rig_crds::Snapshot;
 use rig_crds::compile::Objects;
+use rig_crds::contract::{STREAM_HAVE_PARAM, STREAM_PATH};
 use rig_crds::snapshot::{DataPlaneReport, Outcome, StreamMessage};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -46,8 +47,8 @@ use crate::state::State;
 use crate::support::supervise::TaskHealth;
 use crate::support::{Backoff, error_chain, random_unit};
 
-/// The operator's heartbeat period (its `heartbeat_every` default in `operator/src/config.rs`).
-pub const OPERATOR_HEARTBEAT: Duration = Duration::from_secs(5);
+/// The operator's heartbeat period (the contract's).
+pub const OPERATOR_HEARTBEAT: Duration = rig_crds::contract::HEARTBEAT_PERIOD;
 /// No complete line for this long: the connection is dead. Three heartbeats, so one heartbeat
 /// delayed by a busy operator or network does not cost a reconnect.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3 * OPERATOR_HEARTBEAT.as_secs());
@@ -192,8 +193,8 @@ impl Endpoint {
     fn stream_uri(&self, have: Option<&str>) -> String {
         match have {
             // Versions in effect passed validation: hex digits only, nothing to escape.
-            Some(version) => format!("{}/v1/snapshots?have={version}", self.base),
-            None => format!("{}/v1/snapshots", self.base),
+            Some(version) => format!("{}{STREAM_PATH}?{STREAM_HAVE_PARAM}={version}", self.base),
+            None => format!("{}{STREAM_PATH}", self.base),
         }
     }
 }
