@@ -49,11 +49,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         .with_context(|| format!("binding the internal API port {}", config.internal))?;
     tracing::info!(inbound = %config.inbound, internal = %config.internal, owner = %config.owner, "listening");
     let (topics_tx, topics_rx) = watch::channel(routes.topics.clone());
-    let state = Arc::new(State::new(
+    let state = Arc::new(State::with_topics(
         config,
         Arc::new(routes.extractors.clone()),
         verifier,
         tokens,
+        topics_rx.clone(),
     ));
     // The configuration compiled above, put into effect (cluster mode: the snapshot replaces it).
     routes::apply(&state, routes, &topics_tx);
@@ -112,12 +113,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     // Likewise one sweeper removes expired session revocations.
     let blacklist_sweeper = tokio::spawn(state.blacklist.clone().run_sweeper(shutdown.clone()));
     // `JWT_JWKS`: one task keeps the key set fresh (interval, unknown `kid`s).
-    if let Some(refresher) = state.verifier.refresher(shutdown.clone()) {
+    if let Some(refresher) = state.verifier().refresher(shutdown.clone()) {
         tokio::spawn(refresher);
     }
     // And one closes connections whose JWT expired (`RIG_CLOSE_AT_TOKEN_EXPIRY`).
     let expiry_sweeper = state.config.close_at_token_expiry.then(|| {
-        tokio::spawn(sessions::expiry::run_sweeper(
+        tokio::spawn(crate::connections::expiry::run_sweeper(
             state.hub.clone(),
             state.metrics.clone(),
             shutdown.clone(),
@@ -154,13 +155,17 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let consumer = state.config.kafka_brokers.clone().map(|brokers| {
         let health = support::supervise::TaskHealth::new("kafka_consumer");
         state.config_status.require(health.clone());
-        let (state, topics, stop) = (state.clone(), topics_rx.clone(), shutdown.clone());
+        let sink: Arc<dyn kafka::consumer::Sink> = state.fanout.clone();
+        let (metrics, owner) = (state.metrics.clone(), state.config.owner.clone());
+        let (topics, stop) = (topics_rx.clone(), shutdown.clone());
         tokio::spawn(support::supervise::supervise(
             health.clone(),
             shutdown.clone(),
             move || {
                 kafka::consumer::run(
-                    state.clone(),
+                    sink.clone(),
+                    metrics.clone(),
+                    owner.clone(),
                     brokers.clone(),
                     topics.clone(),
                     stop.clone(),

@@ -98,14 +98,14 @@ pub async fn check_service() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 /// - `acc.secret`: subscribing and publishing need a valid JWT;
 /// - `acc.sealed`: never published over HTTP (`source.http.enabled: false`);
 /// - `acc.ext`: subscribing is decided by the external check at `check`, for subscriptions given
-///   and derived from the JWT (`user` from `/sub`).
+///   and derived from the JWT (`user` from `/sub`); publishing too.
 ///
 /// `acc.plain` is named by no route: the process-wide checks (`no_check`) apply.
 pub fn manifests(check: SocketAddr, sealed_topic: &str) -> String {
     format!(
         "apiVersion: rig.dev/v1alpha1\nkind: EventRoute\nmetadata:\n  name: secured\nspec:\n  source: {{http: {{enabled: true}}}}\n  events: [{{type: acc.secret}}]\n  subscriptionCheck: {{mode: ValidJwt}}\n  submissionCheck: {{mode: ValidJwt}}\n\
 ---\napiVersion: rig.dev/v1alpha1\nkind: EventRoute\nmetadata:\n  name: sealed\nspec:\n  source: {{kafka: {{topics: [{sealed_topic}]}}, http: {{enabled: false}}}}\n  events: [{{type: acc.sealed}}]\n\
----\napiVersion: rig.dev/v1alpha1\nkind: EventRoute\nmetadata:\n  name: external\nspec:\n  source: {{http: {{enabled: true}}}}\n  events:\n    - type: acc.ext\n      extractors: [{{field: user, eventPointer: /data/user, jwtPointer: /sub}}]\n  subscriptionCheck: {{mode: External, url: 'http://{check}/subscriptions'}}\n"
+---\napiVersion: rig.dev/v1alpha1\nkind: EventRoute\nmetadata:\n  name: external\nspec:\n  source: {{http: {{enabled: true}}}}\n  events:\n    - type: acc.ext\n      extractors: [{{field: user, eventPointer: /data/user, jwtPointer: /sub}}]\n  subscriptionCheck: {{mode: External, url: 'http://{check}/subscriptions'}}\n  submissionCheck: {{mode: External, url: 'http://{check}/submissions'}}\n"
     )
 }
 

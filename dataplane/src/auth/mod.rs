@@ -7,6 +7,7 @@
 //!   an interval and on an unknown `kid`, keeping the last good set when a refresh fails.
 //! - [`check`] runs one access check (`no_check`, `jwt_validation`, an external service);
 //!   [`access`] picks, per event type, which checks a subscription or a submission must pass.
+//! - [`revoked`] holds the revoked sessions; [`Jwt`] verifies tokens and refuses revoked ones.
 //! - [`token`] mints and checks the connection token handed to each SSE / WebSocket / long-polling
 //!   client: opaque, URL-safe, HMAC-authenticated, and naming the pod that owns the connection.
 //!
@@ -18,6 +19,8 @@ pub mod access;
 pub mod check;
 pub mod jwks;
 pub mod jwt;
+pub mod revoked;
+pub mod session_jwt;
 pub mod token;
 
 use std::path::PathBuf;
@@ -25,6 +28,8 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use jwt::{Claims, JwtConfig, JwtError, Verifier, bearer_tokens};
+pub use revoked::{Blacklist, Source};
+pub use session_jwt::Jwt;
 pub use token::{ConnectionToken, TokenCodec, TokenError};
 
 /// Authentication configuration that cannot be used; the process must not start with it.

@@ -30,9 +30,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::frame::Frame;
+use crate::connections::expiry::Expiries;
 use crate::events::CloudEvent;
 use crate::metrics::{Metrics, Transport};
-use crate::sessions::expiry::Expiries;
 use crate::subscriptions::{ConnId, Extractors, Index, Subscription};
 
 /// Shards of the connection table; a power of two, so the shard is `id & (SHARDS - 1)`.

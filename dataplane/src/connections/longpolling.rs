@@ -35,10 +35,10 @@ use hyper::Request;
 use hyper::body::Incoming;
 
 use self::sessions::{Batch, Polled, Polling};
+use super::context::Connections;
 use super::open::{self, ConnectParams};
 use crate::http::{Body, full, text};
 use crate::metrics::Transport;
-use crate::state::State;
 
 /// The cookie holding the connection token (an HMAC token of `state.tokens`).
 pub const CONNECTION_TOKEN_COOKIE: &str = "connection_token";
@@ -50,33 +50,33 @@ const FIRST_EVENT: &str = "first_event";
 const COOKIE_ATTRIBUTES: &str = "; Path=/; HttpOnly; SameSite=Lax";
 
 /// `GET /_rig/v1/connection/longpolling`: poll the session named by the cookie, or open one.
-pub async fn get(state: &Arc<State>, req: &Request<Incoming>) -> Response<Body> {
+pub async fn get(conns: &Arc<Connections>, req: &Request<Incoming>) -> Response<Body> {
     let cookies = Cookies::from_headers(req.headers());
-    if let Some(polling) = cookies.connection_token.and_then(|t| find(state, t)) {
+    if let Some(polling) = cookies.connection_token.and_then(|t| find(conns, t)) {
         match polling
-            .poll(cookies.acknowledged(), state.config.longpolling_hold)
+            .poll(cookies.acknowledged(), conns.settings.longpolling_hold)
             .await
         {
-            Polled::Batch(batch) => return answer(state, &batch),
+            Polled::Batch(batch) => return answer(conns, &batch),
             Polled::Ended(batch) => {
                 // The hub closed it (session killed, shutdown) and everything was delivered. Not
                 // replaced here: a process shutting down must not open sessions, and a killed
                 // session's next GET runs the connect checks again.
                 tracing::debug!(connection = polling.id(), "long-polling session ended");
-                state.longpolling.remove(polling.id());
-                return answer(state, &batch);
+                conns.longpolling.remove(polling.id());
+                return answer(conns, &batch);
             }
         }
     }
-    connect(state, req).await
+    connect(conns, req).await
 }
 
 /// `OPTIONS /_rig/v1/connection/longpolling`: RIG's preflight answer.
-pub fn preflight(state: &State) -> Response<Body> {
+pub fn preflight(conns: &Connections) -> Response<Body> {
     let mut res = Response::new(full(""));
     *res.status_mut() = StatusCode::NO_CONTENT;
     let h = res.headers_mut();
-    cors(state, h);
+    cors(conns, h);
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET"),
@@ -89,10 +89,10 @@ pub fn preflight(state: &State) -> Response<Body> {
 }
 
 /// The session a `connection_token` cookie names, if it lives in this process.
-fn find(state: &State, token: &str) -> Option<Polling> {
-    match state.tokens.decode(token) {
-        Ok(named) if named.owner == state.owner => {
-            let polling = state.longpolling.begin_poll(named.conn);
+fn find(conns: &Connections, token: &str) -> Option<Polling> {
+    match conns.fanout.tokens().decode(token) {
+        Ok(named) if named.owner == conns.fanout.owner() => {
+            let polling = conns.longpolling.begin_poll(named.conn);
             if polling.is_none() {
                 tracing::debug!(
                     connection = named.conn,
@@ -116,28 +116,28 @@ fn find(state: &State, token: &str) -> Option<Polling> {
     }
 }
 
-async fn connect(state: &Arc<State>, req: &Request<Incoming>) -> Response<Body> {
+async fn connect(conns: &Arc<Connections>, req: &Request<Incoming>) -> Response<Body> {
     let params = ConnectParams::from_query(req.uri().query());
-    match open::open_resumed(state, Transport::LongPolling, &params).await {
+    match open::open_resumed(conns, Transport::LongPolling, &params).await {
         Ok(opened) => {
-            state.longpolling.insert(opened.registration);
+            conns.longpolling.insert(opened.registration);
             let mut res = json_answer(Bytes::from_static(b"\"ok\""));
             let h = res.headers_mut();
             set_cookie(h, CONNECTION_TOKEN_COOKIE, &opened.token);
             set_cookie(h, LAST_EVENT_ID_COOKIE, FIRST_EVENT);
-            cors(state, h);
+            cors(conns, h);
             res
         }
         Err(refused) => {
             // Unlike RIG's SSE errors, with CORS headers: a browser script can then read why.
             let mut res = text(refused.status, refused.message);
-            cors(state, res.headers_mut());
+            cors(conns, res.headers_mut());
             res
         }
     }
 }
 
-fn answer(state: &State, batch: &Batch) -> Response<Body> {
+fn answer(conns: &Connections, batch: &Batch) -> Response<Body> {
     let mut res = json_answer(encode(batch));
     let h = res.headers_mut();
     if batch.seq == 0 {
@@ -145,7 +145,7 @@ fn answer(state: &State, batch: &Batch) -> Response<Body> {
     } else {
         set_cookie(h, LAST_EVENT_ID_COOKIE, &batch.seq.to_string());
     }
-    cors(state, h);
+    cors(conns, h);
     res
 }
 
@@ -179,8 +179,8 @@ fn json_answer(body: Bytes) -> Response<Body> {
     res
 }
 
-fn cors(state: &State, headers: &mut HeaderMap) {
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, state.cors.clone());
+fn cors(conns: &Connections, headers: &mut HeaderMap) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, conns.cors.clone());
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
         HeaderValue::from_static("true"),

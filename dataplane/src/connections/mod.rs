@@ -1,7 +1,11 @@
-//! Frontend connections: the hub (registry and fan-out), frames, the streaming body, and the
-//! transports (SSE; WebSocket and long-polling build on the same pieces).
+//! Frontend connections: the fan-out ([`fanout`]: the hub, the replay window, connection tokens),
+//! frames, the streaming body, token expiry, and the transports (SSE; WebSocket and long-polling
+//! build on the same pieces), whose endpoints take the narrow [`context::Connections`] handle.
 
 pub mod body;
+pub mod context;
+pub mod expiry;
+pub mod fanout;
 pub mod frame;
 pub mod hub;
 pub mod limit;
@@ -11,3 +15,8 @@ pub mod sse;
 pub mod sse_direct;
 pub mod subscriptions_put;
 pub mod ws;
+
+/// The type of the event that tells a connection its session was revoked. SSE and long-polling
+/// clients receive it (then the connection ends); WebSocket clients get close 1000
+/// `Session killed.` instead.
+pub const SESSION_KILLED: &str = "rig.session_killed";

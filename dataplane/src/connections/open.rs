@@ -12,17 +12,17 @@
 //! connections in this process: beyond it, 429 `Reached maximum number of connections for this
 //! session` (checked after the rate limit, atomically with joining). With
 //! `RIG_CLOSE_AT_TOKEN_EXPIRY`, the connection is also closed when that `jwt` expires
-//! ([`crate::sessions::expiry`]).
+//! ([`crate::connections::expiry`]).
 
 use std::sync::Arc;
 
 use http::{HeaderValue, StatusCode};
 
+use super::context::Connections;
 use super::hub::Registration;
 use crate::auth::check::ExternalRequest;
 use crate::kafka::history::Fetched;
 use crate::metrics::Transport;
-use crate::state::State;
 use crate::subscriptions::{self, Subscription};
 
 /// The answer when `MAX_CONNECTIONS_PER_SESSION` is reached.
@@ -89,12 +89,12 @@ pub struct Opened {
 /// Run the connect checks and register the connection; a resuming client (`last_event_id`) is
 /// served from the replay window only. Prefer [`open_resumed`] where history matters.
 pub async fn open(
-    state: &Arc<State>,
+    conns: &Arc<Connections>,
     transport: Transport,
     params: &ConnectParams,
 ) -> Result<Opened, Refused> {
-    let (subs, session, exp) = check(state, params).await?;
-    admit(state, transport, params, &subs, (session, exp), None).map(|(registration, token)| {
+    let (subs, session, exp) = check(conns, params).await?;
+    admit(conns, transport, params, &subs, (session, exp), None).map(|(registration, token)| {
         Opened {
             registration,
             token,
@@ -106,14 +106,17 @@ pub async fn open(
 /// Like [`open`], but a client resuming from a position older than the replay window first gets
 /// the missed events from Kafka (after a restart, the window starts empty).
 pub async fn open_resumed(
-    state: &Arc<State>,
+    conns: &Arc<Connections>,
     transport: Transport,
     params: &ConnectParams,
 ) -> Result<Opened, Refused> {
-    let (subs, session, exp) = check(state, params).await?;
-    let history = state.kafka_history(params.last_event_id.as_deref()).await;
+    let (subs, session, exp) = check(conns, params).await?;
+    let history = conns
+        .fanout
+        .kafka_history(params.last_event_id.as_deref())
+        .await;
     admit(
-        state,
+        conns,
         transport,
         params,
         &subs,
@@ -130,7 +133,7 @@ pub async fn open_resumed(
 /// Checks 1-4 (module docs): the subscriptions the connection would get, and the session and
 /// `exp` of its `jwt`.
 async fn check(
-    state: &Arc<State>,
+    conns: &Arc<Connections>,
     params: &ConnectParams,
 ) -> Result<(Vec<Subscription>, Option<Arc<str>>, Option<u64>), Refused> {
     let given = match params.subscriptions.as_deref() {
@@ -141,13 +144,17 @@ async fn check(
     };
     let claims =
         match params.jwt.as_deref().filter(|t| !t.is_empty()) {
-            Some(token) => Some(state.verify_jwt(token).map_err(|e| {
+            Some(token) => Some(conns.verify_jwt(token).map_err(|e| {
                 Refused::bad_request(format!("could not parse subscriptions: {e}"))
             })?),
             None => None,
         };
     let derived = match &claims {
-        Some(claims) => state.hub.extractors().jwt_subscriptions(claims.as_value()),
+        Some(claims) => conns
+            .fanout
+            .hub()
+            .extractors()
+            .jwt_subscriptions(claims.as_value()),
         None => Vec::new(),
     };
     let parsed = match &given {
@@ -162,7 +169,7 @@ async fn check(
     // passed (RIG). A check service gets the subscriptions it decides on, with the `jwt` as a
     // bearer token.
     let jwt = params.jwt.as_deref().filter(|t| !t.is_empty());
-    for planned in state
+    for planned in conns
         .access
         .subscription_plan(parsed.as_deref(), &derived, false)
     {
@@ -194,7 +201,7 @@ async fn check(
             subs.push(sub);
         }
     }
-    let session = claims.as_ref().and_then(|c| state.session_of(c));
+    let session = claims.as_ref().and_then(|c| conns.session_of(c));
     let exp = claims.as_ref().and_then(|c| c.exp());
     Ok((subs, session, exp))
 }
@@ -202,24 +209,29 @@ async fn check(
 /// Check 5 (the rate limit), then registration, then joining the session (with its limit) and
 /// noting when the token expires.
 fn admit(
-    state: &Arc<State>,
+    conns: &Arc<Connections>,
     transport: Transport,
     params: &ConnectParams,
     subs: &[Subscription],
     (session, exp): (Option<Arc<str>>, Option<u64>),
     history: Option<&Fetched>,
 ) -> Result<(Registration, String), Refused> {
-    if !state.connection_limiter.try_acquire() {
+    if !conns.connection_limiter.try_acquire() {
         return Err(Refused {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: "Reached maximum number of connections".to_owned(),
         });
     }
     let (registration, token) =
-        state.register(transport, subs, params.last_event_id.as_deref(), history);
+        conns
+            .fanout
+            .register(transport, subs, params.last_event_id.as_deref(), history);
     if let Some(session) = session {
-        let limit = state.config.max_connections_per_session;
-        if let Err(full) = state.join_sessions(registration.id, &[session], limit) {
+        let limit = conns.settings.max_connections_per_session;
+        if let Err(full) = conns
+            .fanout
+            .join_sessions(registration.id, &[session], limit)
+        {
             tracing::info!(
                 session = %full.session,
                 limit = full.limit,
@@ -232,6 +244,6 @@ fn admit(
             });
         }
     }
-    state.expire_with_token(registration.id, exp);
+    conns.fanout.expire_with_token(registration.id, exp);
     Ok((registration, token))
 }

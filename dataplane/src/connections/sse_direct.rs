@@ -37,11 +37,11 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::body::Encoding;
+use super::context::Connections;
 use super::hub::{Outbound, Registration};
 use super::open::{self, ConnectParams};
 use super::sse::SseEncoding;
 use crate::metrics::Transport;
-use crate::state::State;
 
 /// The start of a request line this module serves.
 const REQUEST_PREFIX: &[u8] = b"GET /_rig/v1/connection/sse";
@@ -105,11 +105,11 @@ pub async fn sniff(stream: &TcpStream) -> bool {
 
 /// Serve an SSE connect request on `stream` (after [`sniff`] said it is one) until the stream ends
 /// or the client goes away.
-pub async fn serve(state: &Arc<State>, stream: TcpStream) {
-    serve_io(state, stream).await;
+pub async fn serve(conns: &Arc<Connections>, stream: TcpStream) {
+    serve_io(conns, stream).await;
 }
 
-async fn serve_io<IO>(state: &Arc<State>, mut io: IO)
+async fn serve_io<IO>(conns: &Arc<Connections>, mut io: IO)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -117,7 +117,7 @@ where
         return;
     };
     // Boxed: the connect checks' state lives on the heap only while they run.
-    let opened = Box::pin(open::open_resumed(state, Transport::Sse, &head.params)).await;
+    let opened = Box::pin(open::open_resumed(conns, Transport::Sse, &head.params)).await;
     let registration = match opened {
         Ok(opened) => opened.registration,
         Err(refused) => {
@@ -126,7 +126,7 @@ where
         }
     };
     let chunked = !head.http10;
-    let response_head = ok_head(state.cors.as_bytes(), chunked);
+    let response_head = ok_head(conns.cors.as_bytes(), chunked);
     if let Err(error) = with_timeout(async {
         io.write_all(&response_head).await?;
         io.flush().await

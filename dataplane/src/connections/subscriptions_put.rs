@@ -25,7 +25,7 @@
 //!    The connection joins the sessions of the bearer tokens (in addition to those it joined
 //!    before, as RIG's process groups did), so revoking any of them closes it. With
 //!    `RIG_CLOSE_AT_TOKEN_EXPIRY`, a bearer token that expires later than the connection's current
-//!    deadline extends it (a token refresh keeps the connection; [`crate::sessions::expiry`]).
+//!    deadline extends it (a token refresh keeps the connection; [`crate::connections::expiry`]).
 //!
 //! Every answer carries `access-control-allow-origin` (as RIG's controller did), so browsers can
 //! read it.
@@ -38,9 +38,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::Value;
 
+use super::context::Connections;
 use crate::auth::check::{self, ExternalRequest};
 use crate::http::{Body, read_body, text};
-use crate::state::State;
 use crate::subscriptions::{self, Subscription};
 
 const PREFIX: &str = "/_rig/v1/connection/";
@@ -72,35 +72,35 @@ pub fn token_in_internal_path(path: &str) -> Option<&str> {
 
 /// Handle a subscription update for the connection named by `token`.
 pub async fn put(
-    state: &Arc<State>,
+    conns: &Arc<Connections>,
     req: Request<Incoming>,
     token: String,
     via: Via,
 ) -> Response<Body> {
-    let mut res = answer(state, req, &token, via).await;
+    let mut res = answer(conns, req, &token, via).await;
     res.headers_mut()
-        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, state.cors.clone());
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, conns.cors.clone());
     res
 }
 
 async fn answer(
-    state: &Arc<State>,
+    conns: &Arc<Connections>,
     req: Request<Incoming>,
     token: &str,
     via: Via,
 ) -> Response<Body> {
-    let decoded = state.tokens.decode(token);
+    let decoded = conns.fanout.tokens().decode(token);
     let (parts, body) = req.into_parts();
     if via == Via::Inbound
         && let Ok(owner) = decoded.as_ref().map(|t| &t.owner)
-        && *owner != state.owner
-        && state.peers.knows(owner)
+        && *owner != conns.fanout.owner()
+        && conns.peers.knows(owner)
     {
-        let body = match read_body(body, state.config.max_body_bytes).await {
+        let body = match read_body(body, conns.settings.max_body_bytes).await {
             Ok(body) => body,
             Err(res) => return res,
         };
-        return match state
+        return match conns
             .peers
             .forward_subscriptions(owner, token, &parts, body)
             .await
@@ -130,7 +130,7 @@ async fn answer(
             ),
         );
     }
-    let raw = match read_body(body, state.config.max_body_bytes).await {
+    let raw = match read_body(body, conns.settings.max_body_bytes).await {
         Ok(body) => body,
         Err(res) => return res,
     };
@@ -148,16 +148,22 @@ async fn answer(
     // Each bearer token is verified once (a refusal is counted once); step 7 reuses the result.
     let verified: Vec<_> = crate::auth::bearer_tokens(headers)
         .into_iter()
-        .map(|token| state.verify_jwt(token))
+        .map(|token| conns.verify_jwt(token))
         .collect();
     let derived: Vec<Subscription> = verified
         .iter()
         .filter_map(|claims| claims.as_ref().ok())
-        .flat_map(|claims| state.hub.extractors().jwt_subscriptions(claims.as_value()))
+        .flat_map(|claims| {
+            conns
+                .fanout
+                .hub()
+                .extractors()
+                .jwt_subscriptions(claims.as_value())
+        })
         .collect();
     let plan = match &parsed {
-        Some(parsed) => state.access.subscription_plan(Some(parsed), &derived, true),
-        None => state.access.subscription_plan(Some(&[]), &[], true),
+        Some(parsed) => conns.access.subscription_plan(Some(parsed), &derived, true),
+        None => conns.access.subscription_plan(Some(&[]), &[], true),
     };
     for planned in plan {
         let body = if planned.whole_request {
@@ -173,7 +179,7 @@ async fn answer(
                 || {
                     check::check_tokens(headers)
                         .into_iter()
-                        .any(|t| state.verify_jwt(t).is_ok())
+                        .any(|t| conns.verify_jwt(t).is_ok())
                 },
                 || ExternalRequest {
                     body,
@@ -198,22 +204,23 @@ async fn answer(
             return text(StatusCode::BAD_REQUEST, "Invalid connection token.");
         }
     };
-    if conn.owner != state.owner {
+    if conn.owner != conns.fanout.owner() {
         let message = match via {
             // A peer sent it here although the token names another process: the peers are
             // misconfigured. Forwarding again could loop, so stop here.
             Via::Peer => {
-                tracing::warn!(owner = %conn.owner, here = %state.owner, "a peer forwarded a subscription update for a connection this process does not own; check RIG_PEERS");
+                tracing::warn!(owner = %conn.owner, here = %conns.fanout.owner(), "a peer forwarded a subscription update for a connection this process does not own; check RIG_PEERS");
                 format!(
                     "Connection no longer exists: it belongs to process {:?}, not to {:?}.",
-                    conn.owner, state.owner
+                    conn.owner,
+                    conns.fanout.owner()
                 )
             }
-            Via::Inbound => state.peers.unknown_owner(&conn.owner).to_string(),
+            Via::Inbound => conns.peers.unknown_owner(&conn.owner).to_string(),
         };
         return text(StatusCode::GONE, message);
     }
-    if !state.hub.contains(conn.conn) {
+    if !conns.fanout.hub().contains(conn.conn) {
         return text(StatusCode::GONE, "Connection no longer exists.");
     }
 
@@ -224,8 +231,14 @@ async fn answer(
     for claims in verified {
         match claims {
             Ok(claims) => {
-                set.extend(state.hub.extractors().jwt_subscriptions(claims.as_value()));
-                sessions.extend(state.session_of(&claims));
+                set.extend(
+                    conns
+                        .fanout
+                        .hub()
+                        .extractors()
+                        .jwt_subscriptions(claims.as_value()),
+                );
+                sessions.extend(conns.session_of(&claims));
                 exp = exp.max(claims.exp());
             }
             Err(error) => {
@@ -254,14 +267,14 @@ async fn answer(
     let set: Vec<Subscription> = subscriptions::dedup(set);
 
     // 9.
-    if !state.set_subscriptions(conn.conn, &set) {
+    if !conns.fanout.set_subscriptions(conn.conn, &set) {
         return text(StatusCode::GONE, "Connection no longer exists.");
     }
     // No limit here: the connection exists already, a subscription update only adds sessions.
-    if !sessions.is_empty() && state.join_sessions(conn.conn, &sessions, None) != Ok(true) {
+    if !sessions.is_empty() && conns.fanout.join_sessions(conn.conn, &sessions, None) != Ok(true) {
         return text(StatusCode::GONE, "Connection no longer exists.");
     }
-    if !state.expire_with_token(conn.conn, exp) {
+    if !conns.fanout.expire_with_token(conn.conn, exp) {
         return text(StatusCode::GONE, "Connection no longer exists.");
     }
     let mut res = Response::new(crate::http::full(Bytes::new()));

@@ -54,12 +54,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use self::codec::{HandshakeError, Head, Incoming, Reader, close_code, opcode};
+use super::context::Connections;
 use super::hub::{Outbound, Registration};
 use super::open::{self, ConnectParams, Refused};
 use crate::http::{Body, full, text};
 use crate::metrics::Transport;
 use crate::replay::Frontier;
-use crate::state::State;
 
 /// A client that accepts no bytes of a pending write for this long is dropped: two heartbeat
 /// periods, so a live client on a bad network is not cut, and a dead one does not hold its task.
@@ -111,7 +111,7 @@ impl Closing {
 
 /// Answer an upgrade request on `/_rig/v1/connection/ws`: 101 and a task that serves the
 /// connection, or 400/426 when the request is not a WebSocket handshake.
-pub fn connect(state: &Arc<State>, mut req: Request<IncomingBody>) -> Response<Body> {
+pub fn connect(conns: &Arc<Connections>, mut req: Request<IncomingBody>) -> Response<Body> {
     let accept = match codec::accept(req.version(), req.headers()) {
         Ok(accept) => accept,
         Err(error) => return handshake_refused(&error),
@@ -119,7 +119,7 @@ pub fn connect(state: &Arc<State>, mut req: Request<IncomingBody>) -> Response<B
     let mut params = ConnectParams::from_query(req.uri().query());
     params.last_event_id = params.last_event_id.filter(|id| !id.is_empty());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let state = state.clone();
+    let conns = conns.clone();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -129,9 +129,9 @@ pub fn connect(state: &Arc<State>, mut req: Request<IncomingBody>) -> Response<B
             }
         };
         if let Some(id) = params.last_event_id.take() {
-            params.last_event_id = Some(resume_point(&state, id));
+            params.last_event_id = Some(resume_point(&conns, id));
         }
-        let start = open::open_resumed(&state, Transport::Ws, &params)
+        let start = open::open_resumed(&conns, Transport::Ws, &params)
             .await
             .map_err(|refused| {
                 tracing::debug!(reason = %refused.message, "refused a WebSocket connection");
@@ -175,18 +175,14 @@ fn handshake_refused(error: &HandshakeError) -> Response<Body> {
 /// The resume token for `last_event_id`: itself when it is a resume token, else the token after
 /// the oldest retained event whose CloudEvent `id` it is; unchanged when neither (the connection
 /// then starts with a gap event).
-fn resume_point(state: &State, last_event_id: String) -> String {
+fn resume_point(conns: &Connections, last_event_id: String) -> String {
     if Frontier::decode(&last_event_id).is_some() {
         return last_event_id;
     }
-    let window = state
-        .window
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    match window.token_after_event(&last_event_id) {
-        Some(token) => token.to_string(),
-        None => last_event_id,
-    }
+    conns
+        .fanout
+        .token_after_event(&last_event_id)
+        .unwrap_or(last_event_id)
 }
 
 /// Serve an upgraded connection: the registration's queue, or a close frame when refused.
@@ -297,7 +293,7 @@ where
                         Some(frame) if frame.event_type == crate::sessions::SESSION_EXPIRED => {
                             Closing::new(
                                 close_code::NORMAL,
-                                crate::sessions::expiry::WS_CLOSE_REASON,
+                                crate::connections::expiry::WS_CLOSE_REASON,
                             )
                         }
                         Some(frame) => {

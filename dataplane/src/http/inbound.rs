@@ -38,18 +38,26 @@ impl Handler for Inbound {
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/_rig/health") => text(StatusCode::OK, "OK"),
             (&Method::GET, "/_rig/v1/connection/sse") => connect_sse(state, &req).await,
-            (&Method::GET, "/_rig/v1/connection/ws") => ws::connect(state, req),
+            (&Method::GET, "/_rig/v1/connection/ws") => ws::connect(&state.connections, req),
             (&Method::GET, "/_rig/v1/connection/longpolling") => {
-                longpolling::get(state, &req).await
+                longpolling::get(&state.connections, &req).await
             }
-            (&Method::OPTIONS, "/_rig/v1/connection/longpolling") => longpolling::preflight(state),
+            (&Method::OPTIONS, "/_rig/v1/connection/longpolling") => {
+                longpolling::preflight(&state.connections)
+            }
             (&Method::POST, "/_rig/v1/events") => submit(state, req).await,
             (&Method::OPTIONS, "/_rig/v1/events") => preflight(state, "POST", "content-type"),
             (&Method::PUT, path) if subscriptions_put::token_in_path(path).is_some() => {
                 let token = subscriptions_put::token_in_path(path)
                     .unwrap_or_default()
                     .to_owned();
-                subscriptions_put::put(state, req, token, subscriptions_put::Via::Inbound).await
+                subscriptions_put::put(
+                    &state.connections,
+                    req,
+                    token,
+                    subscriptions_put::Via::Inbound,
+                )
+                .await
             }
             (&Method::OPTIONS, path) if subscriptions_put::token_in_path(path).is_some() => {
                 preflight(state, "PUT", "content-type,authorization")
@@ -76,7 +84,7 @@ impl Handler for Inbound {
         if !is_sse {
             return crate::proxy::fast::serve(&self.state, stream, peer, shutdown).await;
         }
-        sse_direct::serve(&self.state, stream).await;
+        sse_direct::serve(&self.state.connections, stream).await;
         None
     }
 }
@@ -90,7 +98,7 @@ async fn connect_sse(state: &Arc<State>, req: &Request<Incoming>) -> Response<Bo
     {
         params.last_event_id = Some(id.to_owned());
     }
-    match open::open_resumed(state, Transport::Sse, &params).await {
+    match open::open_resumed(&state.connections, Transport::Sse, &params).await {
         Ok(opened) => sse::response(opened, &state.cors),
         Err(refused) => text(refused.status, refused.message),
     }

@@ -50,7 +50,7 @@ impl Handler for Internal {
                     .metrics
                     .render(self.state.hub.subscription_count());
                 self.state.proxy.render_metrics(&mut metrics);
-                self.state.verifier.render_metrics(&mut metrics);
+                self.state.verifier().render_metrics(&mut metrics);
                 self.state.config_status.render_metrics(&mut metrics);
                 let mut res = text(StatusCode::OK, metrics);
                 res.headers_mut().insert(
@@ -65,7 +65,13 @@ impl Handler for Internal {
                 let token = subscriptions_put::token_in_internal_path(path)
                     .unwrap_or_default()
                     .to_owned();
-                subscriptions_put::put(&self.state, req, token, subscriptions_put::Via::Peer).await
+                subscriptions_put::put(
+                    &self.state.connections,
+                    req,
+                    token,
+                    subscriptions_put::Via::Peer,
+                )
+                .await
             }
             _ => not_found(),
         }

@@ -16,8 +16,8 @@ use rdkafka::message::{Headers, Message};
 use tokio::sync::watch;
 
 use super::every_partition::EveryPartition;
-use crate::events;
-use crate::state::State;
+use crate::events::{self, CloudEvent};
+use crate::metrics::Metrics;
 use crate::support::supervise::TaskHealth;
 
 /// How often partition metadata is re-read (new topics, added partitions).
@@ -31,11 +31,21 @@ pub enum Error {
     Create(#[source] rdkafka::error::KafkaError),
 }
 
+/// Where consumed events go: the fan-out (implemented there; this module does not know it).
+pub trait Sink: Send + Sync + 'static {
+    /// This process starts reading `stream` (a newly assigned partition) at `position`.
+    fn start_stream(&self, stream: &Arc<str>, position: i64);
+    /// An event read at `position` of `stream`.
+    fn publish_at(&self, stream: &Arc<str>, position: i64, event: CloudEvent);
+}
+
 /// Consume the topics named by `topics` (which may change at run time) from `brokers` and publish
 /// every event to the hub, until `shutdown`. `health` follows the broker (see
 /// [`super::every_partition`]); the caller supervises this task (restarts it when it fails).
 pub async fn run(
-    state: Arc<State>,
+    sink: Arc<dyn Sink>,
+    metrics: Arc<Metrics>,
+    owner: String,
     brokers: String,
     mut topics: watch::Receiver<Vec<String>>,
     mut shutdown: watch::Receiver<bool>,
@@ -43,25 +53,22 @@ pub async fn run(
 ) -> Result<(), Error> {
     let mut reader = EveryPartition::new(
         &brokers,
-        &format!("rig-dataplane-{}", state.owner),
+        &format!("rig-dataplane-{owner}"),
         &[("fetch.wait.max.ms", "10")],
         health,
     )
     .map_err(Error::Create)?;
     tracing::info!(%brokers, topics = ?*topics.borrow(), "consuming events (every partition, from the latest offset)");
     // A restarted consumer starts over: no partition is assigned to it yet.
-    state
-        .metrics
-        .assigned_partitions
-        .store(0, Ordering::Relaxed);
+    metrics.assigned_partitions.store(0, Ordering::Relaxed);
     let mut streams = Streams::default();
     let mut refresh = tokio::time::interval(METADATA_REFRESH);
     loop {
         tokio::select! {
             _ = refresh.tick() => {
                 let current = topics.borrow().clone();
-                assign_new_partitions(&state, &mut reader, &current, &mut streams).await;
-                report_lag(&state, reader.consumer()).await;
+                assign_new_partitions(&*sink, &metrics, &mut reader, &current, &mut streams).await;
+                report_lag(&metrics, reader.consumer()).await;
             }
             changed = topics.changed() => {
                 if changed.is_err() {
@@ -70,7 +77,7 @@ pub async fn run(
                 let current = topics.borrow_and_update().clone();
                 for (topic, partition) in reader.unassign_removed(&current) {
                     tracing::info!(%topic, partition, "unassigned (topic no longer configured)");
-                    state.metrics.assigned_partitions.fetch_sub(1, Ordering::Relaxed);
+                    metrics.assigned_partitions.fetch_sub(1, Ordering::Relaxed);
                 }
                 // Only the topics this change added: one metadata round trip for a new route,
                 // not one per topic already consumed (new partitions of those are found by the
@@ -80,10 +87,10 @@ pub async fn run(
                     .filter(|t| !reader.has_topic(t))
                     .cloned()
                     .collect();
-                assign_new_partitions(&state, &mut reader, &added, &mut streams).await;
+                assign_new_partitions(&*sink, &metrics, &mut reader, &added, &mut streams).await;
             }
             message = reader.consumer().recv() => match message {
-                Ok(message) => handle(&state, &mut streams, &message),
+                Ok(message) => handle(&*sink, &metrics, &mut streams, &message),
                 Err(error) => tracing::warn!(%error, "kafka consumer error (librdkafka retries by itself)"),
             },
             _ = crate::support::stopped(&mut shutdown) => break,
@@ -113,7 +120,7 @@ impl Streams {
 
 /// Messages behind the end of every assigned partition (end offset minus the consumer's
 /// position), summed; published as `rig_kafka_consumer_lag_messages`.
-async fn report_lag(state: &State, consumer: &Arc<StreamConsumer>) {
+async fn report_lag(metrics: &Metrics, consumer: &Arc<StreamConsumer>) {
     let consumer = consumer.clone();
     let lag = tokio::task::spawn_blocking(move || {
         let positions = consumer.position().ok()?;
@@ -134,8 +141,7 @@ async fn report_lag(state: &State, consumer: &Arc<StreamConsumer>) {
     })
     .await;
     if let Ok(Some(lag)) = lag {
-        state
-            .metrics
+        metrics
             .consumer_lag
             .store(lag.max(0) as u64, Ordering::Relaxed);
     }
@@ -144,22 +150,25 @@ async fn report_lag(state: &State, consumer: &Arc<StreamConsumer>) {
 /// Add partitions that appeared since the last look, starting at their end (the replay floor of
 /// each stream).
 async fn assign_new_partitions(
-    state: &State,
+    sink: &dyn Sink,
+    metrics: &Metrics,
     reader: &mut EveryPartition,
     topics: &[String],
     streams: &mut Streams,
 ) {
     for a in reader.assign_new(topics).await {
-        state.start_stream(&streams.get(&a.topic, a.partition), a.start);
+        sink.start_stream(&streams.get(&a.topic, a.partition), a.start);
         tracing::info!(topic = %a.topic, partition = a.partition, offset = a.start, "assigned");
-        state
-            .metrics
-            .assigned_partitions
-            .fetch_add(1, Ordering::Relaxed);
+        metrics.assigned_partitions.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-fn handle(state: &State, streams: &mut Streams, message: &rdkafka::message::BorrowedMessage<'_>) {
+fn handle(
+    sink: &dyn Sink,
+    metrics: &Metrics,
+    streams: &mut Streams,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) {
     let headers = message.headers();
     let pairs = headers
         .iter()
@@ -167,16 +176,12 @@ fn handle(state: &State, streams: &mut Streams, message: &rdkafka::message::Borr
         .map(|h| (h.key, h.value));
     match events::from_kafka(pairs, message.payload()) {
         Ok(event) => {
-            state
-                .metrics
-                .consumed_events
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.consumed_events.fetch_add(1, Ordering::Relaxed);
             let stream = streams.get(message.topic(), message.partition());
-            state.publish_at(&stream, message.offset(), event);
+            sink.publish_at(&stream, message.offset(), event);
         }
         Err(error) => {
-            state
-                .metrics
+            metrics
                 .consumed_events_failed
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(

@@ -93,7 +93,7 @@ impl JwtCache {
             let map = shard.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(entry) = map.get(token)
                 && now.duration_since(entry.verified) < TTL
-                && entry.key_epoch == state.verifier.key_epoch()
+                && entry.key_epoch == state.verifier().key_epoch()
             {
                 let secs = now_secs();
                 let in_time = secs < entry.exp.saturating_add(LEEWAY_SECS)
@@ -135,11 +135,11 @@ impl JwtCache {
     ) {
         // Verified claims always have `exp`; without one there is nothing safe to cache.
         let Some(exp) = claims.exp() else { return };
-        let key_epoch = state.verifier.key_epoch();
+        let key_epoch = state.verifier().key_epoch();
         let entry = Entry {
             exp,
             nbf: seconds(claims.as_value(), "nbf"),
-            session: state.verifier.session_id(claims).map(Arc::from),
+            session: state.verifier().session_id(claims).map(Arc::from),
             verified: now,
             key_epoch,
         };

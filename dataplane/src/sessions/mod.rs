@@ -12,14 +12,8 @@
 //! are also closed when their JWT expires ([`expiry`], `RIG_CLOSE_AT_TOKEN_EXPIRY`).
 
 pub mod api;
-pub mod blacklist;
-pub mod expiry;
 pub mod rfc3339;
 
-pub use blacklist::{Blacklist, Source};
-pub use expiry::SESSION_EXPIRED;
-
-/// The type of the event that tells a connection its session was revoked. SSE and long-polling
-/// clients receive it (then the connection ends); WebSocket clients get close 1000
-/// `Session killed.` instead.
-pub const SESSION_KILLED: &str = "rig.session_killed";
+pub use crate::auth::revoked::{Blacklist, Source};
+pub use crate::connections::SESSION_KILLED;
+pub use crate::connections::expiry::SESSION_EXPIRED;

@@ -1,0 +1,363 @@
+//! The fan-out: open connections (the [`Hub`]), the replay window and the connection tokens,
+//! owning the publish order guarantee. An event is recorded in the window and queued to every
+//! matching connection under the window lock, and a connection is registered (with its replay)
+//! under the same lock, so a resuming client never sees an event twice or out of order.
+//!
+//! Lock order: the window, then the hub's locks (see [`super::hub`]).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use super::frame::Frame;
+use super::hub::{Hub, Outbound, Registration, SessionLimit};
+use crate::auth::revoked::Blacklist;
+use crate::auth::token::TokenCodec;
+use crate::events::CloudEvent;
+use crate::kafka::history::{self, Fetched, Range};
+use crate::metrics::{Metrics, Transport};
+use crate::replay::window::HTTP_STREAM_PREFIX;
+use crate::replay::{Frontier, Window};
+use crate::subscriptions::{self, ConnId, Index, Subscription};
+
+/// How long a resuming client may wait for Kafka history (partition assignment plus reading).
+const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where missed events are read from after a restart: the brokers and the topics consumed now.
+#[derive(Debug)]
+pub struct HistorySource {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The topics the event consumer reads (RIG's `KAFKA_SOURCE_TOPICS` plus the EventRoutes').
+    pub topics: watch::Receiver<Vec<String>>,
+}
+
+/// What the fan-out needs to know (from `Config`, read by the wiring).
+#[derive(Debug)]
+pub struct Settings {
+    /// This process's name in connection tokens.
+    pub owner: String,
+    /// `RIG_CONNECTION_QUEUE`.
+    pub queue_capacity: usize,
+    /// `RIG_REPLAY_WINDOW`.
+    pub replay_window: usize,
+    /// `RIG_CLOSE_AT_TOKEN_EXPIRY`.
+    pub close_at_token_expiry: bool,
+    /// Kafka, when configured: history for resumes.
+    pub history: Option<HistorySource>,
+}
+
+/// The fan-out (module docs).
+#[derive(Debug)]
+pub struct Fanout {
+    hub: Arc<Hub>,
+    window: Mutex<Window>,
+    tokens: TokenCodec,
+    owner: String,
+    metrics: Arc<Metrics>,
+    revoked: Arc<Blacklist>,
+    http_stream: Arc<str>,
+    http_seq: AtomicI64,
+    streams_started: watch::Sender<u64>,
+    history: Option<HistorySource>,
+    replay_window: usize,
+    close_at_token_expiry: bool,
+}
+
+impl Fanout {
+    /// The fan-out with `extractors`, minting tokens with `tokens`; a connection joining a session
+    /// `revoked` lists is closed at once.
+    pub fn new(
+        settings: Settings,
+        extractors: Arc<crate::subscriptions::Extractors>,
+        tokens: TokenCodec,
+        revoked: Arc<Blacklist>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            hub: Arc::new(Hub::new(
+                extractors,
+                settings.queue_capacity,
+                metrics.clone(),
+            )),
+            window: Mutex::new(Window::new(settings.replay_window)),
+            tokens,
+            http_stream: Arc::from(format!("{HTTP_STREAM_PREFIX}{}", settings.owner)),
+            owner: settings.owner,
+            metrics,
+            revoked,
+            http_seq: AtomicI64::new(0),
+            streams_started: watch::Sender::new(0),
+            history: settings.history,
+            replay_window: settings.replay_window,
+            close_at_token_expiry: settings.close_at_token_expiry,
+        }
+    }
+
+    /// The open connections and their subscription index.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The connection token codec.
+    pub fn tokens(&self) -> &TokenCodec {
+        &self.tokens
+    }
+
+    /// This process's name in connection tokens.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The resume token right after the retained event whose CloudEvent `id` is `id`, if any
+    /// (WebSocket and long-polling clients resume with an event id).
+    pub fn token_after_event(&self, id: &str) -> Option<String> {
+        self.lock_window()
+            .token_after_event(id)
+            .map(|token| token.to_string())
+    }
+
+    /// Add connection `id` to `sessions`, refusing beyond `limit` connections per session. A
+    /// session revoked since its token was verified is killed right away (the revocation may
+    /// have looked for its connections before this one joined), so no connection outlives a
+    /// revocation. `Ok(false)` when the connection is gone.
+    pub fn join_sessions(
+        &self,
+        id: ConnId,
+        sessions: &[Arc<str>],
+        limit: Option<usize>,
+    ) -> Result<bool, SessionLimit> {
+        let joined = self.hub.join_sessions(id, sessions, limit)?;
+        for session in sessions {
+            if self.revoked.is_revoked(session) {
+                self.kill_session(session);
+            }
+        }
+        Ok(joined)
+    }
+
+    /// With `RIG_CLOSE_AT_TOKEN_EXPIRY`, close connection `id` when the token whose `exp` (seconds
+    /// since the Unix epoch) is given stops being accepted, unless a token it presented before
+    /// lasts longer ([`super::expiry`]). Does nothing when the setting is off or `exp` is
+    /// `None`; `false` only when the connection is gone.
+    pub fn expire_with_token(&self, id: ConnId, exp: Option<u64>) -> bool {
+        let Some(exp) = exp.filter(|_| self.close_at_token_expiry) else {
+            return true;
+        };
+        match crate::connections::expiry::deadline(
+            exp,
+            crate::auth::jwt::LEEWAY_SECS,
+            std::time::SystemTime::now(),
+            tokio::time::Instant::now(),
+        ) {
+            Some(deadline) => self.hub.extend_expiry(id, deadline),
+            // Beyond any representable instant: the token outlives this process.
+            None => true,
+        }
+    }
+
+    /// Close every connection of `session` in this process: SSE and long-polling get
+    /// `rig.session_killed`, WebSocket close 1000 `Session killed.`. Counted in
+    /// `rig_sessions_killed_total`; returns how many were closed.
+    pub fn kill_session(&self, session: &str) -> usize {
+        let event = CloudEvent::new_rig(super::SESSION_KILLED, serde_json::json!({}));
+        let frame = Arc::new(Frame::new(&event, None));
+        let killed = self.hub.kill_session(session, &frame);
+        if killed > 0 {
+            self.metrics
+                .sessions_killed
+                .fetch_add(killed as u64, Ordering::Relaxed);
+            tracing::info!(
+                session,
+                connections = killed,
+                "revoked session: its connections were closed"
+            );
+        }
+        killed
+    }
+
+    /// Forward an event accepted over HTTP.
+    pub fn publish(&self, event: CloudEvent) -> usize {
+        let seq = self.http_seq.fetch_add(1, Ordering::Relaxed);
+        let stream = self.http_stream.clone();
+        self.publish_at(&stream, seq, event)
+    }
+
+    /// Forward an event read at `position` of `stream`, recording it for replay.
+    pub fn publish_at(&self, stream: &Arc<str>, position: i64, event: CloudEvent) -> usize {
+        let event = Arc::new(event);
+        // The window lock also orders publication: frames reach every queue in window order, so
+        // a replay never reorders what a live client saw.
+        let mut window = self.lock_window();
+        let token = window.push(stream, position, event.clone());
+        self.hub.publish(&event, Some(&token))
+    }
+
+    /// Register a connection with its subscriptions and queue, atomically with respect to event
+    /// publication: the greetings (`rig.connection.create`, `rig.subscriptions_set`), then — when
+    /// the client resumes with `last_event_id` — `rig.connection.gap` if something may be missing
+    /// and the missed matching events, then live events. Returns the registration and the
+    /// connection token.
+    pub fn register(
+        &self,
+        transport: Transport,
+        subs: &[Subscription],
+        last_event_id: Option<&str>,
+        history: Option<&Fetched>,
+    ) -> (Registration, String) {
+        // Holding the window lock keeps publishers out until the queue holds the replay.
+        let window = self.lock_window();
+        let replay = last_event_id.map(|id| window.replay(Frontier::decode(id).as_ref(), history));
+        let replay_len = replay.as_ref().map_or(0, |r| r.events.len() + 1);
+        let registration = self.hub.register(transport, subs, replay_len);
+        let token = self.tokens.encode(&self.owner, registration.id);
+        let position = window.token();
+        let create = CloudEvent::new_rig(
+            "rig.connection.create",
+            serde_json::json!({ "connection_token": token }),
+        );
+        let set = CloudEvent::new_rig("rig.subscriptions_set", subscriptions::to_json(subs));
+        let mut frames = vec![
+            Frame::new(&create, Some(&position)),
+            Frame::new(&set, Some(&position)),
+        ];
+        if let Some(replay) = replay {
+            if replay.gap {
+                self.metrics.replay_misses.fetch_add(1, Ordering::Relaxed);
+                let gap = CloudEvent::new_rig(
+                    "rig.connection.gap",
+                    serde_json::json!({ "last_event_id": last_event_id }),
+                );
+                frames.push(Frame::new(&gap, Some(&position)));
+            } else {
+                self.metrics.replay_hits.fetch_add(1, Ordering::Relaxed);
+            }
+            let matcher = Index::new(self.hub.extractors());
+            matcher.set(0, subs);
+            let mut hit = Vec::with_capacity(1);
+            for (event, id) in &replay.events {
+                hit.clear();
+                matcher.matching(event, &mut hit);
+                if !hit.is_empty() {
+                    frames.push(Frame::new(event, Some(id)));
+                }
+            }
+        }
+        for frame in frames {
+            // The queue was sized for the greetings and the replay, so this cannot overflow.
+            self.hub
+                .send_to(registration.id, Outbound::Frame(Arc::new(frame)));
+        }
+        drop(window);
+        (registration, token)
+    }
+
+    /// Replace the subscriptions of connection `id` and queue `rig.subscriptions_set` (with the new
+    /// set) to it; `false` when the connection is not (or no longer) here. Atomic with respect to
+    /// event publication: events published before get the old set's matches, events after the
+    /// new set's, and they reach the queue after the `rig.subscriptions_set` frame.
+    pub fn set_subscriptions(&self, id: ConnId, subs: &[Subscription]) -> bool {
+        let window = self.lock_window();
+        if !self.hub.set_subscriptions(id, subs) {
+            return false;
+        }
+        let set = CloudEvent::new_rig("rig.subscriptions_set", subscriptions::to_json(subs));
+        let frame = Frame::new(&set, Some(&window.token()));
+        let queued = self.hub.send_to(id, Outbound::Frame(Arc::new(frame)));
+        drop(window);
+        if !queued {
+            // The set is in effect; only the notice is lost (the queue is full or just closed).
+            self.metrics.queue_drops.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                connection = id,
+                "cannot queue rig.subscriptions_set: the connection's queue is full or closed"
+            );
+        }
+        true
+    }
+
+    /// Note where this process starts reading `stream` (a newly assigned Kafka partition).
+    pub fn start_stream(&self, stream: &Arc<str>, position: i64) {
+        self.lock_window().start_stream(stream, position);
+        self.streams_started.send_modify(|n| *n += 1);
+    }
+
+    /// For a client resuming from `last_event_id`: read from Kafka what it missed before the
+    /// replay window (after a restart the window starts empty). `None` when nothing needs reading
+    /// or Kafka is off; failures are logged and yield `None` (the client then gets a gap event).
+    pub async fn kafka_history(&self, last_event_id: Option<&str>) -> Option<Fetched> {
+        let source = self.history.as_ref()?;
+        let from = Frontier::decode(last_event_id?)?;
+        let wanted: Vec<(Arc<str>, String, i32, i64)> = from
+            .0
+            .iter()
+            .filter(|(stream, _)| !stream.starts_with(HTTP_STREAM_PREFIX))
+            .filter_map(|(stream, next)| {
+                let (topic, partition) = stream.rsplit_once('/')?;
+                let partition = partition.parse().ok()?;
+                // Every topic this process consumes (RIG's and the EventRoutes'), as of now.
+                source
+                    .topics
+                    .borrow()
+                    .iter()
+                    .any(|t| t == topic)
+                    .then(|| (stream.clone(), topic.to_owned(), partition, *next))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return None;
+        }
+        // Right after a restart the consumer may not have assigned the partitions yet; their
+        // start is where history must end, so wait for it (bounded).
+        let mut started = self.streams_started.subscribe();
+        let all_started = |_: &u64| {
+            let window = self.lock_window();
+            wanted.iter().all(|(s, ..)| window.floor(s).is_some())
+        };
+        let _ = tokio::time::timeout(HISTORY_TIMEOUT, started.wait_for(all_started)).await;
+        let ranges: Vec<Range> = {
+            let window = self.lock_window();
+            wanted
+                .into_iter()
+                .filter_map(|(stream, topic, partition, from)| {
+                    let to = window.floor(&stream)?;
+                    (from < to).then_some(Range {
+                        stream,
+                        topic,
+                        partition,
+                        from,
+                        to,
+                    })
+                })
+                .collect()
+        };
+        if ranges.is_empty() {
+            return None;
+        }
+        let max = self.replay_window.max(1);
+        match history::fetch(&source.brokers, ranges, max, HISTORY_TIMEOUT).await {
+            Ok(fetched) => Some(fetched),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read Kafka history for a resuming client");
+                None
+            }
+        }
+    }
+
+    fn lock_window(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl crate::kafka::consumer::Sink for Fanout {
+    fn start_stream(&self, stream: &Arc<str>, position: i64) {
+        Fanout::start_stream(self, stream, position);
+    }
+
+    fn publish_at(&self, stream: &Arc<str>, position: i64, event: CloudEvent) {
+        Fanout::publish_at(self, stream, position, event);
+    }
+}
