@@ -3,6 +3,7 @@
 //!
 //! [`run`] starts both listeners and returns when the process is told to stop.
 
+pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
@@ -17,7 +18,6 @@ pub mod proxy;
 pub mod replay;
 pub mod routes;
 pub mod sessions;
-pub mod state;
 pub mod subscriptions;
 pub mod support;
 
@@ -27,8 +27,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use api::state::State;
 pub use config::Config;
-pub use state::State;
 
 /// Bind both listeners, start the event sources, serve until `shutdown` turns true, then drain.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -199,12 +199,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     };
     let inbound = http::server::serve(
         inbound,
-        Arc::new(http::inbound::Inbound::new(state.clone())),
+        Arc::new(api::inbound::Inbound::new(state.clone())),
         shutdown.clone(),
     );
     let internal = http::server::serve(
         internal,
-        Arc::new(http::internal::Internal::new(state.clone())),
+        Arc::new(api::internal::Internal::new(state.clone())),
         shutdown,
     );
     tokio::join!(inbound, internal);

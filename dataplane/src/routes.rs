@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 use rig_crds::compile::{self, Objects};
 use tokio::sync::watch;
 
+use crate::api::state::State;
 use crate::config::Config;
 use crate::manifests::{self, Manifests};
-use crate::state::State;
 use crate::subscriptions::{self, Extractors};
 use crate::support::error_chain;
 
@@ -141,7 +141,7 @@ pub fn apply(state: &State, routes: Routes, topics: &watch::Sender<Vec<String>>)
         .iter()
         .map(|r| (r.session_id.clone(), r.until))
         .collect();
-    state.apply_manifest_blacklists(&revocations);
+    state.revocations.apply_manifest_blacklists(&revocations);
     topics.send_if_modified(|current| {
         let changed = *current != routes.topics;
         *current = routes.topics;

@@ -38,8 +38,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::kube::{FIELD_MANAGER, Kube};
+use crate::api::state::State;
 use crate::sessions::{self, Source, rfc3339};
-use crate::state::State;
 use crate::support::error_chain;
 
 /// Prefix of the names of objects written by the API ([`object_name`]).
@@ -109,7 +109,7 @@ pub enum Effect {
 }
 
 /// Judge `spec` at the wall-clock time `wall`, which is the monotonic instant `now`. Deadlines
-/// beyond [`sessions::api::MAX_VALIDITY`] are capped to it.
+/// beyond [`sessions::MAX_VALIDITY`] are capped to it.
 pub fn effect(spec: &BlacklistSpec, wall: SystemTime, now: Instant) -> Effect {
     if spec.session_id.is_empty() {
         return Effect::Invalid("sessionId is empty".to_owned());
@@ -117,9 +117,7 @@ pub fn effect(spec: &BlacklistSpec, wall: SystemTime, now: Instant) -> Effect {
     match rfc3339::parse(&spec.expires_at) {
         Err(error) => Effect::Invalid(format!("expiresAt: {error}")),
         Ok(expires) => match expires.duration_since(wall) {
-            Ok(left) if !left.is_zero() => {
-                Effect::Revokes(now + left.min(sessions::api::MAX_VALIDITY))
-            }
+            Ok(left) if !left.is_zero() => Effect::Revokes(now + left.min(sessions::MAX_VALIDITY)),
             _ => Effect::Expired,
         },
     }
@@ -420,7 +418,7 @@ mod tests {
         );
         assert_eq!(
             effect(&spec("x", "9999-12-31T23:59:59Z"), wall, now),
-            Effect::Revokes(now + sessions::api::MAX_VALIDITY),
+            Effect::Revokes(now + sessions::MAX_VALIDITY),
             "capped"
         );
         assert!(matches!(

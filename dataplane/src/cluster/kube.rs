@@ -3,7 +3,7 @@
 //! One client per process, built at start from the in-cluster service account or `KUBECONFIG`
 //! ([`Kube::connect`]), and only in cluster mode: a standalone data plane never talks to an
 //! apiserver. The handle also carries where this pod writes (its namespace and name), and it is
-//! shared with the request handlers through [`crate::state::State::kube`] (the cluster-mode
+//! shared with the request handlers through [`crate::api::state::State::kube`] (the cluster-mode
 //! `POST /v3/session-blacklist` creates `Blacklist` objects with it).
 //!
 //! Everything written carries the field manager [`FIELD_MANAGER`].

@@ -41,9 +41,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::api::state::State;
 use crate::config::Config;
 use crate::routes::{self, Routes};
-use crate::state::State;
 use crate::support::supervise::TaskHealth;
 use crate::support::{Backoff, error_chain, random_unit};
 

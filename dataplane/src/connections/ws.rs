@@ -290,7 +290,7 @@ where
                         Some(frame) if frame.event_type == SESSION_KILLED => {
                             Closing::new(close_code::NORMAL, "Session killed.")
                         }
-                        Some(frame) if frame.event_type == crate::sessions::SESSION_EXPIRED => {
+                        Some(frame) if frame.event_type == super::expiry::SESSION_EXPIRED => {
                             Closing::new(
                                 close_code::NORMAL,
                                 crate::connections::expiry::WS_CLOSE_REASON,
@@ -593,7 +593,7 @@ mod tests {
         assert_eq!(close_of(&payload), (1000, "Session killed.".to_owned()));
 
         let (id, mut client, _task) = serve_one(&hub);
-        let (expired, _) = frame(crate::sessions::SESSION_EXPIRED);
+        let (expired, _) = frame(crate::connections::expiry::SESSION_EXPIRED);
         assert!(hub.send_to(id, Outbound::Close(Some(expired))));
         let (op, payload) = read_frame(&mut client).await;
         assert_eq!(op, opcode::CLOSE, "the event itself is not sent");

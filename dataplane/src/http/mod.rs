@@ -1,7 +1,6 @@
-//! The two HTTP listeners (inbound and internal API) and the helpers their handlers share.
+//! HTTP plumbing: the listener loop ([`server`]) and the response helpers every handler shares.
+//! The routers are in [`crate::api`].
 
-pub mod inbound;
-pub mod internal;
 pub mod server;
 
 use std::convert::Infallible;

@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 
 use super::routes::Origin;
 use super::{Proxy, RigEntry, rig};
+use crate::api::state::State;
 use crate::http::{Body, json, read_body};
-use crate::state::State;
 
 /// Largest accepted definition: a few hundred endpoints.
 const MAX_DEFINITION_BYTES: usize = 1024 * 1024;

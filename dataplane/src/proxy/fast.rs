@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use super::metrics::Status;
 use super::pool::{PoolError, StreamPool, connect_tcp};
 use super::routes::{Api, Endpoint, Found, HttpTarget, ResponseFrom, Table, Target};
-use crate::state::State;
+use crate::api::state::State;
 
 /// A request head larger than this goes to hyper (which answers 431 when it is too large).
 const MAX_REQUEST_HEAD: usize = 16 * 1024;

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::api::state::State;
 use crate::auth::jwt::{Claims, LEEWAY_SECS};
-use crate::state::State;
 
 /// How long a verified token is trusted without verifying its signature again.
 pub const TTL: Duration = Duration::from_secs(10);

@@ -34,8 +34,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::correlation::{self, Delivery, Reply};
+use crate::api::state::State;
 use crate::kafka::every_partition::EveryPartition;
-use crate::state::State;
 use crate::support::supervise::TaskHealth;
 
 /// How often response-topic metadata is re-read (topics created later, added partitions).

@@ -40,9 +40,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::Value;
 
+use crate::api::state::State;
 use crate::auth::jwt::bearer_tokens;
 use crate::http::{Body, json, text};
-use crate::state::State;
 use metrics::{ProxyMetrics, Status};
 use routes::{Api, Auth, Found, ResponseFrom, Table, Target};
 

@@ -10,14 +10,14 @@ use hyper::{Request, Response};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::server::Handler;
-use super::{Body, text};
+use super::state::State;
 use crate::auth::access::Publishing;
 use crate::auth::check::{self, ExternalRequest};
 use crate::connections::{longpolling, open, sse, sse_direct, subscriptions_put, ws};
 use crate::events;
+use crate::http::server::Handler;
+use crate::http::{Body, text};
 use crate::metrics::Transport;
-use crate::state::State;
 
 /// Routes inbound requests.
 #[derive(Debug)]
@@ -120,7 +120,7 @@ async fn publish_checked(
     check: bool,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = match super::read_body(body, state.config.max_body_bytes).await {
+    let body = match crate::http::read_body(body, state.config.max_body_bytes).await {
         Ok(body) => body,
         Err(res) => return res,
     };
@@ -169,7 +169,7 @@ async fn publish_checked(
                 .consumed_events
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             state.publish(event);
-            let mut res = Response::new(super::full(answer));
+            let mut res = Response::new(crate::http::full(answer));
             *res.status_mut() = StatusCode::ACCEPTED;
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -187,7 +187,7 @@ async fn publish_checked(
 }
 
 fn preflight(state: &State, methods: &'static str, headers: &'static str) -> Response<Body> {
-    let mut res = Response::new(super::full(""));
+    let mut res = Response::new(crate::http::full(""));
     *res.status_mut() = StatusCode::NO_CONTENT;
     let h = res.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, state.cors.clone());

@@ -8,10 +8,9 @@ use http::{HeaderValue, Method, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
-use super::{Body, json, server::Handler, text};
+use super::state::State;
 use crate::connections::subscriptions_put;
-use crate::sessions;
-use crate::state::State;
+use crate::http::{Body, json, server::Handler, text};
 
 /// Routes internal API requests.
 #[derive(Debug)]
@@ -29,8 +28,8 @@ impl Internal {
 impl Handler for Internal {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         let path = req.uri().path();
-        if sessions::api::is_collection(path) || sessions::api::id_in_path(path).is_some() {
-            return sessions::api::handle(&self.state, req)
+        if super::sessions::is_collection(path) || super::sessions::id_in_path(path).is_some() {
+            return super::sessions::handle(&self.state, req)
                 .await
                 .unwrap_or_else(not_found);
         }

@@ -37,15 +37,13 @@ use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
+use super::state::State;
 use crate::http::{Body, full, read_body, text};
-use crate::state::State;
 
 /// The collection paths served.
 const COLLECTIONS: [&str; 2] = ["/v3/session-blacklist", "/v2/session-blacklist"];
 
-/// Longest validity honoured (about 100 years): far beyond any token's life, and it keeps
-/// deadlines representable.
-pub const MAX_VALIDITY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub use crate::sessions::MAX_VALIDITY;
 
 /// A valid revocation request.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +134,7 @@ async fn post(state: &Arc<State>, req: Request<Incoming>, path: &str) -> Respons
                     }
                     None => {
                         let until = tokio::time::Instant::now() + revocation.validity;
-                        state.revoke(&revocation.session, until, super::Source::Api);
+                        state.revoke(&revocation.session, until, crate::auth::Source::Api);
                         created(path, &revocation.session)
                     }
                 },

@@ -21,7 +21,7 @@ use crate::connections::longpolling::sessions::Sessions;
 use crate::events::CloudEvent;
 use crate::metrics::Metrics;
 use crate::peers::Peers;
-use crate::sessions;
+use crate::sessions::Revocations;
 use crate::subscriptions::Extractors;
 
 /// Every subsystem of the process; one per process, behind an `Arc`.
@@ -51,6 +51,8 @@ pub struct State {
     pub peers: Arc<Peers>,
     /// Revoked JWT sessions.
     pub blacklist: Arc<Blacklist>,
+    /// Revoking sessions (refuse their tokens, close their connections).
+    pub revocations: Arc<Revocations>,
     /// The reverse proxy: route table, upstream client, proxy metrics.
     pub proxy: crate::proxy::Proxy,
     /// The configuration in effect as readiness and metrics see it (cluster mode: the operator
@@ -145,6 +147,7 @@ impl State {
             crate::proxy::http::Upstream::new(&config.proxy_tls_ca, config.proxy_body_idle_timeout),
         );
         Self {
+            revocations: Arc::new(Revocations::new(blacklist.clone(), fanout.clone())),
             hub: fanout.hub().clone(),
             fanout,
             connections,
@@ -173,6 +176,11 @@ impl State {
         self.jwt.verify(token)
     }
 
+    /// Revoke `session` until `until` and close its connections ([`Revocations::revoke`]).
+    pub fn revoke(&self, session: &str, until: tokio::time::Instant, source: Source) -> usize {
+        self.revocations.revoke(session, until, source)
+    }
+
     /// Close every connection of `session` in this process ([`Fanout::kill_session`]).
     pub fn kill_session(&self, session: &str) -> usize {
         self.fanout.kill_session(session)
@@ -181,47 +189,6 @@ impl State {
     /// Forward an event accepted over HTTP ([`Fanout::publish`]).
     pub fn publish(&self, event: CloudEvent) -> usize {
         self.fanout.publish(event)
-    }
-
-    /// Revoke `session` until `until` and close its connections in this process; returns how
-    /// many were closed.
-    pub fn revoke(&self, session: &str, until: tokio::time::Instant, source: Source) -> usize {
-        let newly = self.blacklist.revoke(session, until, source);
-        let left = until.saturating_duration_since(tokio::time::Instant::now());
-        tracing::info!(
-            session,
-            ?source,
-            newly,
-            validity_secs = left.as_secs(),
-            "session revoked"
-        );
-        self.kill_session(session)
-    }
-
-    /// Make `entries` (session id, end of the revocation) the complete set of revocations from
-    /// `Blacklist` objects, and close the connections of every session they revoke. Entries
-    /// already expired are skipped; a session no longer listed stops being revoked unless the API
-    /// revoked it too. The wall-clock end is converted to the monotonic clock once, here.
-    pub fn apply_manifest_blacklists(&self, entries: &[(String, std::time::SystemTime)]) {
-        let wall = std::time::SystemTime::now();
-        let now = tokio::time::Instant::now();
-        let active: Vec<(Arc<str>, tokio::time::Instant)> = entries
-            .iter()
-            .filter_map(|(session, expires)| {
-                let left = expires.duration_since(wall).ok()?;
-                let left = left.min(sessions::api::MAX_VALIDITY);
-                Some((Arc::from(session.as_str()), now + left))
-            })
-            .collect();
-        self.blacklist.replace_manifest(&active);
-        tracing::info!(
-            listed = entries.len(),
-            active = active.len(),
-            "Blacklist objects applied"
-        );
-        for (session, _) in &active {
-            self.kill_session(session);
-        }
     }
 }
 
@@ -306,7 +273,7 @@ mod tests {
             last = Some(item);
         }
         assert!(
-            matches!(&last, Some(Outbound::Close(Some(f))) if f.event_type == sessions::SESSION_KILLED),
+            matches!(&last, Some(Outbound::Close(Some(f))) if f.event_type == crate::sessions::SESSION_KILLED),
             "{last:?}"
         );
         assert!(state.hub.contains(y.id));
@@ -336,7 +303,7 @@ mod tests {
             state.fanout.join_sessions(m.id, &[Arc::from("m")], None),
             Ok(true)
         );
-        state.apply_manifest_blacklists(&[
+        state.revocations.apply_manifest_blacklists(&[
             ("m".to_owned(), now + hour),
             ("old".to_owned(), now - hour),
         ]);
@@ -348,7 +315,7 @@ mod tests {
         assert_eq!(state.blacklist.len(), 1);
         assert!(!state.hub.contains(m.id), "the live connection was closed");
         while m.rx.recv().await.is_some() {}
-        state.apply_manifest_blacklists(&[]);
+        state.revocations.apply_manifest_blacklists(&[]);
         assert!(
             state.verify_jwt(&token("m")).is_ok(),
             "removed object, lifted"
