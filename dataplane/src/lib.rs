@@ -57,7 +57,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         topics_rx.clone(),
     ));
     // The configuration compiled above, put into effect (cluster mode: the snapshot replaces it).
-    routes::apply(&state, routes, &topics_tx);
+    let targets = Arc::new(state.targets(topics_tx));
+    routes::apply(&targets, routes);
     if let Some(text) = &state.config.proxy_config {
         let n = state
             .proxy
@@ -74,14 +75,22 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     // follows in a task. Reports for the report Lease: `state.config_status.reports()`.
     let snapshot_client = match operator {
         Some(endpoint) => Some(
-            cluster::snapshots::start(state.clone(), endpoint, topics_tx, shutdown.clone()).await,
+            cluster::snapshots::start(
+                state.config.clone(),
+                state.config_status.clone(),
+                targets,
+                endpoint,
+                shutdown.clone(),
+            )
+            .await,
         ),
         None => {
             if let Some(path) = state.config.manifests.clone() {
                 tokio::spawn(routes::watch_manifests(
-                    state.clone(),
+                    state.config.clone(),
+                    targets,
+                    state.metrics.clone(),
                     path,
-                    topics_tx,
                     shutdown.clone(),
                 ));
             }
@@ -96,7 +105,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             .await
             .context("cluster mode")?;
         let _ = state.kube.set(kube.clone());
-        let watch = cluster::blacklists::watch(state.clone(), kube.client(), shutdown.clone());
+        let watch = cluster::blacklists::watch(
+            state.revocations.clone(),
+            state.metrics.clone(),
+            kube.client(),
+            shutdown.clone(),
+        );
         let report = cluster::report::run(
             kube,
             state.metrics.clone(),
@@ -180,13 +194,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let _ = state.proxy.producer.set(proxy::kafka::Producer(producer));
             let topics = state.config.proxy_kafka_response_topics.clone();
             let health = support::supervise::TaskHealth::new("kafka_response_consumer");
-            let (state, stop) = (state.clone(), shutdown.clone());
+            let (proxy, stop) = (state.proxy.clone(), shutdown.clone());
             Some(tokio::spawn(support::supervise::supervise(
                 health.clone(),
                 shutdown.clone(),
                 move || {
                     proxy::kafka::run_responses(
-                        state.clone(),
+                        proxy.clone(),
                         brokers.clone(),
                         topics.clone(),
                         stop.clone(),

@@ -11,9 +11,13 @@ use std::sync::atomic::Ordering;
 use rig_crds::compile::{self, Objects};
 use tokio::sync::watch;
 
-use crate::api::state::State;
+use crate::auth::access::AccessPolicy;
 use crate::config::Config;
+use crate::connections::hub::Hub;
 use crate::manifests::{self, Manifests};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::sessions::Revocations;
 use crate::subscriptions::{self, Extractors};
 use crate::support::error_chain;
 
@@ -43,6 +47,22 @@ pub struct Routes {
     pub extractors: Extractors,
     /// `KAFKA_SOURCE_TOPICS` plus the topics of every `EventRoute`, sorted, no duplicates.
     pub topics: Vec<String>,
+}
+
+/// The subsystems a configuration is installed into ([`apply`]), and the sender of the Kafka
+/// topics the event consumer reads.
+#[derive(Debug)]
+pub struct Targets {
+    /// The proxy's route table.
+    pub proxy: Arc<Proxy>,
+    /// The per-event-type access rules.
+    pub access: Arc<AccessPolicy>,
+    /// The hub's extractors.
+    pub hub: Arc<Hub>,
+    /// The `Blacklist` objects' revocations.
+    pub revocations: Arc<Revocations>,
+    /// The topics the event consumer reads.
+    pub topics: watch::Sender<Vec<String>>,
 }
 
 /// Compile the routing from the configuration and (standalone mode) the manifests.
@@ -84,9 +104,10 @@ pub fn compile_objects(config: &Config, objects: &Objects) -> Result<Routes, Err
 /// Re-read the manifests at `path` whenever they change; a valid set replaces the extractors and
 /// topics at once, an invalid one is logged and counted, and the previous configuration stays.
 pub async fn watch_manifests(
-    state: Arc<State>,
+    config: Arc<Config>,
+    targets: Arc<Targets>,
+    metrics: Arc<Metrics>,
     path: PathBuf,
-    topics: watch::Sender<Vec<String>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut seen = manifests::fingerprint(&path);
@@ -102,14 +123,13 @@ pub async fn watch_manifests(
             continue;
         }
         seen = now;
-        match compile(&state.config).map(|routes| apply(&state, routes, &topics)) {
+        match compile(&config).map(|routes| apply(&targets, routes)) {
             Ok(()) => {
-                state.metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
+                metrics.config_reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(path = %path.display(), "manifests reloaded");
             }
             Err(error) => {
-                state
-                    .metrics
+                metrics
                     .config_reload_failures
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
@@ -131,18 +151,18 @@ pub async fn watch_manifests(
 /// may see new proxy routes with the previous extractors, never half a table. Access rules are
 /// swapped before extractors, so a type that becomes stricter is never subscribable under the
 /// new extractors with the old rule.
-pub fn apply(state: &State, routes: Routes, topics: &watch::Sender<Vec<String>>) {
-    state.proxy.set_routes(&routes.compiled.proxy_routes);
-    state.access.set_event_types(&routes.compiled.event_types);
-    state.hub.set_extractors(Arc::new(routes.extractors));
+pub fn apply(targets: &Targets, routes: Routes) {
+    targets.proxy.set_routes(&routes.compiled.proxy_routes);
+    targets.access.set_event_types(&routes.compiled.event_types);
+    targets.hub.set_extractors(Arc::new(routes.extractors));
     let revocations: Vec<(String, std::time::SystemTime)> = routes
         .compiled
         .revocations
         .iter()
         .map(|r| (r.session_id.clone(), r.until))
         .collect();
-    state.revocations.apply_manifest_blacklists(&revocations);
-    topics.send_if_modified(|current| {
+    targets.revocations.apply_manifest_blacklists(&revocations);
+    targets.topics.send_if_modified(|current| {
         let changed = *current != routes.topics;
         *current = routes.topics;
         changed

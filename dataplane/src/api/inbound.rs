@@ -63,7 +63,7 @@ impl Handler for Inbound {
                 preflight(state, "PUT", "content-type,authorization")
             }
             // Everything else, unmatched `/_rig/...` paths included (RIG), goes to the proxy.
-            _ => crate::proxy::handle(state, req, peer).await,
+            _ => crate::proxy::handle(&state.proxy, req, peer).await,
         }
     }
 
@@ -82,7 +82,7 @@ impl Handler for Inbound {
             _ = crate::support::stopped(&mut shutdown) => return None,
         };
         if !is_sse {
-            return crate::proxy::fast::serve(&self.state, stream, peer, shutdown).await;
+            return crate::proxy::fast::serve(&self.state.proxy, stream, peer, shutdown).await;
         }
         sse_direct::serve(&self.state.connections, stream).await;
         None

@@ -34,7 +34,7 @@ impl Handler for Internal {
                 .unwrap_or_else(not_found);
         }
         if crate::proxy::is_api_path(path) {
-            return crate::proxy::api::handle(&self.state, req).await;
+            return crate::proxy::api::handle(&self.state.proxy, req).await;
         }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => text(StatusCode::OK, "OK"),
@@ -58,7 +58,9 @@ impl Handler for Internal {
                 );
                 res
             }
-            (&Method::POST, "/v3/responses") => crate::proxy::responses(&self.state, req).await,
+            (&Method::POST, "/v3/responses") => {
+                crate::proxy::responses(&self.state.proxy, req).await
+            }
             (&Method::POST, "/v3/messages") => super::inbound::publish(&self.state, req).await,
             (&Method::PUT, path) if subscriptions_put::token_in_internal_path(path).is_some() => {
                 let token = subscriptions_put::token_in_internal_path(path)

@@ -115,7 +115,8 @@ async fn post(state: &Arc<State>, req: Request<Incoming>, path: &str) -> Respons
                 Ok(revocation) => match state.kube.get() {
                     Some(kube) => {
                         let stored = crate::cluster::blacklists::revoke_via_object(
-                            state,
+                            &state.revocations,
+                            &state.metrics,
                             kube,
                             &revocation.session,
                             revocation.validity,

@@ -28,7 +28,7 @@ use crate::subscriptions::Extractors;
 #[derive(Debug)]
 pub struct State {
     /// The process configuration.
-    pub config: Config,
+    pub config: Arc<Config>,
     /// The process metrics.
     pub metrics: Arc<Metrics>,
     /// The fan-out: open connections, replay window, connection tokens.
@@ -54,10 +54,10 @@ pub struct State {
     /// Revoking sessions (refuse their tokens, close their connections).
     pub revocations: Arc<Revocations>,
     /// The reverse proxy: route table, upstream client, proxy metrics.
-    pub proxy: crate::proxy::Proxy,
+    pub proxy: Arc<crate::proxy::Proxy>,
     /// The configuration in effect as readiness and metrics see it (cluster mode: the operator
     /// snapshot version; see `cluster::snapshots`).
-    pub config_status: crate::cluster::snapshots::Status,
+    pub config_status: Arc<crate::cluster::snapshots::Status>,
     /// Cluster mode: the apiserver client, set once at start (empty in standalone mode).
     pub kube: std::sync::OnceLock<crate::cluster::kube::Kube>,
 }
@@ -139,13 +139,22 @@ impl State {
             },
             metrics: metrics.clone(),
         });
-        let proxy = crate::proxy::Proxy::new(
+        let proxy = Arc::new(crate::proxy::Proxy::new(
+            crate::proxy::Settings {
+                owner: config.owner.clone(),
+                inbound: config.inbound,
+                kafka_response_timeout: config.proxy_kafka_response_timeout,
+                http_async_response_timeout: config.proxy_http_async_response_timeout,
+                cluster_mode: config.cluster_mode(),
+            },
+            jwt.clone(),
+            peers.clone(),
             config.proxy_max_body_bytes,
             config.proxy_recv_timeout,
             &config.host,
             cors.clone(),
             crate::proxy::http::Upstream::new(&config.proxy_tls_ca, config.proxy_body_idle_timeout),
-        );
+        ));
         Self {
             revocations: Arc::new(Revocations::new(blacklist.clone(), fanout.clone())),
             hub: fanout.hub().clone(),
@@ -154,7 +163,9 @@ impl State {
             jwt,
             blacklist,
             proxy,
-            config_status: crate::cluster::snapshots::Status::new(config.cluster_mode()),
+            config_status: Arc::new(crate::cluster::snapshots::Status::new(
+                config.cluster_mode(),
+            )),
             kube: std::sync::OnceLock::new(),
             metrics,
             longpolling,
@@ -162,7 +173,21 @@ impl State {
             cors,
             access,
             peers,
-            config,
+            config: Arc::new(config),
+        }
+    }
+
+    /// The subsystems a configuration is installed into, with the sender of the consumed topics.
+    pub fn targets(
+        &self,
+        topics: tokio::sync::watch::Sender<Vec<String>>,
+    ) -> crate::routes::Targets {
+        crate::routes::Targets {
+            proxy: self.proxy.clone(),
+            access: self.access.clone(),
+            hub: self.hub.clone(),
+            revocations: self.revocations.clone(),
+            topics,
         }
     }
 

@@ -38,7 +38,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::kube::{FIELD_MANAGER, Kube};
-use crate::api::state::State;
+use crate::metrics::Metrics;
+use crate::sessions::Revocations;
 use crate::sessions::{self, Source, rfc3339};
 use crate::support::error_chain;
 
@@ -126,11 +127,18 @@ pub fn effect(spec: &BlacklistSpec, wall: SystemTime, now: Instant) -> Effect {
 /// Apply the object `key` (`namespace/name`) with `spec`: revoke its session and close the
 /// session's connections in this process, or forget the object when it is expired or invalid.
 /// Returns how many connections were closed.
-pub fn apply(state: &State, key: &str, spec: &BlacklistSpec) -> usize {
+pub fn apply(
+    revocations: &Revocations,
+    metrics: &Metrics,
+    key: &str,
+    spec: &BlacklistSpec,
+) -> usize {
     match effect(spec, SystemTime::now(), Instant::now()) {
         Effect::Revokes(until) => {
-            let newly = state.blacklist.apply_object(key, &spec.session_id, until);
-            let killed = state.kill_session(&spec.session_id);
+            let newly = revocations
+                .revoked()
+                .apply_object(key, &spec.session_id, until);
+            let killed = revocations.kill_session(&spec.session_id);
             tracing::info!(
                 object = key,
                 session = %spec.session_id,
@@ -141,15 +149,14 @@ pub fn apply(state: &State, key: &str, spec: &BlacklistSpec) -> usize {
             killed
         }
         Effect::Expired => {
-            if state.blacklist.remove_object(key) {
+            if revocations.revoked().remove_object(key) {
                 tracing::info!(object = key, "Blacklist object expired");
             }
             0
         }
         Effect::Invalid(reason) => {
-            state.blacklist.remove_object(key);
-            state
-                .metrics
+            revocations.revoked().remove_object(key);
+            metrics
                 .blacklist_objects_invalid
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(object = key, %reason, "Blacklist object ignored: invalid");
@@ -160,8 +167,8 @@ pub fn apply(state: &State, key: &str, spec: &BlacklistSpec) -> usize {
 
 /// The object `key` was deleted: forget it. Its session stays revoked only while another
 /// source (another object, the snapshot, the API) says so.
-pub fn delete(state: &State, key: &str) {
-    if state.blacklist.remove_object(key) {
+pub fn delete(revocations: &Revocations, key: &str) {
+    if revocations.revoked().remove_object(key) {
         tracing::info!(
             object = key,
             "Blacklist object deleted: its revocation is lifted"
@@ -171,7 +178,12 @@ pub fn delete(state: &State, key: &str) {
 
 /// Watch `Blacklist` objects in all namespaces and apply every change at once (module docs),
 /// until `shutdown` turns true. Never returns early: errors are retried with backoff.
-pub async fn watch(state: Arc<State>, client: kube::Client, mut shutdown: watch::Receiver<bool>) {
+pub async fn watch(
+    revocations: Arc<Revocations>,
+    metrics: Arc<Metrics>,
+    client: kube::Client,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let api: Api<Blacklist> = Api::all(client);
     let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     // Objects seen during the current (re-)list; `None` outside a list.
@@ -189,21 +201,23 @@ pub async fn watch(state: Arc<State>, client: kube::Client, mut shutdown: watch:
         };
         match event {
             Ok(watcher::Event::Apply(object)) => {
-                apply(&state, &key_of(&object), &object.spec);
+                apply(&revocations, &metrics, &key_of(&object), &object.spec);
             }
-            Ok(watcher::Event::Delete(object)) => delete(&state, &key_of(&object)),
+            Ok(watcher::Event::Delete(object)) => delete(&revocations, &key_of(&object)),
             Ok(watcher::Event::Init) => listed = Some(HashSet::new()),
             Ok(watcher::Event::InitApply(object)) => {
                 let key = key_of(&object);
                 // Applied at once, not at the end of the list: revocation does not wait.
-                apply(&state, &key, &object.spec);
+                apply(&revocations, &metrics, &key, &object.spec);
                 if let Some(listed) = listed.as_mut() {
                     listed.insert(key);
                 }
             }
             Ok(watcher::Event::InitDone) => {
                 let listed = listed.take().unwrap_or_default();
-                let forgotten = state.blacklist.retain_objects(|key| listed.contains(key));
+                let forgotten = revocations
+                    .revoked()
+                    .retain_objects(|key| listed.contains(key));
                 tracing::info!(
                     objects = listed.len(),
                     forgotten,
@@ -211,8 +225,7 @@ pub async fn watch(state: Arc<State>, client: kube::Client, mut shutdown: watch:
                 );
             }
             Err(error) => {
-                state
-                    .metrics
+                metrics
                     .blacklist_watch_errors
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -235,7 +248,8 @@ fn key_of(object: &Blacklist) -> String {
 /// this process at once and store it as a `Blacklist` object. On `Err` the revocation is in
 /// force here (as an API entry) but not stored; the caller answers `503`.
 pub async fn revoke_via_object(
-    state: &State,
+    revocations: &Revocations,
+    metrics: &Metrics,
     kube: &Kube,
     session: &str,
     validity: Duration,
@@ -246,18 +260,18 @@ pub async fn revoke_via_object(
     let key = object_key(kube.namespace(), &name);
     // Revoke first: the connections close now, whatever the apiserver does. As the object, so
     // that deleting the object lifts it here too; never shortening what the object said.
-    let local = state.blacklist.object_until(&key).max(Some(until));
-    state
-        .blacklist
+    let local = revocations.revoked().object_until(&key).max(Some(until));
+    revocations
+        .revoked()
         .apply_object(&key, session, local.unwrap_or(until));
-    state.kill_session(session);
+    revocations.kill_session(session);
 
     let expires = whole_seconds_after(SystemTime::now(), validity);
     let stored = tokio::time::timeout(STORE_TIMEOUT, store(kube, &name, session, expires)).await;
     match stored.unwrap_or(Err(StoreError::Timeout(STORE_TIMEOUT))) {
         Ok(spec) => {
             // What the object says now (a later `expiresAt` that was already there is kept).
-            apply(state, &key, &spec);
+            apply(revocations, metrics, &key, &spec);
             tracing::info!(
                 session,
                 object = %key,
@@ -267,9 +281,8 @@ pub async fn revoke_via_object(
             Ok(())
         }
         Err(error) => {
-            state.revoke(session, until, Source::Api);
-            state
-                .metrics
+            revocations.revoke(session, until, Source::Api);
+            metrics
                 .blacklist_store_failures
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(

@@ -41,7 +41,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::api::state::State;
 use crate::config::Config;
 use crate::routes::{self, Routes};
 use crate::support::supervise::TaskHealth;
@@ -505,9 +504,10 @@ impl Lines {
 /// What the snapshot task needs.
 #[derive(Debug)]
 struct Client {
-    state: Arc<State>,
+    config: Arc<Config>,
+    status: Arc<Status>,
+    targets: Arc<routes::Targets>,
     endpoint: Endpoint,
-    topics: watch::Sender<Vec<String>>,
     /// [`IDLE_TIMEOUT`] (shorter in tests).
     idle_timeout: Duration,
 }
@@ -533,17 +533,19 @@ impl Drop for AbortOnDrop {
 ///
 /// `topics` feeds the Kafka consumer. Readiness, metrics and the reports for the report Lease
 /// (one [`DataPlaneReport`] per version applied or rejected, pod = `POD_NAME`:
-/// [`Status::reports`]) are in `state.config_status`.
+/// [`Status::reports`]) are in `status`.
 pub async fn start(
-    state: Arc<State>,
+    config: Arc<Config>,
+    status: Arc<Status>,
+    targets: Arc<routes::Targets>,
     endpoint: Endpoint,
-    topics: watch::Sender<Vec<String>>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let client = Client {
-        state,
+        config,
+        status,
+        targets,
         endpoint,
-        topics,
         idle_timeout: IDLE_TIMEOUT,
     };
     client.load_cache().await;
@@ -552,7 +554,7 @@ pub async fn start(
 
 impl Client {
     fn status(&self) -> &Status {
-        &self.state.config_status
+        &self.status
     }
 
     /// Follow the stream, reconnecting with backoff, until shutdown.
@@ -683,12 +685,11 @@ impl Client {
             }
         };
         let current = self.status().version();
-        let state = self.state.clone();
+        let config = self.config.clone();
         // Parsing and compiling thousands of routes takes milliseconds: off the runtime threads.
-        let checked = tokio::task::spawn_blocking(move || {
-            check_line(&state.config, &line, current.as_deref())
-        })
-        .await;
+        let checked =
+            tokio::task::spawn_blocking(move || check_line(&config, &line, current.as_deref()))
+                .await;
         match checked {
             Ok(Ok(Message::Heartbeat(version))) => {
                 *healthy = true;
@@ -711,7 +712,7 @@ impl Client {
     /// operator).
     async fn install(&self, valid: Valid, origin: Origin) {
         let Valid { snapshot, routes } = valid;
-        routes::apply(&self.state, routes, &self.topics);
+        routes::apply(&self.targets, routes);
         self.status().set_in_effect(&snapshot.version);
         let counter = match origin {
             Origin::Operator => &self.status().applied,
@@ -728,7 +729,7 @@ impl Client {
         );
         self.report(&snapshot.version, Outcome::Applied);
         if origin == Origin::Operator
-            && let Some(path) = self.state.config.snapshot_cache.clone()
+            && let Some(path) = self.config.snapshot_cache.clone()
         {
             let target = path.clone();
             let written = tokio::task::spawn_blocking(move || write_cache(&target, &snapshot))
@@ -770,7 +771,7 @@ impl Client {
 
     fn report(&self, version: &str, outcome: Outcome) {
         self.status().reports.send_replace(Some(DataPlaneReport {
-            pod: self.state.config.owner.clone(),
+            pod: self.config.owner.clone(),
             version: version.to_owned(),
             outcome,
         }));
@@ -778,7 +779,7 @@ impl Client {
 
     /// Apply the last-known-good snapshot, if `RIG_SNAPSHOT_CACHE` names a valid one.
     async fn load_cache(&self) {
-        let Some(path) = self.state.config.snapshot_cache.clone() else {
+        let Some(path) = self.config.snapshot_cache.clone() else {
             return;
         };
         let bytes = match tokio::fs::read(&path).await {
@@ -796,7 +797,7 @@ impl Client {
                 return;
             }
         };
-        let config = self.state.config.clone();
+        let config = self.config.clone();
         let checked = tokio::task::spawn_blocking(move || {
             let snapshot: Snapshot = serde_json::from_slice(&bytes).map_err(Invalid::Parse)?;
             validate(&config, snapshot)

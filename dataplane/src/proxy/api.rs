@@ -22,22 +22,20 @@ use serde_json::{Value, json};
 
 use super::routes::Origin;
 use super::{Proxy, RigEntry, rig};
-use crate::api::state::State;
 use crate::http::{Body, json, read_body};
 
 /// Largest accepted definition: a few hundred endpoints.
 const MAX_DEFINITION_BYTES: usize = 1024 * 1024;
 
 /// Answer a request on `/v3/apis` or `/v3/apis/<id>`.
-pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let proxy = &state.proxy;
+pub async fn handle(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let id = path
         .strip_prefix("/v3/apis/")
         .filter(|id| !id.is_empty())
         .map(percent_decode);
     let method = req.method().clone();
-    if state.config.cluster_mode() && matches!(method, Method::POST | Method::PUT | Method::DELETE)
+    if proxy.settings.cluster_mode && matches!(method, Method::POST | Method::PUT | Method::DELETE)
     {
         return managed_by_proxy_routes();
     }

@@ -30,10 +30,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::Proxy;
 use super::metrics::Status;
 use super::pool::{PoolError, StreamPool, connect_tcp};
 use super::routes::{Api, Endpoint, Found, HttpTarget, ResponseFrom, Table, Target};
-use crate::api::state::State;
 
 /// A request head larger than this goes to hyper (which answers 431 when it is too large).
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
@@ -52,27 +52,27 @@ fn hop_by_hop(name: &str) -> bool {
 /// Serve `client`'s requests while they take the direct path; the connection and the bytes read
 /// from it when a request does not (`None`: the connection ended here).
 pub async fn serve(
-    state: &Arc<State>,
+    proxy: &Arc<Proxy>,
     mut client: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<(TcpStream, Bytes)> {
     let mut buf = BytesMut::with_capacity(4096);
     let mut up = BytesMut::new();
-    let (mut generation, mut table) = (state.proxy.generation(), state.proxy.table());
+    let (mut generation, mut table) = (proxy.generation(), proxy.table());
     loop {
         let plan = loop {
             // The table as it is when the head is read (a connection may idle across reloads).
-            if let Some((g, t)) = state.proxy.table_if_changed(generation) {
+            if let Some((g, t)) = proxy.table_if_changed(generation) {
                 (generation, table) = (g, t);
             }
-            match plan(state, &table, &buf, peer) {
+            match plan(proxy, &table, &buf, peer) {
                 Decision::Partial if buf.len() < MAX_REQUEST_HEAD => {}
                 Decision::Partial | Decision::Other => return Some((client, buf.freeze())),
                 Decision::Proxy(plan) => break plan,
                 Decision::Refused(refused) => {
                     buf.advance(refused.head_len);
-                    if !unauthorized(state, &mut client, &refused).await {
+                    if !unauthorized(proxy, &mut client, &refused).await {
                         return None;
                     }
                     continue;
@@ -92,7 +92,7 @@ pub async fn serve(
             }
         };
         buf.advance(plan.head_len);
-        let keep = exchange(state, &mut client, &mut up, &plan).await;
+        let keep = exchange(proxy, &mut client, &mut up, &plan).await;
         if !keep || *shutdown.borrow() {
             return None;
         }
@@ -147,7 +147,7 @@ fn eq(a: &str, b: &str) -> bool {
 }
 
 /// Parse the head in `buf` and decide.
-fn plan<'t>(state: &State, table: &'t Table, buf: &[u8], peer: SocketAddr) -> Decision<'t> {
+fn plan<'t>(proxy: &Proxy, table: &'t Table, buf: &[u8], peer: SocketAddr) -> Decision<'t> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -226,7 +226,7 @@ fn plan<'t>(state: &State, table: &'t Table, buf: &[u8], peer: SocketAddr) -> De
                 }
             }
         }
-        if !super::authorized_in(state, &shared.auth, &auth_headers, query) {
+        if !super::authorized_in(proxy, &shared.auth, &auth_headers, query) {
             return Decision::Refused(Refused {
                 head_len,
                 api,
@@ -242,7 +242,6 @@ fn plan<'t>(state: &State, table: &'t Table, buf: &[u8], peer: SocketAddr) -> De
         // A rewrite template that yields no valid request target: hyper's path answers 502.
         return Decision::Other;
     }
-    let proxy = &state.proxy;
     let mut out = Vec::with_capacity(head_len + 256);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -351,12 +350,11 @@ struct Answer {
 
 /// One proxied exchange; whether the client connection stays open.
 async fn exchange(
-    state: &Arc<State>,
+    proxy: &Arc<Proxy>,
     client: &mut TcpStream,
     up: &mut BytesMut,
     plan: &Plan<'_>,
 ) -> bool {
-    let proxy = &state.proxy;
     let pool = proxy.upstream_streams();
     let (api, endpoint) = (plan.api, plan.endpoint);
     let started = Instant::now();
@@ -768,11 +766,11 @@ impl ChunkScanner {
 
 /// RIG's 401 with its CORS headers (as [`super::unauthorized`]), counted and logged as on the
 /// hyper path; whether the client connection stays open.
-async fn unauthorized(state: &State, client: &mut TcpStream, refused: &Refused<'_>) -> bool {
+async fn unauthorized(proxy: &Proxy, client: &mut TcpStream, refused: &Refused<'_>) -> bool {
     refused.endpoint.counters.count(Status::BadRequest);
     tracing::info!(api = %refused.api.shared.id, endpoint = %refused.endpoint.id, "proxy request without a valid JWT");
     let cors: [(&[u8], &[u8]); 3] = [
-        (b"access-control-allow-origin", state.proxy.cors.as_bytes()),
+        (b"access-control-allow-origin", proxy.cors.as_bytes()),
         (b"access-control-allow-methods", b"*"),
         (b"access-control-allow-headers", b"content-type"),
     ];

@@ -2,7 +2,7 @@
 //! every request, and verifying it (base64, JSON, HMAC or RSA/EC signature) cost more CPU than
 //! the rest of the proxy's own work per request (benchmark finding, `e2e/bench/proxy.sh`).
 //!
-//! Only tokens that passed [`State::verify_jwt`] are cached, keyed by the whole token text (so a
+//! Only tokens that passed [`crate::auth::Jwt::verify`] are cached, keyed by the whole token text (so a
 //! hit is the same header, payload and signature). A hit re-checks what changes with time or
 //! with other state, exactly as a full verification would: `exp`/`nbf` against the clock (with
 //! the same leeway) and the session blacklist — a revoked or expired token is verified again in
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::api::state::State;
+use super::Proxy;
 use crate::auth::jwt::{Claims, LEEWAY_SECS};
 
 /// How long a verified token is trusted without verifying its signature again.
@@ -85,15 +85,15 @@ impl JwtCache {
 
     /// Whether `token` is a valid, non-revoked JWT now: from the cache when it was verified
     /// within [`TTL`] and is still within its validity and not revoked, else by
-    /// [`State::verify_jwt`] (whose success is cached).
-    pub fn verify(&self, state: &State, token: &str) -> bool {
+    /// [`crate::auth::Jwt::verify`] (whose success is cached).
+    pub fn verify(&self, proxy: &Proxy, token: &str) -> bool {
         let shard = self.shard(token);
         let now = Instant::now();
         {
             let map = shard.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(entry) = map.get(token)
                 && now.duration_since(entry.verified) < TTL
-                && entry.key_epoch == state.verifier().key_epoch()
+                && entry.key_epoch == proxy.jwt.verifier().key_epoch()
             {
                 let secs = now_secs();
                 let in_time = secs < entry.exp.saturating_add(LEEWAY_SECS)
@@ -103,16 +103,16 @@ impl JwtCache {
                 let revoked = entry
                     .session
                     .as_deref()
-                    .is_some_and(|s| state.blacklist.is_revoked(s));
+                    .is_some_and(|s| proxy.jwt.revoked().is_revoked(s));
                 if in_time && !revoked {
                     return true;
                 }
             }
         }
         // Not cached, stale, expired or revoked: the full check (which refuses, counts and logs).
-        match state.verify_jwt(token) {
+        match proxy.jwt.verify(token) {
             Ok(claims) => {
-                self.insert(shard, token, &claims, state, now);
+                self.insert(shard, token, &claims, proxy, now);
                 true
             }
             Err(_) => {
@@ -130,16 +130,16 @@ impl JwtCache {
         shard: &Mutex<HashMap<Box<str>, Entry>>,
         token: &str,
         claims: &Claims,
-        state: &State,
+        proxy: &Proxy,
         now: Instant,
     ) {
         // Verified claims always have `exp`; without one there is nothing safe to cache.
         let Some(exp) = claims.exp() else { return };
-        let key_epoch = state.verifier().key_epoch();
+        let key_epoch = proxy.jwt.verifier().key_epoch();
         let entry = Entry {
             exp,
             nbf: seconds(claims.as_value(), "nbf"),
-            session: state.verifier().session_id(claims).map(Arc::from),
+            session: proxy.jwt.verifier().session_id(claims).map(Arc::from),
             verified: now,
             key_epoch,
         };

@@ -33,8 +33,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::Proxy;
 use super::correlation::{self, Delivery, Reply};
-use crate::api::state::State;
 use crate::kafka::every_partition::EveryPartition;
 use crate::support::supervise::TaskHealth;
 
@@ -353,7 +353,7 @@ pub async fn produce(
 /// picked by their header, the rest dropped) until `shutdown`. `health` follows the broker; the
 /// caller supervises this task.
 pub async fn run_responses(
-    state: Arc<State>,
+    proxy: Arc<Proxy>,
     brokers: String,
     topics: Vec<String>,
     mut shutdown: watch::Receiver<bool>,
@@ -363,7 +363,7 @@ pub async fn run_responses(
     // Nagle off, as for the producer: responses are small and someone waits for each.
     let mut reader = EveryPartition::new(
         &brokers,
-        &format!("rig-proxy-response-{}", state.owner),
+        &format!("rig-proxy-response-{}", proxy.settings.owner),
         &[
             ("fetch.wait.max.ms", "10"),
             ("socket.nagle.disable", "true"),
@@ -371,18 +371,18 @@ pub async fn run_responses(
         health,
     )?;
     tracing::info!(%brokers, ?topics, "reading proxy responses (every partition)");
-    state.proxy.response_partitions.store(0, Ordering::Relaxed);
+    proxy.response_partitions.store(0, Ordering::Relaxed);
     let mut refresh = tokio::time::interval(METADATA_REFRESH);
     loop {
         tokio::select! {
             _ = refresh.tick() => {
                 for a in reader.assign_new(&topics).await {
                     tracing::info!(topic = %a.topic, partition = a.partition, "response partition assigned");
-                    state.proxy.response_partitions.fetch_add(1, Ordering::Relaxed);
+                    proxy.response_partitions.fetch_add(1, Ordering::Relaxed);
                 }
             }
             message = reader.consumer().recv() => match message {
-                Ok(message) => handle(&state, &message),
+                Ok(message) => handle(&proxy, &message),
                 Err(error) => tracing::warn!(%error, "kafka response consumer error (librdkafka retries by itself)"),
             },
             _ = crate::support::stopped(&mut shutdown) => break,
@@ -391,8 +391,8 @@ pub async fn run_responses(
     Ok(())
 }
 
-fn handle(state: &State, message: &rdkafka::message::BorrowedMessage<'_>) {
-    let correlations = &state.proxy.correlations;
+fn handle(proxy: &Proxy, message: &rdkafka::message::BorrowedMessage<'_>) {
+    let correlations = &proxy.correlations;
     let headers = message.headers();
     let header = |name: &str| {
         headers.and_then(|h| {
@@ -412,7 +412,7 @@ fn handle(state: &State, message: &rdkafka::message::BorrowedMessage<'_>) {
         return;
     };
     // Cheap owner check first: other processes' responses are dropped by the header alone.
-    if !correlation::Correlations::is_own(&state.owner, id) {
+    if !correlation::Correlations::is_own(&proxy.settings.owner, id) {
         correlations.count_foreign();
         return;
     }
@@ -434,7 +434,7 @@ fn handle(state: &State, message: &rdkafka::message::BorrowedMessage<'_>) {
         ),
         body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
     };
-    if correlations.deliver(&state.owner, id, reply) == Delivery::Late {
+    if correlations.deliver(&proxy.settings.owner, id, reply) == Delivery::Late {
         tracing::info!(correlation = %String::from_utf8_lossy(id), "dropping a late response (nothing waits for it)");
     }
 }

@@ -40,7 +40,6 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::Value;
 
-use crate::api::state::State;
 use crate::auth::jwt::bearer_tokens;
 use crate::http::{Body, json, text};
 use metrics::{ProxyMetrics, Status};
@@ -55,9 +54,31 @@ struct RigEntry {
     api: Option<Arc<Api>>,
 }
 
-/// The proxy: route table, upstream client, metrics.
+/// What the proxy needs to know about the process (from `Config`, read by the wiring).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This process's name (in correlation ids).
+    pub owner: String,
+    /// The inbound address (the `rig` extension's host and port of Kafka-target events).
+    pub inbound: SocketAddr,
+    /// `PROXY_KAFKA_RESPONSE_TIMEOUT` (RIG definitions).
+    pub kafka_response_timeout: Duration,
+    /// `PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT` (RIG definitions).
+    pub http_async_response_timeout: Duration,
+    /// Cluster mode (the proxy API's writes are refused for `ProxyRoute` APIs either way).
+    pub cluster_mode: bool,
+}
+
+/// The proxy: route table, upstream client, metrics, and the handles it needs (JWT verification
+/// with revocation, the peers for correlated responses).
 #[derive(Debug)]
 pub struct Proxy {
+    /// The process settings the proxy uses.
+    pub settings: Settings,
+    /// End-user JWTs of secured endpoints.
+    pub jwt: Arc<crate::auth::Jwt>,
+    /// The other processes (correlated responses for their requests are forwarded).
+    pub peers: Arc<crate::peers::Peers>,
     table: RwLock<Arc<Table>>,
     /// Bumped on every table swap, so a long-lived connection can keep its `Arc` of the table
     /// and re-fetch only when this changed (a shared read, not a lock and a reference count).
@@ -88,7 +109,11 @@ pub struct Proxy {
 
 impl Proxy {
     /// An empty proxy (every request 404) with the process settings and the upstream clients.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        settings: Settings,
+        jwt: Arc<crate::auth::Jwt>,
+        peers: Arc<crate::peers::Peers>,
         max_body: u64,
         default_timeout: Duration,
         host: &str,
@@ -96,6 +121,9 @@ impl Proxy {
         upstream: http::Upstream,
     ) -> Self {
         Self {
+            settings,
+            jwt,
+            peers,
             table: RwLock::new(Arc::new(Table::default())),
             generation: AtomicU64::new(0),
             manifest: Mutex::new(Vec::new()),
@@ -248,11 +276,10 @@ fn resolve_host(host: &str) -> String {
 
 /// Route `req` (not handled by a `/_rig/...` route) through the proxy.
 pub async fn handle(
-    state: &Arc<State>,
+    proxy: &Arc<Proxy>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let proxy = &state.proxy;
     let table = proxy.table();
     match table.find(req.method(), req.uri().path()) {
         Found::NotFound => {
@@ -264,7 +291,7 @@ pub async fn handle(
         }
         Found::MethodNotAllowed => text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed."),
         Found::Endpoint(api, endpoint) => {
-            if endpoint.secured && !authorized(state, &api.shared.auth, &req) {
+            if endpoint.secured && !authorized(proxy, &api.shared.auth, &req) {
                 endpoint.counters.count(Status::BadRequest);
                 tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, "proxy request without a valid JWT");
                 return unauthorized(&proxy.cors);
@@ -284,7 +311,7 @@ pub async fn handle(
                     http::forward(&settings, api, endpoint, target, req, peer).await
                 }
                 (Target::Http(target), ResponseFrom::HttpAsync | ResponseFrom::Kafka) => {
-                    correlated_http(state, api, endpoint, target, req, peer).await
+                    correlated_http(proxy, api, endpoint, target, req, peer).await
                 }
                 (
                     Target::Kafka {
@@ -298,7 +325,7 @@ pub async fn handle(
                 ) => {
                     let wrap = wrap_plain_json.then(|| wrap_event_type.as_deref().unwrap_or(""));
                     let waits = response_from != ResponseFrom::Http;
-                    kafka_target(state, api, endpoint, topic, wrap, waits, req, peer).await
+                    kafka_target(proxy, api, endpoint, topic, wrap, waits, req, peer).await
                 }
                 (target, response_from) => {
                     endpoint.counters.count(Status::BadRequest);
@@ -319,29 +346,29 @@ pub async fn handle(
 
 /// Whether the request carries at least one valid, non-revoked JWT where `auth` says to look
 /// (verified tokens are cached, see [`jwt_cache`]).
-fn authorized(state: &State, auth: &Auth, req: &Request<Incoming>) -> bool {
-    authorized_in(state, auth, req.headers(), req.uri().query())
+fn authorized(proxy: &Proxy, auth: &Auth, req: &Request<Incoming>) -> bool {
+    authorized_in(proxy, auth, req.headers(), req.uri().query())
 }
 
 /// [`authorized`] on a request's headers and query string.
 fn authorized_in(
-    state: &State,
+    proxy: &Proxy,
     auth: &Auth,
     headers: &::http::HeaderMap,
     query: Option<&str>,
 ) -> bool {
-    let cache = &state.proxy.jwt_cache;
+    let cache = &proxy.jwt_cache;
     if let Some(name) = &auth.header {
         let valid = if name == header::AUTHORIZATION {
             bearer_tokens(headers)
                 .into_iter()
-                .any(|t| cache.verify(state, t))
+                .any(|t| cache.verify(proxy, t))
         } else {
             headers
                 .get_all(name)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .any(|t| cache.verify(state, t.trim()))
+                .any(|t| cache.verify(proxy, t.trim()))
         };
         if valid {
             return true;
@@ -354,7 +381,7 @@ fn authorized_in(
                 v.split(',')
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
-                    .any(|t| cache.verify(state, t))
+                    .any(|t| cache.verify(proxy, t))
             });
     }
     false
@@ -421,11 +448,11 @@ fn response_timeout(cors: &HeaderValue, allow_headers: &'static str) -> Response
 
 /// How long a correlated request waits for its response: a `ProxyRoute`'s `response.timeout`;
 /// for RIG definitions RIG's `PROXY_KAFKA_RESPONSE_TIMEOUT` / `PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT`.
-fn response_wait(state: &State, api: &routes::Api, response_from: ResponseFrom) -> Duration {
+fn response_wait(proxy: &Proxy, api: &routes::Api, response_from: ResponseFrom) -> Duration {
     match (api.origin, response_from) {
-        (routes::Origin::Rig, ResponseFrom::Kafka) => state.config.proxy_kafka_response_timeout,
+        (routes::Origin::Rig, ResponseFrom::Kafka) => proxy.settings.kafka_response_timeout,
         (routes::Origin::Rig, ResponseFrom::HttpAsync) => {
-            state.config.proxy_http_async_response_timeout
+            proxy.settings.http_async_response_timeout
         }
         _ => api.shared.timeout,
     }
@@ -442,15 +469,14 @@ fn too_many_waiting() -> Response<Body> {
 /// HTTP target with `response_from` `http_async`/`kafka`: the backend gets `correlation=<id>` in
 /// the query; its 202 means "the answer comes later", anything else is passed through at once.
 async fn correlated_http(
-    state: &Arc<State>,
+    proxy: &Arc<Proxy>,
     api: &routes::Api,
     endpoint: &routes::Endpoint,
     target: &routes::HttpTarget,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let proxy = &state.proxy;
-    let Some(pending) = proxy.correlations.register(&state.owner) else {
+    let Some(pending) = proxy.correlations.register(&proxy.settings.owner) else {
         endpoint.counters.count(Status::Unreachable);
         return too_many_waiting();
     };
@@ -468,7 +494,7 @@ async fn correlated_http(
     }
     // The backend's 202 body is not for the client; its connection is released by dropping it.
     drop(res);
-    let timeout = response_wait(state, api, endpoint.response_from(&api.shared));
+    let timeout = response_wait(proxy, api, endpoint.response_from(&api.shared));
     match pending.wait(timeout).await {
         Some(reply) => from_reply(reply, &proxy.cors, "content-type"),
         None => {
@@ -482,7 +508,7 @@ async fn correlated_http(
 /// for the correlated response (`waits`).
 #[allow(clippy::too_many_arguments)]
 async fn kafka_target(
-    state: &Arc<State>,
+    proxy: &Arc<Proxy>,
     api: &routes::Api,
     endpoint: &routes::Endpoint,
     topic: &str,
@@ -492,7 +518,6 @@ async fn kafka_target(
     peer: SocketAddr,
 ) -> Response<Body> {
     const ALLOW: &str = "content-type,authorization";
-    let proxy = &state.proxy;
     if req.method() == ::http::Method::OPTIONS {
         endpoint.counters.count(Status::Ok);
         let mut res = Response::new(crate::http::full(bytes::Bytes::new()));
@@ -523,7 +548,7 @@ async fn kafka_target(
         }
     }
     let pending = if waits {
-        match proxy.correlations.register(&state.owner) {
+        match proxy.correlations.register(&proxy.settings.owner) {
             Some(p) => Some(p),
             None => {
                 endpoint.counters.count(Status::Unreachable);
@@ -537,7 +562,7 @@ async fn kafka_target(
     let correlation = match &pending {
         Some(p) => p.id.as_str(),
         None => {
-            fresh = proxy.correlations.fresh_id(&state.owner);
+            fresh = proxy.correlations.fresh_id(&proxy.settings.owner);
             fresh.as_str()
         }
     };
@@ -549,7 +574,7 @@ async fn kafka_target(
         path: &path,
         query: parts.uri.query().unwrap_or(""),
         headers: &parts.headers,
-        port: state.config.inbound.port(),
+        port: proxy.settings.inbound.port(),
         wrap,
     };
     let event = match kafka::build_event(&body, &info) {
@@ -575,7 +600,7 @@ async fn kafka_target(
         endpoint.counters.count(Status::Ok);
         return with_cors(text(StatusCode::ACCEPTED, "Accepted."), &proxy.cors, ALLOW);
     };
-    let timeout = response_wait(state, api, endpoint.response_from(&api.shared));
+    let timeout = response_wait(proxy, api, endpoint.response_from(&api.shared));
     match pending.wait(timeout).await {
         Some(mut reply) => {
             endpoint.counters.count(Status::Ok);
@@ -600,8 +625,8 @@ async fn kafka_target(
 /// out, the client left, or it never existed). A correlation of another process is forwarded to
 /// it when `RIG_PEERS` names it (once: a forwarded response is never forwarded again), else 409
 /// (send it to that process's internal port).
-pub async fn responses(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let correlations = &state.proxy.correlations;
+pub async fn responses(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Body> {
+    let correlations = &proxy.correlations;
     let (parts, body) = req.into_parts();
     let Some(id) = parts.headers.get(correlation::HEADER_CORRELATION).cloned() else {
         correlations.count_invalid();
@@ -625,19 +650,19 @@ pub async fn responses(state: &Arc<State>, req: Request<Incoming>) -> Response<B
             );
         }
     };
-    let limit = usize::try_from(state.proxy.max_body).unwrap_or(usize::MAX);
+    let limit = usize::try_from(proxy.max_body).unwrap_or(usize::MAX);
     let body = match crate::http::read_body(body, limit).await {
         Ok(b) => b,
         Err(res) => return res,
     };
     let forwarded = parts.headers.contains_key(crate::peers::FORWARDED_HEADER);
     if !forwarded
-        && !correlation::Correlations::is_own(&state.owner, id.as_bytes())
+        && !correlation::Correlations::is_own(&proxy.settings.owner, id.as_bytes())
         && let Some(owner) = correlation::owner_of(id.as_bytes())
-        && state.peers.knows(&owner)
+        && proxy.peers.knows(&owner)
     {
         // Another process holds the request: one HTTP hop to its internal port.
-        return match state.peers.forward_response(&owner, &parts, body).await {
+        return match proxy.peers.forward_response(&owner, &parts, body).await {
             Ok(res) => res,
             Err(error) => text(
                 error.status(),
@@ -657,7 +682,7 @@ pub async fn responses(state: &Arc<State>, req: Request<Incoming>) -> Response<B
         ),
         body,
     };
-    match correlations.deliver(&state.owner, id.as_bytes(), reply) {
+    match correlations.deliver(&proxy.settings.owner, id.as_bytes(), reply) {
         correlation::Delivery::Delivered => text(
             StatusCode::ACCEPTED,
             "message sent to correlated reverse proxy request",
@@ -670,7 +695,7 @@ pub async fn responses(state: &Arc<State>, req: Request<Incoming>) -> Response<B
             StatusCode::CONFLICT,
             format!(
                 "this correlation belongs to the data-plane process {owner:?}, not to {:?}, and RIG_PEERS does not name it: send the response to that process's internal port",
-                state.owner
+                proxy.settings.owner
             ),
         ),
         correlation::Delivery::Malformed => text(

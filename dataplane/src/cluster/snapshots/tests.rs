@@ -1,4 +1,5 @@
 use super::*;
+use crate::api::state::State;
 
 use rig_crds::{BlacklistSpec, NamedSpec};
 
@@ -465,9 +466,10 @@ fn cluster_state(operator: std::net::SocketAddr, cache: &Path) -> Arc<State> {
 fn client(state: &Arc<State>, topics: watch::Sender<Vec<String>>, idle: Duration) -> Client {
     let url = state.config.operator_url.clone().expect("cluster mode");
     Client {
-        state: state.clone(),
+        config: state.config.clone(),
+        status: state.config_status.clone(),
+        targets: Arc::new(state.targets(topics)),
         endpoint: Endpoint::parse(&url).expect("endpoint"),
-        topics,
         idle_timeout: idle,
     }
 }
