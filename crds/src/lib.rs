@@ -114,4 +114,114 @@ mod tests {
         assert!(bl.contains("self == oldSelf"));
         assert!(bl.contains(".spec.sessionId"));
     }
+
+    /// Every spec field path of a CRD's schema (`spec.a.b`, `[]` for list items).
+    fn schema_fields(
+        kind: &str,
+        crd: &serde_json::Value,
+        out: &mut std::collections::BTreeSet<(String, String)>,
+    ) {
+        fn walk(
+            kind: &str,
+            schema: &serde_json::Value,
+            path: &str,
+            out: &mut std::collections::BTreeSet<(String, String)>,
+        ) {
+            if let Some(props) = schema["properties"].as_object() {
+                for (name, sub) in props {
+                    let p = format!("{path}.{name}");
+                    out.insert((kind.to_owned(), p.clone()));
+                    walk(kind, sub, &p, out);
+                }
+            }
+            if schema["items"].is_object() {
+                walk(kind, &schema["items"], &format!("{path}[]"), out);
+            }
+        }
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert!(spec.is_object(), "{kind}: no spec schema");
+        walk(kind, spec, "spec", out);
+    }
+
+    /// The rows of `crds/FIELDS.md`: (kind, field, tests cell).
+    fn table_rows() -> Vec<(String, String, String)> {
+        include_str!("../FIELDS.md")
+            .lines()
+            .filter(|l| {
+                ["| EventRoute ", "| ProxyRoute ", "| Blacklist "]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                assert_eq!(cells.len(), 6, "a row has kind, field, effect, tests: {l}");
+                (
+                    cells[1].to_owned(),
+                    cells[2].to_owned(),
+                    cells[4].to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fields_table_covers_every_schema_field() {
+        let mut schema = std::collections::BTreeSet::new();
+        for (kind, crd) in [
+            ("EventRoute", serde_json::to_value(EventRoute::crd())),
+            ("ProxyRoute", serde_json::to_value(ProxyRoute::crd())),
+            ("Blacklist", serde_json::to_value(Blacklist::crd())),
+        ] {
+            schema_fields(kind, &crd.expect("crd json"), &mut schema);
+        }
+        let rows = table_rows();
+        let listed: std::collections::BTreeSet<(String, String)> = rows
+            .iter()
+            .map(|(k, f, _)| (k.clone(), f.clone()))
+            .collect();
+        assert_eq!(listed.len(), rows.len(), "a field is listed twice");
+        let missing: Vec<_> = schema.difference(&listed).collect();
+        assert!(
+            missing.is_empty(),
+            "schema fields not in crds/FIELDS.md: {missing:?}"
+        );
+        let stale: Vec<_> = listed.difference(&schema).collect();
+        assert!(
+            stale.is_empty(),
+            "crds/FIELDS.md lists fields the schema does not have: {stale:?}"
+        );
+        for (kind, field, tests) in &rows {
+            assert!(!tests.is_empty(), "{kind} {field}: no test named");
+        }
+    }
+
+    #[test]
+    fn fields_table_names_tests_that_exist() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut checked = 0;
+        for (kind, field, tests) in table_rows() {
+            let mut last_file: Option<String> = None;
+            for (i, part) in tests.split('`').enumerate() {
+                if i % 2 == 0 || !part.contains("::") || part.contains(' ') {
+                    continue;
+                }
+                let (file, name) = match part.rsplit_once("::") {
+                    Some(("", name)) => (last_file.clone().expect("a previous file"), name),
+                    Some(("compile", name)) => ("crds/src/compile/tests.rs".to_owned(), name),
+                    Some(("access", name)) => ("e2e/src/access.rs".to_owned(), name),
+                    Some((file, name)) => (file.to_owned(), name),
+                    None => continue,
+                };
+                let text = std::fs::read_to_string(root.join(&file))
+                    .unwrap_or_else(|e| panic!("{kind} {field}: {file}: {e}"));
+                assert!(
+                    text.contains(&format!("fn {name}(")) || text.contains(&format!("fn {name}<")),
+                    "{kind} {field}: no fn {name} in {file}"
+                );
+                last_file = Some(file);
+                checked += 1;
+            }
+        }
+        assert!(checked > 60, "only {checked} test references found");
+    }
 }

@@ -167,7 +167,7 @@ fn temp_dir() -> PathBuf {
 }
 
 /// The main routes: `e2e/a-echo` (several endpoints), `e2e/b-second` (shadowed by a-echo for
-/// `/first/...`), `e2e/c-hang` (300 ms timeout), `e2e/d-closed` (nothing listens), `e2e/e-xauth`
+/// `/first/...`), `e2e/c-hang` (300 ms timeout), `e2e/c-hang-slow` (20 s timeout), `e2e/d-closed` (nothing listens), `e2e/e-xauth`
 /// (JWT in `x-token`), `e2e/f-kafka` (a Kafka target; no broker here: 503).
 fn manifests(one: SocketAddr, two: SocketAddr, closed: SocketAddr) -> String {
     format!(
@@ -203,6 +203,14 @@ spec:
   endpoints: [{{id: hang, method: GET, pathRegex: '/hang'}}]
   target: {{kind: Http, url: 'http://{one}'}}
   response: {{timeout: 300ms}}
+---
+apiVersion: rig.dev/v1alpha1
+kind: ProxyRoute
+metadata: {{name: c-hang-slow, namespace: e2e}}
+spec:
+  endpoints: [{{id: hang-slow, method: GET, pathRegex: '/hang-slow'}}]
+  target: {{kind: Http, url: 'http://{one}'}}
+  response: {{timeout: 20s}}
 ---
 apiVersion: rig.dev/v1alpha1
 kind: ProxyRoute
@@ -608,6 +616,22 @@ async fn unreachable_and_silent_backends_get_502_and_504() {
     }
 }
 
+/// `response.timeout` is the route's: of two requests to a backend that never answers, the one
+/// sent first (20 s route) is still waiting when the one sent second (300 ms route) has its 504.
+/// With the default (5 s) on both, the first would answer first. An order, not a duration.
+#[tokio::test]
+async fn each_route_waits_its_own_response_timeout() {
+    let s = setup().await;
+    let slow = call(&s.dp, Method::GET, "/hang-slow", &[], Bytes::new());
+    let fast = call(&s.dp, Method::GET, "/hang", &[], Bytes::new());
+    tokio::pin!(slow);
+    tokio::select! {
+        biased;
+        (status, _, _) = &mut slow => panic!("the 20 s route answered ({status}) before the 300 ms one"),
+        (status, _, _) = fast => assert_eq!(status, StatusCode::GATEWAY_TIMEOUT),
+    }
+}
+
 #[tokio::test]
 async fn secured_endpoints_need_a_valid_jwt() {
     let s = setup().await;
@@ -683,6 +707,7 @@ async fn apis_crud_with_rigs_statuses_and_error_maps() {
             "e2e/a-echo",
             "e2e/b-second",
             "e2e/c-hang",
+            "e2e/c-hang-slow",
             "e2e/d-closed",
             "e2e/e-xauth",
             "e2e/f-kafka",
