@@ -2,6 +2,7 @@
 //! frames, the streaming body, token expiry, and the transports (SSE; WebSocket and long-polling
 //! build on the same pieces), whose endpoints take the narrow [`context::Connections`] handle.
 
+pub mod batch;
 pub mod body;
 pub mod context;
 pub mod expiry;

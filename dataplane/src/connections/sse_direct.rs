@@ -26,7 +26,7 @@
 //! connection; bytes the client sends after the head are read and ignored. A client that accepts
 //! no bytes for 30 s is dropped.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::batch::{BATCH_BYTES, BATCH_FRAMES, with_timeout, write_slices};
 use super::body::Encoding;
 use super::context::Connections;
 use super::hub::{Outbound, Registration};
@@ -55,8 +56,6 @@ const MAX_HEADERS: usize = 64;
 /// How long a client has to send the rest of its request head once it started it.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A client that accepts no bytes of a pending write for this long is dropped (as WebSocket).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// When the first bytes are a strict prefix of [`REQUEST_PREFIX`], look again this often, this
 /// many times, before leaving the connection to hyper.
@@ -68,9 +67,6 @@ const PEEK_ATTEMPTS: usize = 50;
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
 
-/// Upper bounds of one coalesced write (as WebSocket).
-const BATCH_FRAMES: usize = 64;
-const BATCH_BYTES: usize = 64 * 1024;
 
 /// Whether a connection starting with `bytes` is an SSE connect request; `None` when more bytes
 /// are needed to tell.
@@ -364,17 +360,6 @@ fn collect(first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> (Batch, bool) 
     (batch, false)
 }
 
-/// `write` within [`WRITE_TIMEOUT`]; a timeout is an error.
-async fn with_timeout<T>(write: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(result) => result,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client accepted no bytes",
-        )),
-    }
-}
-
 /// Encoded items to write as one chunk.
 #[derive(Debug, Default)]
 struct Batch {
@@ -415,23 +400,8 @@ impl Batch {
         if chunked && last {
             slices.push(b"0\r\n\r\n");
         }
-        if slices.is_empty() {
-            return Ok(());
-        }
-        if io.is_write_vectored() {
-            let mut iov: Vec<IoSlice<'_>> = slices.iter().map(|s| IoSlice::new(s)).collect();
-            let mut rest = &mut iov[..];
-            while !rest.is_empty() {
-                let n = io.write_vectored(rest).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                IoSlice::advance_slices(&mut rest, n);
-            }
-        } else {
-            io.write_all(&slices.concat()).await?;
-        }
-        io.flush().await
+        let len = slices.iter().map(|s| s.len()).sum();
+        write_slices(io, &slices, len).await
     }
 }
 

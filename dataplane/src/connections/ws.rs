@@ -41,7 +41,7 @@
 mod codec;
 
 use std::borrow::Cow;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,24 +55,18 @@ use tokio::sync::mpsc;
 
 use self::codec::{HandshakeError, Head, Incoming, Reader, close_code, opcode};
 use super::context::Connections;
+use super::batch::{BATCH_BYTES, BATCH_FRAMES, with_timeout, write_slices};
 use super::hub::{Outbound, Registration};
 use super::open::{self, ConnectParams, Refused};
 use crate::http::{Body, full, text};
 use crate::metrics::Transport;
 use crate::replay::Frontier;
 
-/// A client that accepts no bytes of a pending write for this long is dropped: two heartbeat
-/// periods, so a live client on a bad network is not cut, and a dead one does not hold its task.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the server waits for the client's close frame after sending its own (RFC 6455
 /// §7.1.1: the server closes TCP after the closing handshake).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Upper bounds of one coalesced write: enough to batch a burst, small enough that a slow
-/// client's batch stays modest and the `iovec` count stays far below the system limit.
-const BATCH_FRAMES: usize = 64;
-const BATCH_BYTES: usize = 64 * 1024;
 
 /// The event type that a killed session's connections receive (SSE); WebSocket closes instead.
 const SESSION_KILLED: &str = "rig.session_killed";
@@ -369,17 +363,6 @@ where
     }
 }
 
-/// `write` within [`WRITE_TIMEOUT`]; a timeout is an error.
-async fn with_timeout<T>(write: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(result) => result,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client accepted no bytes",
-        )),
-    }
-}
-
 /// Frames to write at once: each a header and a payload shared with the other receivers.
 #[derive(Debug, Default)]
 struct Batch {
@@ -407,31 +390,12 @@ impl Batch {
     /// Write every frame, then flush: one vectored write where the stream supports it (no copy of
     /// the payloads), else one copy into a buffer that lives only for this write.
     async fn write_to<W: AsyncWrite + Unpin>(&self, io: &mut W) -> io::Result<()> {
-        if io.is_write_vectored() {
-            let mut slices = Vec::with_capacity(self.heads.len() * 2);
-            for (head, payload) in self.heads.iter().zip(&self.payloads) {
-                slices.push(IoSlice::new(head.as_bytes()));
-                if !payload.is_empty() {
-                    slices.push(IoSlice::new(payload));
-                }
-            }
-            let mut rest = &mut slices[..];
-            while !rest.is_empty() {
-                let n = io.write_vectored(rest).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                IoSlice::advance_slices(&mut rest, n);
-            }
-        } else {
-            let mut flat = Vec::with_capacity(self.bytes);
-            for (head, payload) in self.heads.iter().zip(&self.payloads) {
-                flat.extend_from_slice(head.as_bytes());
-                flat.extend_from_slice(payload);
-            }
-            io.write_all(&flat).await?;
+        let mut slices: Vec<&[u8]> = Vec::with_capacity(self.heads.len() * 2);
+        for (head, payload) in self.heads.iter().zip(&self.payloads) {
+            slices.push(head.as_bytes());
+            slices.push(payload);
         }
-        io.flush().await
+        write_slices(io, &slices, self.bytes).await
     }
 }
 
