@@ -3,7 +3,7 @@
 //! Names follow RIG's where RIG has one (`rig_consumed_events_total`, ...), so existing dashboards
 //! keep working. Counters are bumped where the matching log line is written.
 
-use std::fmt::Write as _;
+use crate::support::prom::{self, counter};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// The transports a frontend connection can use.
@@ -112,10 +112,11 @@ impl Metrics {
     /// subscriptions in the index right now (RIG's `rig_subscriptions_total` gauge).
     pub fn render(&self, subscriptions: usize) -> String {
         let mut out = String::with_capacity(2048);
-        let _ = writeln!(
-            out,
-            "# HELP rig_subscriptions_total Subscriptions of the open connections.\n\
-             # TYPE rig_subscriptions_total gauge\nrig_subscriptions_total {subscriptions}"
+        prom::gauge(
+            &mut out,
+            "rig_subscriptions_total",
+            "Subscriptions of the open connections.",
+            subscriptions,
         );
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         gauge_by_transport(
@@ -124,16 +125,13 @@ impl Metrics {
             "Open frontend connections.",
             &self.connections,
         );
-        out.push_str("# HELP rig_connections_total Frontend connections opened since start.\n");
-        out.push_str("# TYPE rig_connections_total counter\n");
-        for t in Transport::ALL {
-            let v = load(&self.connections_total[t.index()]);
-            let _ = writeln!(
-                out,
-                "rig_connections_total{{transport=\"{}\"}} {v}",
-                t.label()
-            );
-        }
+        by_transport(
+            &mut out,
+            "rig_connections_total",
+            prom::Kind::Counter,
+            "Frontend connections opened since start.",
+            |t| load(&self.connections_total[t.index()]),
+        );
         counter(
             &mut out,
             "rig_consumed_events_total",
@@ -170,17 +168,17 @@ impl Metrics {
             "Long-polling sessions removed after the session timeout without polls.",
             load(&self.longpolling_expired),
         );
-        let _ = writeln!(
-            out,
-            "# HELP rig_kafka_assigned_partitions Kafka partitions this process reads.\n\
-             # TYPE rig_kafka_assigned_partitions gauge\nrig_kafka_assigned_partitions {}",
-            load(&self.assigned_partitions)
+        prom::gauge(
+            &mut out,
+            "rig_kafka_assigned_partitions",
+            "Kafka partitions this process reads.",
+            load(&self.assigned_partitions),
         );
-        let _ = writeln!(
-            out,
-            "# HELP rig_kafka_consumer_lag_messages Messages behind the end of the assigned partitions.\n\
-             # TYPE rig_kafka_consumer_lag_messages gauge\nrig_kafka_consumer_lag_messages {}",
-            load(&self.consumer_lag)
+        prom::gauge(
+            &mut out,
+            "rig_kafka_consumer_lag_messages",
+            "Messages behind the end of the assigned partitions.",
+            load(&self.consumer_lag),
         );
         counter(
             &mut out,
@@ -220,13 +218,14 @@ impl Metrics {
                 &self.submission_check_errors,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n\
-                 {name}{{check=\"subscription\"}} {}\n{name}{{check=\"submission\"}} {}",
+            prom::family(&mut out, name, prom::Kind::Counter, help);
+            prom::sample(
+                &mut out,
+                name,
+                &[("check", "subscription")],
                 load(subscription),
-                load(submission)
             );
+            prom::sample(&mut out, name, &[("check", "submission")], load(submission));
         }
         counter(
             &mut out,
@@ -240,11 +239,11 @@ impl Metrics {
             "Forwarded subscription updates without an answer from the connection's owner.",
             load(&self.peer_forward_failures),
         );
-        let _ = writeln!(
-            out,
-            "# HELP rig_blacklist_entries Revoked sessions held in the session blacklist.\n\
-             # TYPE rig_blacklist_entries gauge\nrig_blacklist_entries {}",
-            load(&self.blacklist_entries)
+        prom::gauge(
+            &mut out,
+            "rig_blacklist_entries",
+            "Revoked sessions held in the session blacklist.",
+            load(&self.blacklist_entries),
         );
         counter(
             &mut out,
@@ -252,18 +251,13 @@ impl Metrics {
             "Connections closed because their session was revoked.",
             load(&self.sessions_killed),
         );
-        out.push_str(
-            "# HELP rig_connections_expired_total Connections closed because their JWT expired.\n",
+        by_transport(
+            &mut out,
+            "rig_connections_expired_total",
+            prom::Kind::Counter,
+            "Connections closed because their JWT expired.",
+            |t| load(&self.connections_expired[t.index()]),
         );
-        out.push_str("# TYPE rig_connections_expired_total counter\n");
-        for t in Transport::ALL {
-            let v = load(&self.connections_expired[t.index()]);
-            let _ = writeln!(
-                out,
-                "rig_connections_expired_total{{transport=\"{}\"}} {v}",
-                t.label()
-            );
-        }
         counter(
             &mut out,
             "rig_blacklist_watch_errors_total",
@@ -292,18 +286,23 @@ impl Metrics {
     }
 }
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-    );
+fn gauge_by_transport(out: &mut String, name: &str, help: &str, values: &[AtomicI64; 3]) {
+    by_transport(out, name, prom::Kind::Gauge, help, |t| {
+        values[t.index()].load(Ordering::Relaxed)
+    });
 }
 
-fn gauge_by_transport(out: &mut String, name: &str, help: &str, values: &[AtomicI64; 3]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+/// A family with one sample per transport.
+fn by_transport<V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: prom::Kind,
+    help: &str,
+    value: impl Fn(Transport) -> V,
+) {
+    prom::family(out, name, kind, help);
     for t in Transport::ALL {
-        let v = values[t.index()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}{{transport=\"{}\"}} {v}", t.label());
+        prom::sample(out, name, &[("transport", t.label())], value(t));
     }
 }
 

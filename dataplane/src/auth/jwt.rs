@@ -34,8 +34,8 @@
 //!   `oct` (HMAC) keys of a set are used only when `JWT_ALG` names an `HS*` algorithm.
 //! - Neither set: the verifier refuses every token ([`JwtError::NotConfigured`]).
 
+use crate::support::prom;
 use std::fmt;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -825,15 +825,18 @@ impl Verifier {
     /// set's refreshes and size (zero without a key set).
     pub fn render_metrics(&self, out: &mut String) {
         let name = "rig_jwt_refused_total";
-        let _ = writeln!(
+        prom::family(
             out,
-            "# HELP {name} JWTs refused, by reason (the log line says more).\n# TYPE {name} counter"
+            name,
+            prom::Kind::Counter,
+            "JWTs refused, by reason (the log line says more).",
         );
         for (label, count) in REFUSAL_LABELS.iter().zip(&self.inner.refused) {
-            let _ = writeln!(
+            prom::sample(
                 out,
-                "{name}{{reason=\"{label}\"}} {}",
-                count.load(Ordering::Relaxed)
+                name,
+                &[("reason", label)],
+                count.load(Ordering::Relaxed),
             );
         }
         let (ok, failed, keys) = match self.jwks() {
@@ -844,14 +847,20 @@ impl Verifier {
             ),
             None => (0, 0, 0),
         };
-        let _ = writeln!(
+        let name = "rig_jwks_refreshes_total";
+        prom::family(
             out,
-            "# HELP rig_jwks_refreshes_total JWT_JWKS loads, by result (a failure keeps the last good set).\n\
-             # TYPE rig_jwks_refreshes_total counter\n\
-             rig_jwks_refreshes_total{{result=\"ok\"}} {ok}\n\
-             rig_jwks_refreshes_total{{result=\"error\"}} {failed}\n\
-             # HELP rig_jwks_keys Usable keys in the current JWT_JWKS key set.\n\
-             # TYPE rig_jwks_keys gauge\nrig_jwks_keys {keys}"
+            name,
+            prom::Kind::Counter,
+            "JWT_JWKS loads, by result (a failure keeps the last good set).",
+        );
+        prom::sample(out, name, &[("result", "ok")], ok);
+        prom::sample(out, name, &[("result", "error")], failed);
+        prom::gauge(
+            out,
+            "rig_jwks_keys",
+            "Usable keys in the current JWT_JWKS key set.",
+            keys,
         );
     }
 }

@@ -22,7 +22,6 @@
 //! - **Readiness and metrics** live in [`Status`]: ready once a configuration is in effect, and
 //!   still ready while the operator is away.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,6 +42,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::routes::{self, Routes};
+use crate::support::prom;
 use crate::support::supervise::TaskHealth;
 use crate::support::{Backoff, error_chain, random_unit};
 
@@ -316,39 +316,47 @@ impl Status {
             return;
         }
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(
+        let name = "rig_config_snapshots_total";
+        prom::family(
             out,
-            "# HELP rig_config_snapshots_total Operator snapshots by outcome: applied, rejected \
-             (the previous configuration stayed), cached (the last-known-good file loaded at \
-             start).\n\
-             # TYPE rig_config_snapshots_total counter\n\
-             rig_config_snapshots_total{{outcome=\"applied\"}} {}\n\
-             rig_config_snapshots_total{{outcome=\"rejected\"}} {}\n\
-             rig_config_snapshots_total{{outcome=\"cached\"}} {}",
-            load(&self.applied),
-            load(&self.rejected),
-            load(&self.cached),
+            name,
+            prom::Kind::Counter,
+            "Operator snapshots by outcome: applied, rejected (the previous configuration stayed), \
+             cached (the last-known-good file loaded at start).",
         );
-        let _ = writeln!(
+        for (outcome, counter) in [
+            ("applied", &self.applied),
+            ("rejected", &self.rejected),
+            ("cached", &self.cached),
+        ] {
+            prom::sample(out, name, &[("outcome", outcome)], load(counter));
+        }
+        let name = "rig_config_snapshot_info";
+        prom::family(
             out,
-            "# HELP rig_config_snapshot_info The operator snapshot version in effect.\n\
-             # TYPE rig_config_snapshot_info gauge"
+            name,
+            prom::Kind::Gauge,
+            "The operator snapshot version in effect.",
         );
         if let Some(version) = self.version() {
-            let _ = writeln!(out, "rig_config_snapshot_info{{version=\"{version}\"}} 1");
+            prom::sample(out, name, &[("version", &version)], 1);
         }
-        let _ = writeln!(
+        prom::gauge(
             out,
-            "# HELP rig_operator_connected Whether the operator's snapshot stream is open.\n\
-             # TYPE rig_operator_connected gauge\nrig_operator_connected {}\n\
-             # HELP rig_config_ready Whether a configuration is in effect (GET /readyz).\n\
-             # TYPE rig_config_ready gauge\nrig_config_ready {}\n\
-             # HELP rig_config_snapshot_cache_failures_total Reads and writes of the \
-             last-known-good snapshot file that failed.\n\
-             # TYPE rig_config_snapshot_cache_failures_total counter\n\
-             rig_config_snapshot_cache_failures_total {}",
+            "rig_operator_connected",
+            "Whether the operator's snapshot stream is open.",
             u8::from(self.is_connected()),
+        );
+        prom::gauge(
+            out,
+            "rig_config_ready",
+            "Whether a configuration is in effect (GET /readyz).",
             u8::from(self.is_ready()),
+        );
+        prom::counter(
+            out,
+            "rig_config_snapshot_cache_failures_total",
+            "Reads and writes of the last-known-good snapshot file that failed.",
             load(&self.cache_failures),
         );
     }

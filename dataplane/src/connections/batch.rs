@@ -75,17 +75,23 @@ mod tests {
     async fn slices_arrive_in_order_vectored_or_copied() {
         // A duplex stream is not vectored: the copy path.
         let (mut a, mut b) = tokio::io::duplex(1024);
-        write_slices(&mut a, &[b"ab", b"", b"cd"], 4).await.expect("write");
+        write_slices(&mut a, &[b"ab", b"", b"cd"], 4)
+            .await
+            .expect("write");
         let mut got = [0u8; 4];
         b.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"abcd");
         // A TCP stream is vectored.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (mut server, _) = listener.accept().await.expect("accept");
         assert!(server.is_write_vectored());
-        write_slices(&mut server, &[b"x", b"yz"], 3).await.expect("write");
+        write_slices(&mut server, &[b"x", b"yz"], 3)
+            .await
+            .expect("write");
         let mut got = [0u8; 3];
         client.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"xyz");

@@ -56,7 +56,6 @@ const MAX_HEADERS: usize = 64;
 /// How long a client has to send the rest of its request head once it started it.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-
 /// When the first bytes are a strict prefix of [`REQUEST_PREFIX`], look again this often, this
 /// many times, before leaving the connection to hyper.
 const PEEK_PAUSE: Duration = Duration::from_millis(10);
@@ -66,7 +65,6 @@ const PEEK_ATTEMPTS: usize = 50;
 /// closing does not reset the connection before the client read the answer.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
-
 
 /// Whether a connection starting with `bytes` is an SSE connect request; `None` when more bytes
 /// are needed to tell.

@@ -54,19 +54,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use self::codec::{HandshakeError, Head, Incoming, Reader, close_code, opcode};
-use super::context::Connections;
 use super::batch::{BATCH_BYTES, BATCH_FRAMES, with_timeout, write_slices};
+use super::context::Connections;
 use super::hub::{Outbound, Registration};
 use super::open::{self, ConnectParams, Refused};
 use crate::http::{Body, full, text};
 use crate::metrics::Transport;
 use crate::replay::Frontier;
 
-
 /// How long the server waits for the client's close frame after sending its own (RFC 6455
 /// §7.1.1: the server closes TCP after the closing handshake).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
 
 /// The event type that a killed session's connections receive (SSE); WebSocket closes instead.
 const SESSION_KILLED: &str = "rig.session_killed";

@@ -16,8 +16,8 @@
 //! in the gauge `rig_proxy_pending_correlations`. A response for an id of this process that has no
 //! entry (it timed out, or the client left) is counted in `rig_proxy_late_responses_total`.
 
+use crate::support::prom;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -251,16 +251,17 @@ impl Correlations {
 
     /// Append the correlation metrics to a `/metrics` text.
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
+        prom::gauge(
             out,
-            "# HELP rig_proxy_pending_correlations Proxied requests waiting for a correlated response.\n\
-             # TYPE rig_proxy_pending_correlations gauge\n\
-             rig_proxy_pending_correlations {}",
-            self.pending()
+            "rig_proxy_pending_correlations",
+            "Proxied requests waiting for a correlated response.",
+            self.pending(),
         );
-        out.push_str(
-            "# HELP rig_proxy_correlations_total Correlated requests by outcome.\n\
-             # TYPE rig_proxy_correlations_total counter\n",
+        prom::family(
+            out,
+            "rig_proxy_correlations_total",
+            prom::Kind::Counter,
+            "Correlated requests by outcome.",
         );
         for (outcome, counter) in [
             ("responded", &self.responded),
@@ -268,10 +269,11 @@ impl Correlations {
             ("abandoned", &self.abandoned),
             ("rejected", &self.rejected),
         ] {
-            let _ = writeln!(
+            prom::sample(
                 out,
-                "rig_proxy_correlations_total{{outcome=\"{outcome}\"}} {}",
-                counter.load(Ordering::Relaxed)
+                "rig_proxy_correlations_total",
+                &[("outcome", outcome)],
+                counter.load(Ordering::Relaxed),
             );
         }
         for (name, help, counter) in [
@@ -291,11 +293,7 @@ impl Correlations {
                 &self.invalid,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                counter.load(Ordering::Relaxed)
-            );
+            prom::counter(out, name, help, counter.load(Ordering::Relaxed));
         }
     }
 }

@@ -270,13 +270,13 @@ impl Produced {
         .into_iter()
         .enumerate()
         {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            crate::support::prom::family(out, name, crate::support::prom::Kind::Counter, help);
             for (topic, c) in map.iter() {
-                let _ = writeln!(
+                crate::support::prom::sample(
                     out,
-                    "{name}{{target=\"kafka\",topic=\"{}\"}} {}",
-                    topic.replace('\\', "\\\\").replace('"', "\\\""),
-                    c[i].load(Ordering::Relaxed)
+                    name,
+                    &[("target", "kafka"), ("topic", topic)],
+                    c[i].load(Ordering::Relaxed),
                 );
             }
         }

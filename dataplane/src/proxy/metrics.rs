@@ -8,8 +8,8 @@
 //! request is one atomic add with no lock and no lookup; a counter survives reloads that keep
 //! its labels.
 
+use crate::support::prom;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -141,9 +141,12 @@ impl ProxyMetrics {
 
     /// Append the Prometheus text of these metrics to `out`.
     pub fn render(&self, out: &mut String) {
-        out.push_str(
-            "# HELP rig_proxy_requests_total Proxied requests by endpoint (path = the endpoint's path regex) and outcome.\n\
-             # TYPE rig_proxy_requests_total counter\n",
+        let name = "rig_proxy_requests_total";
+        prom::family(
+            out,
+            name,
+            prom::Kind::Counter,
+            "Proxied requests by endpoint (path = the endpoint's path regex) and outcome.",
         );
         {
             let map = self.counters.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,48 +154,45 @@ impl ProxyMetrics {
                 for status in Status::ALL {
                     let n = counters.by_status[status as usize].load(Ordering::Relaxed);
                     if n > 0 {
-                        let _ = writeln!(
+                        prom::sample(
                             out,
-                            "rig_proxy_requests_total{{method=\"{}\",path=\"{}\",target=\"{}\",response_from=\"{}\",status=\"{}\"}} {n}",
-                            escape(method),
-                            escape(path),
-                            escape(target),
-                            escape(response_from),
-                            status.label()
+                            name,
+                            &[
+                                ("method", method),
+                                ("path", path),
+                                ("target", target),
+                                ("response_from", response_from),
+                                ("status", status.label()),
+                            ],
+                            n,
                         );
                     }
                 }
             }
         }
-        out.push_str(
-            "# HELP rig_proxy_upstream_duration_seconds Time from sending a proxied request to the target's response head.\n\
-             # TYPE rig_proxy_upstream_duration_seconds histogram\n",
+        let name = "rig_proxy_upstream_duration_seconds";
+        prom::family(
+            out,
+            name,
+            prom::Kind::Histogram,
+            "Time from sending a proxied request to the target's response head.",
         );
+        let bucket = "rig_proxy_upstream_duration_seconds_bucket";
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
             cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "rig_proxy_upstream_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
+            prom::sample(out, bucket, &[("le", &bound.to_string())], cumulative);
         }
         let count = self.duration_count.load(Ordering::Relaxed);
-        let _ = writeln!(
+        prom::sample(out, bucket, &[("le", "+Inf")], count);
+        prom::sample(
             out,
-            "rig_proxy_upstream_duration_seconds_bucket{{le=\"+Inf\"}} {count}\n\
-             rig_proxy_upstream_duration_seconds_sum {}\n\
-             rig_proxy_upstream_duration_seconds_count {count}",
-            self.duration_micros.load(Ordering::Relaxed) as f64 / 1e6
+            "rig_proxy_upstream_duration_seconds_sum",
+            &[],
+            self.duration_micros.load(Ordering::Relaxed) as f64 / 1e6,
         );
+        prom::sample(out, "rig_proxy_upstream_duration_seconds_count", &[], count);
     }
-}
-
-/// Escape a label value (backslash, quote, newline).
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

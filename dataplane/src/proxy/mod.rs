@@ -239,24 +239,18 @@ impl Proxy {
         self.metrics.render(out);
         self.correlations.render(out);
         self.produced.render(out);
-        let _ = std::fmt::Write::write_fmt(
+        crate::support::prom::counter(
             out,
-            format_args!(
-                "# HELP rig_proxy_request_body_timeouts_total Proxied requests aborted because the client's body stalled (PROXY_BODY_IDLE_TIMEOUT_MS).\n\
-                 # TYPE rig_proxy_request_body_timeouts_total counter\n\
-                 rig_proxy_request_body_timeouts_total {}\n",
-                self.upstream.body_timeouts()
-            ),
+            "rig_proxy_request_body_timeouts_total",
+            "Proxied requests aborted because the client's body stalled (PROXY_BODY_IDLE_TIMEOUT_MS).",
+            self.upstream.body_timeouts(),
         );
-        let _ = std::fmt::Write::write_fmt(
+        crate::support::prom::gauge(
             out,
-            format_args!(
-                "# HELP rig_proxy_response_partitions Response-topic partitions this process reads.\n\
-                 # TYPE rig_proxy_response_partitions gauge\n\
-                 rig_proxy_response_partitions {}\n",
-                self.response_partitions
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            ),
+            "rig_proxy_response_partitions",
+            "Response-topic partitions this process reads.",
+            self.response_partitions
+                .load(std::sync::atomic::Ordering::Relaxed),
         );
     }
 }

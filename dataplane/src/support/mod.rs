@@ -1,12 +1,13 @@
 //! Small helpers every subsystem uses, in one place: the shutdown signal, error chains for logs,
-//! poison-tolerant lock guards, exponential backoff with jitter, and task supervision
-//! ([`supervise`]). Nothing here knows about the gateway's features.
+//! poison-tolerant lock guards, exponential backoff with jitter, task supervision
+//! ([`supervise`]) and the Prometheus text writer ([`prom`]). Nothing here knows about the gateway's features.
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub mod prom;
 pub mod supervise;
 
 /// Resolves once `shutdown` is true (or its sender is gone, which also means stop).

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Backoff, error_chain, stopped};
+use super::{Backoff, error_chain, prom, stopped};
 
 /// First and largest delay before a failed task is started again.
 const RESTART_BASE: Duration = Duration::from_millis(500);
@@ -60,24 +60,6 @@ impl TaskHealth {
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
     }
-
-    /// `rig_task_healthy{task}` and `rig_task_restarts_total{task}` lines (without HELP/TYPE,
-    /// see [`render_metrics`]).
-    fn render(&self, healthy: &mut String, restarts: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            healthy,
-            "rig_task_healthy{{task=\"{}\"}} {}",
-            self.name,
-            u8::from(self.is_healthy())
-        );
-        let _ = writeln!(
-            restarts,
-            "rig_task_restarts_total{{task=\"{}\"}} {}",
-            self.name,
-            self.restarts()
-        );
-    }
 }
 
 /// The metrics of every supervised task.
@@ -85,14 +67,31 @@ pub fn render_metrics(tasks: &[Arc<TaskHealth>], out: &mut String) {
     if tasks.is_empty() {
         return;
     }
-    let (mut healthy, mut restarts) = (String::new(), String::new());
+    let name = "rig_task_healthy";
+    prom::family(
+        out,
+        name,
+        prom::Kind::Gauge,
+        "Whether a supervised background task can do its work (1) or not (0).",
+    );
     for task in tasks {
-        task.render(&mut healthy, &mut restarts);
+        prom::sample(
+            out,
+            name,
+            &[("task", task.name)],
+            u8::from(task.is_healthy()),
+        );
     }
-    out.push_str("# HELP rig_task_healthy Whether a supervised background task can do its work (1) or not (0).\n# TYPE rig_task_healthy gauge\n");
-    out.push_str(&healthy);
-    out.push_str("# HELP rig_task_restarts_total Restarts of a supervised background task after it failed, panicked or ended.\n# TYPE rig_task_restarts_total counter\n");
-    out.push_str(&restarts);
+    let name = "rig_task_restarts_total";
+    prom::family(
+        out,
+        name,
+        prom::Kind::Counter,
+        "Restarts of a supervised background task after it failed, panicked or ended.",
+    );
+    for task in tasks {
+        prom::sample(out, name, &[("task", task.name)], task.restarts());
+    }
 }
 
 /// Run the task `start` makes until `shutdown`; start it again (after a backoff) whenever it
