@@ -9,6 +9,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::auth::check::CheckMode;
+use crate::auth::{JwtConfig, TokenKey};
 use crate::peers::PeerMap;
 
 /// Inbound port: connections, subscriptions, event publishing, proxied APIs (RIG's default 4000).
@@ -143,6 +144,9 @@ const DEFAULT_HOST: &str = "localhost";
 /// A configuration value that cannot be used.
 #[derive(Debug, Error)]
 pub enum Error {
+    /// A JWT or connection-token setting is unusable.
+    #[error(transparent)]
+    Auth(crate::auth::ConfigError),
     /// The variable is set but does not parse.
     #[error("{var}={value:?} is invalid: {reason}")]
     Invalid {
@@ -158,9 +162,33 @@ pub enum Error {
 /// A `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The environment as RIG definitions may name it (`"proxy": {"use_env": true, "target_url":
+/// "<VAR>"}`): a snapshot taken at start. Its `Debug` shows only how many variables it holds.
+#[derive(Clone, Default)]
+pub struct UseEnv(std::sync::Arc<std::collections::BTreeMap<String, String>>);
+
+impl UseEnv {
+    /// The value of `var`, if it was set.
+    pub fn get(&self, var: &str) -> Option<String> {
+        self.0.get(var).cloned()
+    }
+}
+
+impl std::fmt::Debug for UseEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UseEnv({} variables)", self.0.len())
+    }
+}
+
 /// The data plane's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `JWT_SECRET_KEY`, `JWT_ALG`, `JWT_SESSION_FIELD`, `JWT_JWKS…`: end-user JWT verification.
+    pub jwt: JwtConfig,
+    /// `RIG_TOKEN_KEY`; `None`: a random key per process.
+    pub token_key: Option<TokenKey>,
+    /// The environment for RIG definitions' `use_env` targets.
+    pub use_env: UseEnv,
     /// Where the inbound listener binds.
     pub inbound: SocketAddr,
     /// Where the internal API listener binds.
@@ -239,9 +267,12 @@ impl Config {
         self.operator_url.is_some()
     }
 
-    /// Read the configuration from the process environment.
+    /// Read the configuration from the process environment: the only place the data plane reads
+    /// it (RIG definitions' `use_env` targets included, through [`Config::use_env`]).
     pub fn from_env() -> Result<Self> {
-        Self::from_lookup(|key| std::env::var(key).ok())
+        let mut config = Self::from_lookup(|key| std::env::var(key).ok())?;
+        config.use_env = UseEnv(std::sync::Arc::new(std::env::vars().collect()));
+        Ok(config)
     }
 
     /// Read the configuration through `lookup` (the environment, or a map in tests).
@@ -253,6 +284,9 @@ impl Config {
         let internal_port =
             parse(&lookup, ENV_API_HTTP_PORT, "a port number")?.unwrap_or(DEFAULT_API_HTTP_PORT);
         Ok(Self {
+            jwt: JwtConfig::from_lookup(&lookup).map_err(Error::Auth)?,
+            token_key: TokenKey::from_lookup(&lookup).map_err(Error::Auth)?,
+            use_env: UseEnv::default(),
             inbound: SocketAddr::new(bind, inbound_port),
             internal: SocketAddr::new(bind, internal_port),
             cors: lookup(ENV_CORS).unwrap_or_else(|| DEFAULT_CORS.to_owned()),
@@ -648,5 +682,36 @@ mod tests {
             let err = config(&[(var, value)]).expect_err("invalid");
             assert!(err.to_string().contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn jwt_and_token_settings_come_through_config_and_stay_secret() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let c = Config::from_lookup(env(&[
+            ("JWT_SECRET_KEY", "a-jwt-secret-that-is-long"),
+            ("JWT_ALG", "HS384"),
+            ("RIG_TOKEN_KEY", "0123456789abcdef-token"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.jwt.algorithms, [jsonwebtoken::Algorithm::HS384]);
+        assert!(c.token_key.is_some());
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("a-jwt-secret"), "{debug}");
+        assert!(!debug.contains("0123456789abcdef-token"), "{debug}");
+        let err = Config::from_lookup(env(&[("RIG_TOKEN_KEY", "short")])).expect_err("too short");
+        assert!(err.to_string().contains("RIG_TOKEN_KEY"), "{err}");
+        assert!(
+            Config::from_lookup(env(&[]))
+                .expect("defaults")
+                .token_key
+                .is_none()
+        );
     }
 }

@@ -32,10 +32,9 @@ pub use config::Config;
 
 /// Bind both listeners, start the event sources, serve until `shutdown` turns true, then drain.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let verifier = auth::JwtConfig::from_env()
-        .and_then(|jwt| jwt.verifier())
-        .context("JWT configuration")?;
-    let tokens = auth::TokenCodec::from_env().context("connection token key")?;
+    let verifier = config.jwt.verifier().context("JWT configuration")?;
+    let tokens =
+        auth::TokenCodec::from_key(config.token_key.as_ref()).context("connection token key")?;
     // Cluster mode (`RIG_OPERATOR_URL`): checked before anything starts.
     let operator = cluster::snapshots::endpoint(&config).context("cluster mode")?;
     // A configuration that does not compile stops the process with the reason: a gateway must
@@ -62,7 +61,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     if let Some(text) = &state.config.proxy_config {
         let n = state
             .proxy
-            .load_rig_config(text, &|k| std::env::var(k).ok())
+            .load_rig_config(text, &|k| state.config.use_env.get(k))
             .map_err(|errors| {
                 anyhow::anyhow!(
                     "PROXY_CONFIG_FILE is invalid: {}",

@@ -146,6 +146,7 @@ impl State {
                 kafka_response_timeout: config.proxy_kafka_response_timeout,
                 http_async_response_timeout: config.proxy_http_async_response_timeout,
                 cluster_mode: config.cluster_mode(),
+                use_env: config.use_env.clone(),
             },
             jwt.clone(),
             peers.clone(),

@@ -129,11 +129,6 @@ impl fmt::Debug for JwtConfig {
 }
 
 impl JwtConfig {
-    /// Read the settings from the process environment (and the key file it may name).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|key| std::env::var(key).ok())
-    }
-
     /// Read the settings through `lookup` (the environment, or a map in tests). Empty values count
     /// as unset. A key file named by `JWT_SECRET_KEY` is read here; the key is decoded (and a
     /// `JWT_JWKS` file read) by [`Verifier::new`].

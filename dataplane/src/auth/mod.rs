@@ -30,7 +30,7 @@ use thiserror::Error;
 pub use jwt::{Claims, JwtConfig, JwtError, Verifier, bearer_tokens};
 pub use revoked::{Blacklist, Source};
 pub use session_jwt::Jwt;
-pub use token::{ConnectionToken, TokenCodec, TokenError};
+pub use token::{ConnectionToken, TokenCodec, TokenError, TokenKey};
 
 /// Authentication configuration that cannot be used; the process must not start with it.
 ///

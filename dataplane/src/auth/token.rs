@@ -92,6 +92,33 @@ impl fmt::Debug for TokenCodec {
     }
 }
 
+/// The connection-token key (`RIG_TOKEN_KEY`), validated; its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenKey(Vec<u8>);
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey([redacted])")
+    }
+}
+
+impl TokenKey {
+    /// `RIG_TOKEN_KEY` through `lookup`: its bytes as given, at least [`MIN_KEY_LEN`]; `None`
+    /// when unset or empty.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        match lookup(ENV_TOKEN_KEY).filter(|key| !key.is_empty()) {
+            Some(key) if key.len() >= MIN_KEY_LEN => Ok(Some(Self(key.into_bytes()))),
+            Some(_) => Err(ConfigError::Invalid {
+                var: ENV_TOKEN_KEY,
+                reason: format!("must be at least {MIN_KEY_LEN} bytes"),
+            }),
+            None => Ok(None),
+        }
+    }
+}
+
 impl TokenCodec {
     /// A codec with `key` (any length; [`TokenCodec::from_lookup`] enforces [`MIN_KEY_LEN`]).
     pub fn new(key: &[u8]) -> Self {
@@ -115,21 +142,17 @@ impl TokenCodec {
         Ok(Self::new(&key))
     }
 
-    /// The codec for `RIG_TOKEN_KEY` from the process environment; see [`TokenCodec::from_lookup`].
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|key| std::env::var(key).ok())
+    /// The codec keyed with the bytes of `RIG_TOKEN_KEY` (see [`TokenKey::from_lookup`]); a
+    /// random key when it is unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_key(TokenKey::from_lookup(lookup)?.as_ref())
     }
 
-    /// The codec keyed with the bytes of `RIG_TOKEN_KEY` (as given, at least [`MIN_KEY_LEN`]
-    /// bytes). If it is unset or empty, a random key is used and a warning logged, because tokens
-    /// will then not be accepted by other pods or after a restart.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        match lookup(ENV_TOKEN_KEY).filter(|key| !key.is_empty()) {
-            Some(key) if key.len() >= MIN_KEY_LEN => Ok(Self::new(key.as_bytes())),
-            Some(_) => Err(ConfigError::Invalid {
-                var: ENV_TOKEN_KEY,
-                reason: format!("must be at least {MIN_KEY_LEN} bytes"),
-            }),
+    /// The codec keyed with `key`. Without one, a random key is used and a warning logged,
+    /// because tokens will then not be accepted by other pods or after a restart.
+    pub fn from_key(key: Option<&TokenKey>) -> Result<Self, ConfigError> {
+        match key {
+            Some(key) => Ok(Self::new(&key.0)),
             None => {
                 tracing::warn!(
                     "{ENV_TOKEN_KEY} is not set: using a random key, so connection tokens are \

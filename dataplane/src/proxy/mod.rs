@@ -67,6 +67,8 @@ pub struct Settings {
     pub http_async_response_timeout: Duration,
     /// Cluster mode (the proxy API's writes are refused for `ProxyRoute` APIs either way).
     pub cluster_mode: bool,
+    /// The environment for RIG definitions' `use_env` targets (`/v3/apis`).
+    pub use_env: crate::config::UseEnv,
 }
 
 /// The proxy: route table, upstream client, metrics, and the handles it needs (JWT verification
@@ -223,7 +225,7 @@ impl Proxy {
     fn compile_rig(&self, definition: &Value) -> Result<Api, rig::ErrorMap> {
         rig::compile(
             definition,
-            &|k| std::env::var(k).ok(),
+            &|k| self.settings.use_env.get(k),
             self.default_timeout,
             &self.metrics,
         )

@@ -452,9 +452,7 @@ fn cluster_state(operator: std::net::SocketAddr, cache: &Path) -> Arc<State> {
         ("POD_NAME", "dp-test"),
         ("KAFKA_SOURCE_TOPICS", ""),
     ]);
-    let verifier = crate::auth::JwtConfig::from_env()
-        .and_then(|jwt| jwt.verifier())
-        .expect("verifier");
+    let verifier = config.jwt.verifier().expect("verifier");
     Arc::new(State::new(
         config,
         Arc::new(crate::subscriptions::Extractors::new()),
