@@ -5,8 +5,28 @@ use anyhow::Result;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
+const USAGE: &str = "usage: rig-dataplane [--help | --version]\n\n\
+The RIG for Kubernetes data plane. It takes no arguments: it is configured by environment variables\n\
+(INBOUND_PORT, API_HTTP_PORT, KAFKA_BROKERS, JWT_SECRET_KEY, RIG_MANIFESTS, RIG_OPERATOR_URL, ...;\n\
+see the README's configuration table) and serves until SIGTERM or Ctrl-C.";
+
 #[tokio::main]
 async fn main() -> Result<()> {
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Some("--version" | "-V") => {
+            println!("rig-dataplane {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        Some(other) => {
+            eprintln!("unexpected argument {other:?}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),

@@ -28,6 +28,11 @@ const T: Duration = Duration::from_secs(30);
 
 /// An HS256 JWT for user `sub`, valid for an hour.
 pub fn token(sub: &str) -> String {
+    token_in_session(sub, &format!("{sub}-session"))
+}
+
+/// An HS256 JWT for user `sub` in session `jti`, valid for an hour.
+pub fn token_in_session(sub: &str, jti: &str) -> String {
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
@@ -35,7 +40,7 @@ pub fn token(sub: &str) -> String {
         + 3600;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"exp": exp, "sub": sub, "jti": format!("{sub}-session")}),
+        &json!({"exp": exp, "sub": sub, "jti": jti}),
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .expect("sign")

@@ -175,3 +175,32 @@ fn invalid_manifests_at_start_stop_the_process_with_the_reason() {
     assert!(Path::new(&dir).exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A route naming a topic that does not exist yet: the first events produced once it is created
+/// reach subscribers (its partitions start at their beginning, not at the end the consumer finds
+/// a few seconds later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_after_start_is_read_from_its_first_event() {
+    let env = Env::load().expect("env");
+    let topic = unique_name("late");
+    let dir = temp_dir();
+    std::fs::write(dir.join("late.yaml"), route("late", &[&topic], "late")).expect("write");
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("KAFKA_BROKERS", env.kafka_brokers().expect("kafka"))
+        .env("KAFKA_SOURCE_TOPICS", "")
+        .env("RIG_MANIFESTS", dir.to_str().expect("utf8"));
+    let dp = DataPlane::start(config).await.expect("start");
+    wait_until("the consumer has looked at the topic", T, || async {
+        let (status, _) = rig_e2e::http::get(dp.internal(), "/readyz").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+    let mut client = subscribe(&dp, r#"[{"eventType":"late"}]"#).await;
+    assert_eq!(dp.metric("rig_kafka_assigned_partitions").await, 0.0);
+    create_topics(&env, &[&topic]).await;
+    // Produced right away, before the consumer's next look assigns the partition.
+    produce(&env, &topic, "late", "first").await;
+    assert_eq!(next_of(&mut client, "late").await["data"]["name"], "first");
+    let _ = std::fs::remove_dir_all(&dir);
+}

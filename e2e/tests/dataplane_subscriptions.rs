@@ -707,6 +707,16 @@ async fn external_checks_decide_subscriptions_and_submissions() {
         dp.internal(),
         "/v3/messages",
         "application/cloudevents+json",
+        event.clone(),
+    )
+    .await
+    .expect("POST");
+    assert_eq!(status, 202, "{body}");
+    // RIG serves /v2 like /v3.
+    let (status, _, body) = http::post(
+        dp.internal(),
+        "/v2/messages",
+        "application/cloudevents+json",
         event,
     )
     .await

@@ -715,6 +715,13 @@ async fn apis_crud_with_rigs_statuses_and_error_maps() {
         ]
     );
     assert_eq!(list[0]["managed_by"], "ProxyRoute");
+    // RIG serves /v2 like /v3.
+    let (status, v2) = internal(&s.dp, Method::GET, "/v2/apis", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(as_json(&v2), list);
+    let (status, one) = internal(&s.dp, Method::GET, "/v2/apis/rig-api", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(as_json(&one)["id"], "rig-api");
 
     // Validation: RIG's keys and messages.
     let (status, body) = internal(

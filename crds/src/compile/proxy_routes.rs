@@ -299,6 +299,17 @@ pub fn auth_header(name: &str) -> Result<HeaderName, String> {
 }
 
 fn endpoint(e: &proxy_route::Endpoint, problems: &mut Problems) -> Option<ProxyEndpoint> {
+    // The CRD's CEL rule, here too for manifests that never pass the apiserver.
+    if !(e.path_regex.starts_with('/') || e.path_regex.starts_with("^/")) {
+        problems.add(
+            "InvalidPathRegex",
+            format!(
+                "endpoint {:?}: pathRegex {:?} must match from the leading '/'",
+                e.id, e.path_regex
+            ),
+        );
+        return None;
+    }
     let regex = match path_regex(&e.path_regex) {
         Ok(regex) => regex,
         Err(error) => {

@@ -472,6 +472,14 @@ fn what_the_schema_checks_is_checked_here_too() {
             "endpoints: [{id: a, method: GET, pathRegex: '/public)|(/admin/.*'}]\ntarget: {kind: Http, url: 'http://a:1'}\n",
             "InvalidPathRegex",
         ),
+        (
+            "endpoints: [{id: a, method: GET, pathRegex: ''}]\ntarget: {kind: Http, url: 'http://a:1'}\n",
+            "InvalidPathRegex",
+        ),
+        (
+            "endpoints: [{id: a, method: GET, pathRegex: 'admin'}]\ntarget: {kind: Http, url: 'http://a:1'}\n",
+            "InvalidPathRegex",
+        ),
     ];
     for (yaml, expected) in proxies {
         let c = run(&[], &[proxy_route("a", "p", 1, yaml)], &[], now());

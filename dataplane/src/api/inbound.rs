@@ -145,8 +145,10 @@ async fn publish_checked(
                 }
                 Publishing::Check(check) => check,
             };
+            let tokens = check::check_tokens(&parts.headers);
             if check
-                .authorize(
+                .authorize_unrevoked(
+                    || crate::auth::access::presents_revoked(&state.jwt, &tokens),
                     || {
                         check::check_tokens(&parts.headers)
                             .into_iter()

@@ -61,7 +61,10 @@ impl Handler for Internal {
             (&Method::POST, "/v3/responses") => {
                 crate::proxy::responses(&self.state.proxy, req).await
             }
-            (&Method::POST, "/v3/messages") => super::inbound::publish(&self.state, req).await,
+            // RIG serves `/v2/...` like `/v3/...`.
+            (&Method::POST, "/v3/messages" | "/v2/messages") => {
+                super::inbound::publish(&self.state, req).await
+            }
             (&Method::PUT, path) if subscriptions_put::token_in_internal_path(path).is_some() => {
                 let token = subscriptions_put::token_in_internal_path(path)
                     .unwrap_or_default()

@@ -251,6 +251,13 @@ impl AccessPolicy {
     }
 }
 
+/// Whether any of `tokens` is a valid JWT of a revoked session.
+pub fn presents_revoked(jwt: &crate::auth::Jwt, tokens: &[&str]) -> bool {
+    tokens
+        .iter()
+        .any(|t| matches!(jwt.verify(t), Err(crate::auth::JwtError::Revoked { .. })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

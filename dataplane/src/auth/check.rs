@@ -104,6 +104,10 @@ pub enum Denied {
     /// `jwt_validation`: the request carries no valid JWT.
     #[error("no valid JWT")]
     NoValidToken,
+    /// External check: the request presents a token of a revoked session, so it is refused
+    /// before the check service is asked (it cannot know about revocations).
+    #[error("a revoked session's token was presented")]
+    RevokedSession,
     /// The check service answered 401 or 403.
     #[error("the check service refused with {status}")]
     Refused {
@@ -133,7 +137,10 @@ pub enum Denied {
 impl Denied {
     /// Whether this is a failure of the check service rather than a decision.
     pub fn is_failure(&self) -> bool {
-        !matches!(self, Self::NoValidToken | Self::Refused { .. })
+        !matches!(
+            self,
+            Self::NoValidToken | Self::Refused { .. } | Self::RevokedSession
+        )
     }
 }
 
@@ -165,6 +172,29 @@ impl Check {
     /// The configured mode.
     pub fn mode(&self) -> &CheckMode {
         &self.mode
+    }
+
+    /// Whether an external service decides.
+    pub fn is_external(&self) -> bool {
+        matches!(self.mode, CheckMode::External(_))
+    }
+
+    /// Like [`Check::authorize`], but an external check refuses a request that presents a token
+    /// of a revoked session (`presents_revoked`, asked only in the external mode) without asking
+    /// the service: revoked sessions are refused everywhere, and the service cannot know.
+    pub async fn authorize_unrevoked(
+        &self,
+        presents_revoked: impl FnOnce() -> bool,
+        has_valid_token: impl FnOnce() -> bool,
+        request: impl FnOnce() -> ExternalRequest,
+    ) -> Result<(), Denied> {
+        if self.is_external() && presents_revoked() {
+            let (counter, check) = self.counters(false);
+            counter.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(check, reason = %Denied::RevokedSession, "authorization check denied a request");
+            return Err(Denied::RevokedSession);
+        }
+        self.authorize(has_valid_token, request).await
     }
 
     /// Decide. `has_valid_token` is asked only in `jwt_validation` mode, `request` only in the

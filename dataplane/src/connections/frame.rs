@@ -51,14 +51,29 @@ pub fn encode_sse(id: Option<&str>, event_type: &str, data: &[u8]) -> Bytes {
     out.put_slice(b"event: ");
     put_single_line(&mut out, event_type.as_bytes());
     out.put_u8(b'\n');
-    let mut lines = data.split(|b| *b == b'\n').peekable();
-    if lines.peek().is_none() {
-        out.put_slice(b"data: \n");
-    }
-    for line in lines {
+    // Every line break the SSE grammar knows (CRLF, LF, and a lone CR) starts a new `data:`
+    // line, so a client splitting lines by the spec reassembles exactly the lines sent (a lone CR
+    // in JSON whitespace becomes a LF, which JSON reads the same).
+    let mut rest = data;
+    loop {
         out.put_slice(b"data: ");
-        out.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
-        out.put_u8(b'\n');
+        match rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
+            Some(i) => {
+                out.put_slice(&rest[..i]);
+                out.put_u8(b'\n');
+                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                rest = &rest[i + skip..];
+            }
+            None => {
+                out.put_slice(rest);
+                out.put_u8(b'\n');
+                break;
+            }
+        }
     }
     out.put_u8(b'\n');
     out.freeze()
@@ -113,5 +128,17 @@ mod tests {
         let frame = Frame::new(&event, Some("1~a/0:3,b/1:7"));
         assert_eq!(frame.resume_token(), Some("1~a/0:3,b/1:7"));
         assert_eq!(Frame::new(&event, None).resume_token(), None);
+    }
+
+    #[test]
+    fn every_sse_line_break_starts_a_data_line() {
+        let bytes = encode_sse(None, "t", b"{\"a\":1,\r\r\"b\":2\r\n}");
+        assert_eq!(
+            &bytes[..],
+            b"event: t\ndata: {\"a\":1,\ndata: \ndata: \"b\":2\ndata: }\n\n"
+        );
+        // No bare CR is left anywhere in the frame.
+        assert!(!bytes.contains(&b'\r'));
+        assert_eq!(&encode_sse(None, "t", b"")[..], b"event: t\ndata: \n\n");
     }
 }

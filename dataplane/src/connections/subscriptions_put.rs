@@ -175,7 +175,8 @@ async fn answer(
         };
         let allowed = planned
             .check
-            .authorize(
+            .authorize_unrevoked(
+                || crate::auth::access::presents_revoked(&conns.jwt, &check::check_tokens(headers)),
                 || {
                     check::check_tokens(headers)
                         .into_iter()

@@ -40,7 +40,9 @@ pub enum Error {
     #[error("missing \"specversion\" (\"cloudEventsVersion\" in CloudEvents 0.1)")]
     MissingSpecVersion,
     /// The spec version is not one of 0.1, 0.2, 1.0 (the value is shown as JSON, shortened).
-    #[error("unsupported CloudEvents version {0} (supported: \"0.1\", \"0.2\", \"1.0\")")]
+    #[error(
+        "unsupported CloudEvents version {0} (supported: \"specversion\" \"1.0\" or \"0.2\", or \"cloudEventsVersion\" \"0.1\")"
+    )]
     UnsupportedSpecVersion(String),
     /// A required attribute is absent, not a string, or empty.
     #[error("CloudEvents {version} requires {attribute:?} to be a non-empty string")]

@@ -3,9 +3,13 @@
 //!
 //! Every data-plane process reads every partition of its topics: no group membership, no
 //! rebalancing, no commits (RIG's shared group gave each replica a share of the events, RIG issue
-//! #332). Partitions are discovered from metadata, each assigned at its end offset when first
-//! seen; [`EveryPartition::assign_new`] is called periodically and when topics are added, so new
-//! topics and added partitions are picked up. librdkafka reconnects to the brokers by itself.
+//! #332). Partitions are discovered from metadata; [`EveryPartition::assign_new`] is called
+//! periodically and when topics are added, so new topics and added partitions are picked up.
+//! Where reading starts: the partitions found at the first look at a topic start at their end
+//! (history is not replayed); a partition found later — a topic that did not exist yet, or a
+//! partition added since — starts at its beginning, because everything in it is newer than that
+//! first look (otherwise the first events of a topic created after start would be lost).
+//! librdkafka reconnects to the brokers by itself.
 //!
 //! Each metadata round trip also tells whether the broker answers: the reader's [`TaskHealth`]
 //! follows it, so `/readyz` says not ready while events cannot flow (a broker down at start, or
@@ -40,6 +44,8 @@ pub struct Assigned {
 pub struct EveryPartition {
     consumer: Arc<StreamConsumer>,
     assigned: BTreeSet<(String, i32)>,
+    /// Topics whose metadata the broker has answered at least once (existing or not).
+    looked: BTreeSet<String>,
     health: Arc<TaskHealth>,
 }
 
@@ -76,6 +82,7 @@ impl EveryPartition {
         Ok(Self {
             consumer: Arc::new(config.create()?),
             assigned: BTreeSet::new(),
+            looked: BTreeSet::new(),
             health,
         })
     }
@@ -98,6 +105,7 @@ impl EveryPartition {
         let topics = topics.to_vec();
         let found = tokio::task::spawn_blocking(move || {
             let mut answered = false;
+            let mut looked = Vec::new();
             let mut found = Vec::new();
             if topics.is_empty() {
                 // Nothing to read, but readiness still means "the broker answers".
@@ -112,32 +120,39 @@ impl EveryPartition {
                     }
                 };
                 answered = true;
+                looked.push(topic.clone());
                 for t in metadata.topics().iter().filter(|t| t.error().is_none()) {
                     for p in t.partitions() {
-                        if let Ok((_, high)) =
+                        if let Ok((low, high)) =
                             consumer.fetch_watermarks(t.name(), p.id(), REQUEST_TIMEOUT)
                         {
-                            found.push((t.name().to_owned(), p.id(), high));
+                            found.push((t.name().to_owned(), p.id(), low, high));
                         }
                     }
                 }
             }
-            (answered, found)
+            (answered, looked, found)
         })
         .await;
-        let Ok((answered, found)) = found else {
+        let Ok((answered, looked, found)) = found else {
             return Vec::new();
         };
         self.health.set_healthy(answered);
         let new: Vec<Assigned> = found
             .into_iter()
-            .filter(|(t, p, _)| !self.assigned.contains(&(t.clone(), *p)))
-            .map(|(topic, partition, start)| Assigned {
+            .filter(|(t, p, _, _)| !self.assigned.contains(&(t.clone(), *p)))
+            .map(|(topic, partition, low, high)| Assigned {
+                // Seen before without this partition: it is newer than our first look.
+                start: if self.looked.contains(&topic) {
+                    low
+                } else {
+                    high
+                },
                 topic,
                 partition,
-                start,
             })
             .collect();
+        self.looked.extend(looked);
         if new.is_empty() {
             return new;
         }
@@ -182,6 +197,8 @@ impl EveryPartition {
             Ok(()) => {
                 for tp in &removed {
                     self.assigned.remove(tp);
+                    // Configured again later, it starts at its end again (no replay).
+                    self.looked.remove(&tp.0);
                 }
                 removed
             }

@@ -32,6 +32,7 @@ pub async fn handle(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Body
     let path = req.uri().path().to_owned();
     let id = path
         .strip_prefix("/v3/apis/")
+        .or_else(|| path.strip_prefix("/v2/apis/"))
         .filter(|id| !id.is_empty())
         .map(percent_decode);
     let method = req.method().clone();

@@ -401,7 +401,13 @@ fn unauthorized(cors: &HeaderValue) -> Response<Body> {
 
 /// Whether `method` is one the `/v3/apis` API answers on `path`.
 pub fn is_api_path(path: &str) -> bool {
-    path == "/v3/apis" || path.starts_with("/v3/apis/")
+    // RIG serves `/v2/...` like `/v3/...`.
+    ["/v3/apis", "/v2/apis"].iter().any(|p| {
+        path == *p
+            || path
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// RIG's CORS headers on proxy answers produced here (not by a backend).
