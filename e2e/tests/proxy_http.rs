@@ -46,6 +46,8 @@ struct Backend {
     addr: SocketAddr,
     /// Request-body bytes received so far (all requests).
     received: Arc<AtomicU64>,
+    /// Requests received so far.
+    requests: Arc<AtomicU64>,
     /// Lets `/stream` send its second chunk.
     release: Arc<Notify>,
 }
@@ -53,6 +55,7 @@ struct Backend {
 struct Ctx {
     name: String,
     received: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
     release: Arc<Notify>,
 }
 
@@ -62,10 +65,12 @@ async fn backend(name: &str) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let received = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
     let release = Arc::new(Notify::new());
     let ctx = Arc::new(Ctx {
         name: name.to_owned(),
         received: received.clone(),
+        requests: requests.clone(),
         release: release.clone(),
     });
     tokio::spawn(async move {
@@ -82,11 +87,13 @@ async fn backend(name: &str) -> Backend {
     Backend {
         addr,
         received,
+        requests,
         release,
     }
 }
 
 async fn echo(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<BackendBody>, Infallible> {
+    ctx.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_owned();
     if path.starts_with("/hang") {
         // A backend that accepted the request and never answers.
@@ -649,6 +656,7 @@ async fn secured_endpoints_need_a_valid_jwt() {
         assert_eq!(h["access-control-allow-headers"], "content-type");
     }
     assert_eq!(s.one.received.load(Ordering::Relaxed), 0);
+    assert_eq!(s.one.requests.load(Ordering::Relaxed), 0, "no refused request was forwarded");
     let bearer = format!("Bearer {valid}");
     let e = echoed(&s.dp, "/secure/x", &[("authorization", &bearer)]).await;
     assert_eq!(
@@ -1617,4 +1625,52 @@ async fn one_connection_mixes_direct_and_hyper_served_requests() {
     );
     // Two upstream connections: one in each path's pool, each reused by its later requests.
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// Paths are normalised before matching, auth and rewriting: dot segments (also percent-encoded),
+/// repeated slashes and encoded unreserved characters cannot reach a secured endpoint through an
+/// open one; ambiguous paths (an encoded `/`) are refused; the backend sees the normal form.
+#[tokio::test]
+async fn paths_are_normalised_before_matching_and_auth() {
+    let s = setup().await;
+    let before = s.one.requests.load(Ordering::Relaxed);
+    for path in [
+        "/first/../secure/x",
+        "/first/%2e%2e/secure/x",
+        "/first/%2E%2E/secure/x",
+        "//secure/x",
+        "/%73ecure/x",
+        "/first/./../secure/x",
+    ] {
+        let answer = raw_exchange(
+            &s.dp,
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "{path} must reach the secured endpoint's auth: {answer}"
+        );
+    }
+    assert_eq!(
+        s.one.requests.load(Ordering::Relaxed),
+        before,
+        "nothing reached the backend without a JWT"
+    );
+    let answer = raw_exchange(
+        &s.dp,
+        b"GET /secure%2Fx HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("an encoded '/'"), "{answer}");
+    // What the backend gets is the normal form the route matched.
+    let answer = raw_exchange(
+        &s.dp,
+        b"GET /first/./a/../b?q=1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"path\":\"/first/b\""), "{answer}");
+    assert!(answer.contains("\"query\":\"q=1\""), "{answer}");
 }

@@ -221,8 +221,14 @@ impl TokenCodec {
     }
 
     fn tag(&self, body: &[u8]) -> [u8; 32] {
+        self.keyed_tag(CONTEXT, body)
+    }
+
+    /// HMAC-SHA256 of `body` under this key, in `context` (a distinct label per kind of token,
+    /// so a tag made for one kind is never valid for another). Used for resume tokens too.
+    pub fn keyed_tag(&self, context: &[u8], body: &[u8]) -> [u8; 32] {
         let mut mac = self.mac.clone();
-        mac.update(CONTEXT);
+        mac.update(context);
         mac.update(body);
         mac.finalize().into_bytes().into()
     }

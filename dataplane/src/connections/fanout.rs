@@ -81,7 +81,7 @@ impl Fanout {
                 settings.queue_capacity,
                 metrics.clone(),
             )),
-            window: Mutex::new(Window::new(settings.replay_window)),
+            window: Mutex::new(Window::new(settings.replay_window, tokens.clone())),
             tokens,
             http_stream: Arc::from(format!("{HTTP_STREAM_PREFIX}{}", settings.owner)),
             owner: settings.owner,
@@ -108,6 +108,11 @@ impl Fanout {
     /// This process's name in connection tokens.
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// Whether `token` is a resume token this process (or a pod sharing its key) handed out.
+    pub fn is_resume_token(&self, token: &str) -> bool {
+        Frontier::decode_signed(token, &self.tokens).is_some()
     }
 
     /// The resume token right after the retained event whose CloudEvent `id` is `id`, if any
@@ -208,7 +213,7 @@ impl Fanout {
     ) -> (Registration, String) {
         // Holding the window lock keeps publishers out until the queue holds the replay.
         let window = self.lock_window();
-        let replay = last_event_id.map(|id| window.replay(Frontier::decode(id).as_ref(), history));
+        let replay = last_event_id.map(|id| window.replay(Frontier::decode_signed(id, &self.tokens).as_ref(), history));
         let replay_len = replay.as_ref().map_or(0, |r| r.events.len() + 1);
         let registration = self.hub.register(transport, subs, replay_len);
         let token = self.tokens.encode(&self.owner, registration.id);
@@ -288,7 +293,7 @@ impl Fanout {
     /// or Kafka is off; failures are logged and yield `None` (the client then gets a gap event).
     pub async fn kafka_history(&self, last_event_id: Option<&str>) -> Option<Fetched> {
         let source = self.history.as_ref()?;
-        let from = Frontier::decode(last_event_id?)?;
+        let from = Frontier::decode_signed(last_event_id?, &self.tokens)?;
         let wanted: Vec<(Arc<str>, String, i32, i64)> = from
             .0
             .iter()

@@ -60,7 +60,6 @@ use super::hub::{Outbound, Registration};
 use super::open::{self, ConnectParams, Refused};
 use crate::http::{Body, full, text};
 use crate::metrics::Transport;
-use crate::replay::Frontier;
 
 /// How long the server waits for the client's close frame after sending its own (RFC 6455
 /// §7.1.1: the server closes TCP after the closing handshake).
@@ -168,7 +167,7 @@ fn handshake_refused(error: &HandshakeError) -> Response<Body> {
 /// the oldest retained event whose CloudEvent `id` it is; unchanged when neither (the connection
 /// then starts with a gap event).
 fn resume_point(conns: &Connections, last_event_id: String) -> String {
-    if Frontier::decode(&last_event_id).is_some() {
+    if conns.fanout.is_resume_token(&last_event_id) {
         return last_event_id;
     }
     conns

@@ -193,6 +193,10 @@ fn plan<'t>(proxy: &Proxy, table: &'t Table, buf: &[u8], peer: SocketAddr) -> De
         Some((p, q)) => (p, Some(q)),
         None => (target_path, None),
     };
+    if super::path::normalize(path) != Ok(None) {
+        // A path to normalise (or refuse): hyper's path does it, for every request alike.
+        return Decision::Other;
+    }
     let Found::Endpoint(api, endpoint) = table.find(&method, path) else {
         return Decision::Other;
     };

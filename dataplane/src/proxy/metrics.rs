@@ -126,6 +126,14 @@ impl ProxyMetrics {
             .count(Status::NotFound);
     }
 
+    /// Count a request refused for an ambiguous path (before matching: `path="N/A"`,
+    /// `status="bad_request"`).
+    pub fn refused_path(&self, method: &Method) {
+        let method = Method::from_bytes(method_label(method).as_bytes()).unwrap_or(Method::GET);
+        self.endpoint(&method, "N/A", "N/A", "N/A")
+            .count(Status::BadRequest);
+    }
+
     /// Record how long the target took to answer (request sent → response head).
     pub fn upstream(&self, took: Duration) {
         let secs = took.as_secs_f64();

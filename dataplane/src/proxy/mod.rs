@@ -26,6 +26,7 @@ pub mod http;
 pub mod jwt_cache;
 pub mod kafka;
 pub mod metrics;
+pub mod path;
 pub mod pool;
 pub mod rig;
 pub mod routes;
@@ -276,6 +277,20 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let mut req = req;
+    // Matching, auth, rewriting and forwarding all see the normal form of the path.
+    match path::normalize(req.uri().path()) {
+        Ok(None) => {}
+        Ok(Some(normal)) => match with_path(req.uri(), &normal) {
+            Some(uri) => *req.uri_mut() = uri,
+            None => return text(StatusCode::BAD_REQUEST, "Bad request: invalid path."),
+        },
+        Err(refused) => {
+            proxy.metrics.refused_path(req.method());
+            tracing::info!(path = %req.uri().path(), reason = %refused, "proxy request refused: ambiguous path");
+            return text(StatusCode::BAD_REQUEST, format!("Bad request: {refused}."));
+        }
+    }
     let table = proxy.table();
     match table.find(req.method(), req.uri().path()) {
         Found::NotFound => {
@@ -397,6 +412,17 @@ fn unauthorized(cors: &HeaderValue) -> Response<Body> {
         HeaderValue::from_static("content-type"),
     );
     res
+}
+
+/// `uri` with its path replaced by `path` (query kept).
+fn with_path(uri: &::http::Uri, path: &str) -> Option<::http::Uri> {
+    let target = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(target.parse().ok()?);
+    ::http::Uri::from_parts(parts).ok()
 }
 
 /// Whether `method` is one the `/v3/apis` API answers on `path`.

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use super::token::Frontier;
+use crate::auth::TokenCodec;
 use crate::events::CloudEvent;
 use crate::kafka::history::Fetched;
 
@@ -38,12 +39,16 @@ pub struct Window {
     /// Per stream, the first position the window can still vouch for: positions below it were
     /// either evicted or never seen by this process.
     floor: BTreeMap<Arc<str>, i64>,
+    /// Signs the tokens handed to clients.
+    key: TokenCodec,
 }
 
 impl Window {
-    /// An empty window keeping at most `capacity` events (0 disables replay: every resume is a gap).
-    pub fn new(capacity: usize) -> Self {
+    /// An empty window keeping at most `capacity` events (0 disables replay: every resume is a
+    /// gap), handing out tokens signed with `key`.
+    pub fn new(capacity: usize, key: TokenCodec) -> Self {
         Self {
+            key,
             capacity,
             entries: VecDeque::with_capacity(capacity.min(65_536)),
             frontier: Frontier::default(),
@@ -62,7 +67,7 @@ impl Window {
     pub fn push(&mut self, stream: &Arc<str>, position: i64, event: Arc<CloudEvent>) -> Arc<str> {
         self.floor.entry(stream.clone()).or_insert(position);
         self.frontier.advance(stream, position);
-        let token: Arc<str> = Arc::from(self.frontier.encode());
+        let token: Arc<str> = Arc::from(self.frontier.encode_signed(&self.key));
         if self.capacity == 0 {
             self.floor
                 .insert(stream.clone(), position.saturating_add(1));
@@ -85,7 +90,7 @@ impl Window {
 
     /// The current frontier as a token (for greeting events of a new connection).
     pub fn token(&self) -> String {
-        self.frontier.encode()
+        self.frontier.encode_signed(&self.key)
     }
 
     /// The first position of `stream` the window can vouch for, if it has seen the stream.
@@ -122,7 +127,7 @@ impl Window {
             let mut frontier = from.clone();
             for (stream, position, event) in &history.events {
                 frontier.advance(stream, *position);
-                events.push((event.clone(), Arc::from(frontier.encode())));
+                events.push((event.clone(), Arc::from(frontier.encode_signed(&self.key))));
             }
         }
         let live = self
@@ -164,6 +169,20 @@ impl Window {
 mod tests {
     use super::*;
 
+    fn key() -> TokenCodec {
+        TokenCodec::new(b"window-test-key-0123456789abcdef")
+    }
+
+    fn decode(token: &str) -> Option<Frontier> {
+        Frontier::decode_signed(token, &key())
+    }
+
+    impl Window {
+        fn new_for_test(capacity: usize) -> Self {
+            Self::new(capacity, key())
+        }
+    }
+
     fn event(n: i64) -> Arc<CloudEvent> {
         Arc::new(CloudEvent::new_rig("t", serde_json::json!({ "n": n })))
     }
@@ -179,7 +198,7 @@ mod tests {
     #[test]
     fn an_event_id_resolves_to_the_token_after_its_oldest_occurrence() {
         let p: Arc<str> = Arc::from("t/0");
-        let mut w = Window::new(10);
+        let mut w = Window::new_for_test(10);
         let first = event(1);
         let id = first.id.clone();
         let after_first = w.push(&p, 0, first.clone());
@@ -194,7 +213,7 @@ mod tests {
     fn replays_exactly_what_follows_the_token_in_order() {
         let p0: Arc<str> = Arc::from("t/0");
         let p1: Arc<str> = Arc::from("t/1");
-        let mut w = Window::new(100);
+        let mut w = Window::new_for_test(100);
         w.start_stream(&p0, 0);
         w.start_stream(&p1, 0);
         let mut tokens = Vec::new();
@@ -202,12 +221,12 @@ mod tests {
             let stream = if n % 2 == 0 { &p0 } else { &p1 };
             tokens.push(w.push(stream, n / 2, event(n)));
         }
-        let from = Frontier::decode(&tokens[3]).expect("token");
+        let from = decode(&tokens[3]).expect("token");
         let replay = w.replay(Some(&from), None);
         assert!(!replay.gap);
         assert_eq!(numbers(&replay), vec![4, 5, 6, 7, 8, 9]);
         // The last token: nothing missed.
-        let last = Frontier::decode(&tokens[9]).expect("token");
+        let last = decode(&tokens[9]).expect("token");
         let replay = w.replay(Some(&last), None);
         assert!(!replay.gap && replay.events.is_empty());
     }
@@ -215,14 +234,14 @@ mod tests {
     #[test]
     fn an_evicted_position_is_a_gap_but_the_rest_is_still_replayed() {
         let p: Arc<str> = Arc::from("t/0");
-        let mut w = Window::new(3);
+        let mut w = Window::new_for_test(3);
         w.start_stream(&p, 0);
         let tokens: Vec<_> = (0..6).map(|n| w.push(&p, n, event(n))).collect();
-        let from = Frontier::decode(&tokens[0]).expect("token");
+        let from = decode(&tokens[0]).expect("token");
         let replay = w.replay(Some(&from), None);
         assert!(replay.gap, "events 1 and 2 were evicted");
         assert_eq!(numbers(&replay), vec![3, 4, 5]);
-        let from = Frontier::decode(&tokens[2]).expect("token");
+        let from = decode(&tokens[2]).expect("token");
         let replay = w.replay(Some(&from), None);
         assert!(!replay.gap, "3.. are all retained");
         assert_eq!(numbers(&replay), vec![3, 4, 5]);
@@ -230,7 +249,7 @@ mod tests {
 
     #[test]
     fn unknown_tokens_and_unseen_kafka_streams_are_gaps() {
-        let w = Window::new(10);
+        let w = Window::new_for_test(10);
         assert!(w.replay(None, None).gap);
         let from = Frontier::decode("1~other/0:5").expect("token");
         assert!(w.replay(Some(&from), None).gap);
@@ -244,7 +263,7 @@ mod tests {
     #[test]
     fn history_fills_the_positions_before_the_window() {
         let p: Arc<str> = Arc::from("t/0");
-        let mut w = Window::new(10);
+        let mut w = Window::new_for_test(10);
         w.start_stream(&p, 100);
         w.push(&p, 100, event(100));
         let from = Frontier::decode("1~t/0:97").expect("token");
@@ -257,7 +276,8 @@ mod tests {
         assert!(!replay.gap);
         assert_eq!(numbers(&replay), vec![97, 98, 99, 100]);
         assert_eq!(
-            &*replay.events[0].1, "1~t/0:98",
+            decode(&replay.events[0].1),
+            Frontier::decode("1~t/0:98"),
             "history tokens advance the client's frontier"
         );
         // History that stops short of the window's start is a gap.
@@ -272,7 +292,7 @@ mod tests {
     #[test]
     fn positions_before_the_start_of_a_stream_are_a_gap() {
         let p: Arc<str> = Arc::from("t/0");
-        let mut w = Window::new(10);
+        let mut w = Window::new_for_test(10);
         w.start_stream(&p, 100);
         let from = Frontier::decode("1~t/0:90").expect("token");
         assert!(w.replay(Some(&from), None).gap);
