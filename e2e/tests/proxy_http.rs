@@ -656,7 +656,11 @@ async fn secured_endpoints_need_a_valid_jwt() {
         assert_eq!(h["access-control-allow-headers"], "content-type");
     }
     assert_eq!(s.one.received.load(Ordering::Relaxed), 0);
-    assert_eq!(s.one.requests.load(Ordering::Relaxed), 0, "no refused request was forwarded");
+    assert_eq!(
+        s.one.requests.load(Ordering::Relaxed),
+        0,
+        "no refused request was forwarded"
+    );
     let bearer = format!("Bearer {valid}");
     let e = echoed(&s.dp, "/secure/x", &[("authorization", &bearer)]).await;
     assert_eq!(

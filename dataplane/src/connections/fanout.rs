@@ -213,7 +213,8 @@ impl Fanout {
     ) -> (Registration, String) {
         // Holding the window lock keeps publishers out until the queue holds the replay.
         let window = self.lock_window();
-        let replay = last_event_id.map(|id| window.replay(Frontier::decode_signed(id, &self.tokens).as_ref(), history));
+        let replay = last_event_id
+            .map(|id| window.replay(Frontier::decode_signed(id, &self.tokens).as_ref(), history));
         let replay_len = replay.as_ref().map_or(0, |r| r.events.len() + 1);
         let registration = self.hub.register(transport, subs, replay_len);
         let token = self.tokens.encode(&self.owner, registration.id);

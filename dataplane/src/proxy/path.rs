@@ -129,7 +129,10 @@ mod tests {
 
     #[test]
     fn dot_segments_and_repeated_slashes() {
-        assert_eq!(n("/public/../private/secret").as_deref(), Ok("/private/secret"));
+        assert_eq!(
+            n("/public/../private/secret").as_deref(),
+            Ok("/private/secret")
+        );
         assert_eq!(n("/a/./b/../c").as_deref(), Ok("/a/c"));
         assert_eq!(n("/../../etc").as_deref(), Ok("/etc"));
         assert_eq!(n("//admin//secret").as_deref(), Ok("/admin/secret"));
@@ -150,7 +153,15 @@ mod tests {
 
     #[test]
     fn ambiguous_paths_are_refused() {
-        for p in ["/admin%2Fsecret", "/admin%2fsecret", "/a%5Cb", "/a\\b", "/a%2", "/a%zz", "/a%00"] {
+        for p in [
+            "/admin%2Fsecret",
+            "/admin%2fsecret",
+            "/a%5Cb",
+            "/a\\b",
+            "/a%2",
+            "/a%zz",
+            "/a%00",
+        ] {
             assert!(normalize(p).is_err(), "{p}");
         }
     }

@@ -160,13 +160,29 @@ mod tests {
         assert!(token.starts_with("2~greetings/0:42~"), "{token}");
         assert_eq!(Frontier::decode_signed(&token, &key), Some(f.clone()));
         let other = TokenCodec::new(b"another key, also 32 bytes long!");
-        assert_eq!(Frontier::decode_signed(&token, &other), None, "a foreign key");
+        assert_eq!(
+            Frontier::decode_signed(&token, &other),
+            None,
+            "a foreign key"
+        );
         let forged = token.replace(":42~", ":1~");
-        assert_eq!(Frontier::decode_signed(&forged, &key), None, "an edited body");
-        for bad in ["1~greetings/0:42", "2~greetings/0:42", "2~greetings/0:42~", "2~~AAAA"] {
+        assert_eq!(
+            Frontier::decode_signed(&forged, &key),
+            None,
+            "an edited body"
+        );
+        for bad in [
+            "1~greetings/0:42",
+            "2~greetings/0:42",
+            "2~greetings/0:42~",
+            "2~~AAAA",
+        ] {
             assert_eq!(Frontier::decode_signed(bad, &key), None, "{bad:?}");
         }
         let empty = Frontier::default().encode_signed(&key);
-        assert_eq!(Frontier::decode_signed(&empty, &key), Some(Frontier::default()));
+        assert_eq!(
+            Frontier::decode_signed(&empty, &key),
+            Some(Frontier::default())
+        );
     }
 }
