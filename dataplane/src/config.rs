@@ -35,6 +35,12 @@ pub const ENV_SUBSCRIPTION_CHECK: &str = "SUBSCRIPTION_CHECK";
 pub const ENV_SUBMISSION_CHECK: &str = "SUBMISSION_CHECK";
 /// Milliseconds an external authorization check may take; no answer in time denies.
 pub const ENV_CHECK_TIMEOUT_MS: &str = "RIG_CHECK_TIMEOUT_MS";
+/// Milliseconds a client has to send a request head on the inbound and internal ports: from the
+/// connection's start, or from the end of the previous answer on a kept-alive connection.
+pub const ENV_HEAD_TIMEOUT_MS: &str = "RIG_HEAD_TIMEOUT_MS";
+/// Milliseconds a request body read by the gateway itself (events, subscriptions, the internal
+/// API) may stall before the request is refused with 408.
+pub const ENV_BODY_IDLE_TIMEOUT_MS: &str = "RIG_BODY_IDLE_TIMEOUT_MS";
 /// The other processes' internal APIs, for forwarding requests about their connections:
 /// comma-separated `<owner>=http://<host>:<port>`, and optionally `*=http://{owner}.<svc>:<port>`
 /// (see `peers`).
@@ -127,6 +133,11 @@ const DEFAULT_LONGPOLLING_BUFFER: usize = 200;
 /// 5 s, RIG's HTTP client's receive timeout: long enough for a slow policy service, short enough
 /// that a dead one does not hold connects and publishes for long.
 const DEFAULT_CHECK_TIMEOUT_MS: u64 = 5_000;
+/// hyper's own default for a head: generous for a slow mobile network, and a bound on what an idle
+/// or dripping socket costs.
+const DEFAULT_HEAD_TIMEOUT_MS: u64 = 30_000;
+/// As `PROXY_BODY_IDLE_TIMEOUT_MS`: no legitimate client stalls an upload that long.
+const DEFAULT_BODY_IDLE_TIMEOUT_MS: u64 = 30_000;
 /// 5 s: a peer answers a subscription update in milliseconds; beyond this it is stuck.
 const DEFAULT_PEER_TIMEOUT_MS: u64 = 5_000;
 /// 5 s, RIG's `PROXY_RECV_TIMEOUT`.
@@ -213,6 +224,10 @@ pub struct Config {
     pub submission_check: CheckMode,
     /// Bound on one external authorization check.
     pub check_timeout: Duration,
+    /// `RIG_HEAD_TIMEOUT_MS`.
+    pub head_timeout: Duration,
+    /// `RIG_BODY_IDLE_TIMEOUT_MS`.
+    pub body_idle_timeout: Duration,
     /// The other processes (`RIG_PEERS`).
     pub peers: PeerMap,
     /// Bound on one forwarded request.
@@ -311,6 +326,24 @@ impl Config {
             extractors_json: extractors(lookup(ENV_EXTRACTORS))?,
             subscription_check: check_mode(&lookup, ENV_SUBSCRIPTION_CHECK)?,
             submission_check: check_mode(&lookup, ENV_SUBMISSION_CHECK)?,
+            head_timeout: Duration::from_millis(
+                parse(
+                    &lookup,
+                    ENV_HEAD_TIMEOUT_MS,
+                    "a positive number of milliseconds",
+                )?
+                .filter(|ms| *ms > 0)
+                .unwrap_or(DEFAULT_HEAD_TIMEOUT_MS),
+            ),
+            body_idle_timeout: Duration::from_millis(
+                parse(
+                    &lookup,
+                    ENV_BODY_IDLE_TIMEOUT_MS,
+                    "a positive number of milliseconds",
+                )?
+                .filter(|ms| *ms > 0)
+                .unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT_MS),
+            ),
             check_timeout: Duration::from_millis(
                 parse(
                     &lookup,

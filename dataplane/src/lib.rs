@@ -214,11 +214,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         inbound,
         Arc::new(api::inbound::Inbound::new(state.clone())),
         shutdown.clone(),
+        state.config.head_timeout,
     );
     let internal = http::server::serve(
         internal,
         Arc::new(api::internal::Internal::new(state.clone())),
         shutdown,
+        state.config.head_timeout,
     );
     tokio::join!(inbound, internal);
     let _ = heartbeat.await;

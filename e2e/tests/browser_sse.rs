@@ -319,7 +319,9 @@ async fn browser_eventsource_receives_kafka_events_and_resumes_across_a_restart(
     let config = DataPlaneConfig::new()
         .expect("ports")
         .env("KAFKA_BROKERS", &brokers)
-        .env("KAFKA_SOURCE_TOPICS", &topic);
+        .env("KAFKA_SOURCE_TOPICS", &topic)
+        // Resume tokens are signed: the restarted process must share the key (as pods do).
+        .env("RIG_TOKEN_KEY", "browser-test-token-key-0123456789");
     let dp = DataPlane::start(config).await.expect("data plane");
     wait_partitions(&dp).await;
 

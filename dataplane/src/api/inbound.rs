@@ -80,6 +80,11 @@ impl Handler for Inbound {
             is_sse = sse_direct::sniff(&stream) => is_sse,
             // Nothing received before the listener stopped: nothing to serve.
             _ = crate::support::stopped(&mut shutdown) => return None,
+            // Nothing received in time: the socket is closed (RIG_HEAD_TIMEOUT_MS).
+            _ = tokio::time::sleep(self.state.config.head_timeout) => {
+                tracing::debug!(%peer, "closing a connection that sent no request in time");
+                return None;
+            }
         };
         if !is_sse {
             return crate::proxy::fast::serve(&self.state.proxy, stream, peer, shutdown).await;
@@ -120,7 +125,13 @@ async fn publish_checked(
     check: bool,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = match crate::http::read_body(body, state.config.max_body_bytes).await {
+    let body = match crate::http::read_body(
+        body,
+        state.config.max_body_bytes,
+        state.config.body_idle_timeout,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(res) => return res,
     };

@@ -100,7 +100,13 @@ pub async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Option<Respon
 
 async fn post(state: &Arc<State>, req: Request<Incoming>, path: &str) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let mut res = match read_body(body, state.config.max_body_bytes).await {
+    let mut res = match read_body(
+        body,
+        state.config.max_body_bytes,
+        state.config.body_idle_timeout,
+    )
+    .await
+    {
         Err(res) => res,
         Ok(body) => {
             let content_type = parts

@@ -136,6 +136,8 @@ impl State {
                 max_body_bytes: config.max_body_bytes,
                 longpolling_hold: config.longpolling_hold,
                 max_connections_per_session: config.max_connections_per_session,
+                head_timeout: config.head_timeout,
+                body_idle_timeout: config.body_idle_timeout,
             },
             metrics: metrics.clone(),
         });
@@ -147,6 +149,8 @@ impl State {
                 http_async_response_timeout: config.proxy_http_async_response_timeout,
                 cluster_mode: config.cluster_mode(),
                 use_env: config.use_env.clone(),
+                head_timeout: config.head_timeout,
+                body_idle_timeout: config.proxy_body_idle_timeout,
             },
             jwt.clone(),
             peers.clone(),

@@ -25,6 +25,10 @@ pub struct Settings {
     pub longpolling_hold: Duration,
     /// `MAX_CONNECTIONS_PER_SESSION` (`None`: off).
     pub max_connections_per_session: Option<usize>,
+    /// `RIG_HEAD_TIMEOUT_MS`: the SSE request head read directly.
+    pub head_timeout: Duration,
+    /// `RIG_BODY_IDLE_TIMEOUT_MS`: subscription update bodies.
+    pub body_idle_timeout: Duration,
 }
 
 /// The connection endpoints' handle (module docs).

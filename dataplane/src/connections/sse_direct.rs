@@ -53,9 +53,6 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// The most header fields a request head may have; more get 431.
 const MAX_HEADERS: usize = 64;
 
-/// How long a client has to send the rest of its request head once it started it.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// When the first bytes are a strict prefix of [`REQUEST_PREFIX`], look again this often, this
 /// many times, before leaving the connection to hyper.
 const PEEK_PAUSE: Duration = Duration::from_millis(10);
@@ -107,7 +104,7 @@ async fn serve_io<IO>(conns: &Arc<Connections>, mut io: IO)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(head) = read_or_refuse(&mut io).await else {
+    let Some(head) = read_or_refuse(&mut io, conns.settings.head_timeout).await else {
         return;
     };
     // Boxed: the connect checks' state lives on the heap only while they run.
@@ -163,11 +160,11 @@ enum HeadError {
 }
 
 /// Read the request head; on a bad head, answer 400/431 and return `None`.
-async fn read_or_refuse<IO>(io: &mut IO) -> Option<Head>
+async fn read_or_refuse<IO>(io: &mut IO, timeout: Duration) -> Option<Head>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let read = match tokio::time::timeout(HEAD_TIMEOUT, read_head(io)).await {
+    let read = match tokio::time::timeout(timeout, read_head(io)).await {
         Ok(read) => read,
         Err(_) => Err(HeadError::Io(io::ErrorKind::TimedOut.into())),
     };
@@ -317,6 +314,9 @@ where
     let Registration { mut rx, guard, .. } = registration;
     let _guard = guard;
     let mut scratch = [0u8; 16];
+    // A client that half-closed after its request still gets its stream; a client that is gone
+    // makes a write fail (at the latest with the next heartbeat).
+    let mut half_closed = false;
     loop {
         tokio::select! {
             item = rx.recv() => {
@@ -330,9 +330,9 @@ where
                     return Ok(());
                 }
             }
-            read = io.read(&mut scratch) => {
+            read = io.read(&mut scratch), if !half_closed => {
                 if read? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
+                    half_closed = true;
                 }
             }
         }
@@ -500,7 +500,7 @@ mod tests {
             let _ = client.read_to_end(&mut answer).await;
             answer
         });
-        let head = read_or_refuse(&mut server).await;
+        let head = read_or_refuse(&mut server, Duration::from_secs(30)).await;
         drop(server);
         let answer = writer.await.expect("client task");
         (head, String::from_utf8_lossy(&answer).into_owned())

@@ -96,7 +96,13 @@ async fn answer(
         && *owner != conns.fanout.owner()
         && conns.peers.knows(owner)
     {
-        let body = match read_body(body, conns.settings.max_body_bytes).await {
+        let body = match read_body(
+            body,
+            conns.settings.max_body_bytes,
+            conns.settings.body_idle_timeout,
+        )
+        .await
+        {
             Ok(body) => body,
             Err(res) => return res,
         };
@@ -130,7 +136,13 @@ async fn answer(
             ),
         );
     }
-    let raw = match read_body(body, conns.settings.max_body_bytes).await {
+    let raw = match read_body(
+        body,
+        conns.settings.max_body_bytes,
+        conns.settings.body_idle_timeout,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(res) => return res,
     };

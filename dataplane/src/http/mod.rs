@@ -39,17 +39,45 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     res
 }
 
-/// Read a whole request body of at most `limit` bytes; beyond it, the 413 answer to send.
-pub async fn read_body(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, Response<Body>> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Request body too large: the limit is {limit} bytes."),
-        )),
-        Err(error) => Err(text(
-            StatusCode::BAD_REQUEST,
-            format!("Could not read the request body: {error}"),
-        )),
+/// The body idle timeout of the internal proxy API's definitions (`/v3/apis`).
+pub const DEFINITION_BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Read a whole request body of at most `limit` bytes; beyond it, the 413 answer to send. A body
+/// that sends nothing for `idle` is the 408 answer.
+pub async fn read_body(
+    mut body: hyper::body::Incoming,
+    limit: usize,
+    idle: std::time::Duration,
+) -> Result<Bytes, Response<Body>> {
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "Request body stalled: nothing received for {} ms.",
+                        idle.as_millis()
+                    ),
+                ));
+            }
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(error))) => {
+                return Err(text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Could not read the request body: {error}"),
+                ));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("Request body too large: the limit is {limit} bytes."),
+                ));
+            }
+            out.extend_from_slice(&data);
+        }
     }
 }

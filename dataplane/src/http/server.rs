@@ -14,7 +14,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,10 +53,15 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Accept connections on `listener` and serve them with `handler` until `shutdown` turns true.
+///
+/// A connection has `head_timeout` for each request head on HTTP/1 (from its start, or from the
+/// end of the previous answer when kept alive); one that does not send it in time is closed. A
+/// client may half-close its side after its request and still get the answer.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
+    head_timeout: Duration,
 ) {
     let (drained_tx, drained_rx) = watch::channel(());
     loop {
@@ -82,12 +87,25 @@ pub async fn serve<H: Handler>(
                 .take_over(stream, peer, shutdown.clone())
                 .await;
             if let Some((stream, read)) = taken {
+                // hyper's protocol detection waits for the first bytes with no timeout of its
+                // own: a socket that sends nothing is closed here.
+                if read.is_empty() {
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(head_timeout, stream.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => {
+                            tracing::debug!(%peer, "closing a connection that sent no request in time");
+                            drop(drained);
+                            return;
+                        }
+                    }
+                }
                 // Boxed: a connection served by `take_over` does not carry HTTP's state in its task.
                 let io = Prefixed {
                     read,
                     inner: stream,
                 };
-                Box::pin(serve_http(io, peer, handler, shutdown)).await;
+                Box::pin(serve_http(io, peer, handler, shutdown, head_timeout)).await;
             }
             drop(drained);
         });
@@ -103,12 +121,18 @@ async fn serve_http<H: Handler>(
     peer: SocketAddr,
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
+    head_timeout: Duration,
 ) {
     let service = service_fn(move |req| {
         let handler = handler.clone();
         async move { Ok::<_, std::convert::Infallible>(handler.handle(req, peer).await) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .half_close(true);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {

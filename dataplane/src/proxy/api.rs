@@ -82,7 +82,12 @@ async fn body(req: Request<Incoming>) -> Result<Value, Response<Body>> {
             "Expected a JSON body (content-type: application/json).",
         ));
     }
-    let bytes = read_body(req.into_body(), MAX_DEFINITION_BYTES).await?;
+    let bytes = read_body(
+        req.into_body(),
+        MAX_DEFINITION_BYTES,
+        crate::http::DEFINITION_BODY_IDLE,
+    )
+    .await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         json(
             StatusCode::BAD_REQUEST,

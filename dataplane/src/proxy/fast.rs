@@ -61,6 +61,8 @@ pub async fn serve(
     let mut up = BytesMut::new();
     let (mut generation, mut table) = (proxy.generation(), proxy.table());
     loop {
+        // Each head (the first, or the next on a kept-alive connection) within the head timeout.
+        let deadline = tokio::time::Instant::now() + proxy.settings.head_timeout;
         let plan = loop {
             // The table as it is when the head is read (a connection may idle across reloads).
             if let Some((g, t)) = proxy.table_if_changed(generation) {
@@ -85,6 +87,10 @@ pub async fn serve(
                 read = client.read_buf(&mut buf) => read,
                 // Between requests the connection is idle: a stopping listener closes it.
                 _ = crate::support::stopped(&mut shutdown), if buf.is_empty() => return None,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!(%peer, "closing a connection whose request head did not arrive in time");
+                    return None;
+                }
             };
             match read {
                 Ok(0) | Err(_) => return None,

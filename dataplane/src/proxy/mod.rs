@@ -70,6 +70,10 @@ pub struct Settings {
     pub cluster_mode: bool,
     /// The environment for RIG definitions' `use_env` targets (`/v3/apis`).
     pub use_env: crate::config::UseEnv,
+    /// `RIG_HEAD_TIMEOUT_MS`: request heads read by the direct path.
+    pub head_timeout: Duration,
+    /// Bodies the proxy reads whole (Kafka targets, `/v3/responses`): `PROXY_BODY_IDLE_TIMEOUT_MS`.
+    pub body_idle_timeout: Duration,
 }
 
 /// The proxy: route table, upstream client, metrics, and the handles it needs (JWT verification
@@ -563,7 +567,7 @@ async fn kafka_target(
     }
     let (mut parts, body) = req.into_parts();
     let limit = usize::try_from(proxy.max_body).unwrap_or(usize::MAX);
-    let body = match crate::http::read_body(body, limit).await {
+    let body = match crate::http::read_body(body, limit, proxy.settings.body_idle_timeout).await {
         Ok(b) => b,
         Err(res) => {
             endpoint.counters.count(Status::BadRequest);
@@ -679,7 +683,7 @@ pub async fn responses(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<B
         }
     };
     let limit = usize::try_from(proxy.max_body).unwrap_or(usize::MAX);
-    let body = match crate::http::read_body(body, limit).await {
+    let body = match crate::http::read_body(body, limit, proxy.settings.body_idle_timeout).await {
         Ok(b) => b,
         Err(res) => return res,
     };

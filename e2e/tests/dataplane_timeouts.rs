@@ -1,0 +1,107 @@
+//! Hostile and unlucky clients on the inbound and internal ports: a socket that sends nothing, a
+//! request head dripped slowly (on every path: hyper's, the direct proxy path, the direct SSE
+//! path), a kept-alive connection left idle, and a body that stalls are all cut off after their
+//! timeout (`RIG_HEAD_TIMEOUT_MS`, `RIG_BODY_IDLE_TIMEOUT_MS`; short here). A client that
+//! half-closes after its SSE request still gets its stream.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bounds every wait; the timeouts under test are far shorter.
+const T: Duration = Duration::from_secs(20);
+
+async fn dataplane() -> DataPlane {
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("RIG_HEAD_TIMEOUT_MS", "400")
+        .env("RIG_BODY_IDLE_TIMEOUT_MS", "400")
+        .env("PROXY_CONFIG_FILE", r#"[{"id":"api","name":"api","version_data":{"default":{"endpoints":[{"id":"x","method":"GET","path_regex":"/x"}]}},"proxy":{"target_url":"127.0.0.1","port":9}}]"#);
+    DataPlane::start(config).await.expect("start")
+}
+
+/// Everything the server sends until it closes the connection (the test fails if it does not).
+async fn until_closed(stream: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    tokio::time::timeout(T, stream.read_to_end(&mut all))
+        .await
+        .expect("the data plane closes the connection")
+        .expect("read");
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_dripping_clients_are_cut_off() {
+    let dp = dataplane().await;
+    // Nothing sent at all, on both ports.
+    for addr in [dp.inbound(), dp.internal()] {
+        let mut silent = connect(addr).await;
+        assert_eq!(until_closed(&mut silent).await, "", "{addr}");
+    }
+    // A head that never ends: hyper's path, the direct proxy path, the direct SSE path.
+    for start in [
+        "GET /_rig/health HTTP/1.1\r\nhost: x\r\n",
+        "GET /x HTTP/1.1\r\nhost: x\r\n",
+        "GET /_rig/v1/connection/sse HTTP/1.1\r\nhost: x\r\n",
+    ] {
+        let mut drip = connect(dp.inbound()).await;
+        drip.write_all(start.as_bytes()).await.expect("write");
+        let answer = until_closed(&mut drip).await;
+        assert!(!answer.starts_with("HTTP/1.1 2"), "{start:?}: {answer}");
+    }
+    // A kept-alive connection, idle after its answer.
+    let mut idle = connect(dp.inbound()).await;
+    idle.write_all(b"GET /_rig/health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    dp.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_gets_408() {
+    let dp = dataplane().await;
+    let mut client = connect(dp.inbound()).await;
+    client
+        .write_all(b"POST /_rig/v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"specv")
+        .await
+        .expect("write");
+    let answer = until_closed(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("Request body stalled"), "{answer}");
+    dp.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_gets_its_stream() {
+    let dp = dataplane().await;
+    let mut client = connect(dp.inbound()).await;
+    client
+        .write_all(
+            b"GET /_rig/v1/connection/sse HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    client.shutdown().await.expect("half-close");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(T, async {
+        while !String::from_utf8_lossy(&got).contains("rig.subscriptions_set") {
+            let n = client.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the greetings arrive");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    dp.stop().await.expect("stop");
+}
