@@ -59,6 +59,8 @@ pub struct Metrics {
     pub assigned_partitions: AtomicU64,
     /// Messages behind the end of the assigned partitions (sum over partitions).
     pub consumer_lag: AtomicU64,
+    /// 1 while the lag could not be measured (the broker does not answer): the last value stays.
+    pub consumer_lag_stale: AtomicU64,
     /// Successful reloads of the standalone manifests.
     pub config_reloads: AtomicU64,
     /// Rejected reloads (the previous configuration stayed).
@@ -179,6 +181,12 @@ impl Metrics {
             "rig_kafka_consumer_lag_messages",
             "Messages behind the end of the assigned partitions.",
             load(&self.consumer_lag),
+        );
+        prom::gauge(
+            &mut out,
+            "rig_kafka_consumer_lag_stale",
+            "1 while the consumer lag cannot be measured (broker unreachable; the lag shown is the last known).",
+            load(&self.consumer_lag_stale),
         );
         counter(
             &mut out,

@@ -124,11 +124,20 @@ async fn the_consumer_recovers_from_a_broker_outage_by_itself() {
     assert_eq!(got.last().expect("event").json()["id"], "before");
 
     broker.kafka_sh("stop");
-    // The data plane keeps serving while Kafka is away.
+    // The data plane keeps serving while Kafka is away, and says it cannot measure its lag (the
+    // last value stays) and the consumer cannot reach the broker.
     assert_eq!(
         http::get(dp.internal(), "/health").await.expect("health").0,
         200
     );
+    wait_until("the lag is marked stale", T, || async {
+        (dp.metric("rig_kafka_consumer_lag_stale").await == 1.0).then_some(())
+    })
+    .await;
+    wait_until("the consumer is unhealthy", T, || async {
+        (dp.metric("rig_task_healthy{task=\"kafka_consumer\"}").await == 0.0).then_some(())
+    })
+    .await;
     broker.kafka_sh("start");
 
     produce(&brokers, &topic, "after").await;
@@ -137,6 +146,10 @@ async fn the_consumer_recovers_from_a_broker_outage_by_itself() {
         .await
         .expect("after the outage");
     assert_eq!(got.last().expect("event").json()["id"], "after");
+    wait_until("the lag is measured again", T, || async {
+        (dp.metric("rig_kafka_consumer_lag_stale").await == 0.0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,8 +55,10 @@ pub trait Handler: Send + Sync + 'static {
 /// Accept connections on `listener` and serve them with `handler` until `shutdown` turns true.
 ///
 /// A connection has `head_timeout` for each request head on HTTP/1 (from its start, or from the
-/// end of the previous answer when kept alive); one that does not send it in time is closed. A
-/// client may half-close its side after its request and still get the answer.
+/// end of the previous answer when kept alive); one that does not send it in time is closed.
+/// hyper's connections treat a client's end of input as the client leaving (so a request waiting
+/// for a correlated response is abandoned at once); the direct SSE path lets a half-closed client
+/// keep its stream.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -131,8 +133,7 @@ async fn serve_http<H: Handler>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout)
-        .half_close(true);
+        .header_read_timeout(head_timeout);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {

@@ -129,21 +129,24 @@ async fn report_lag(metrics: &Metrics, consumer: &Arc<StreamConsumer>) {
             let Offset::Offset(position) = element.offset() else {
                 continue; // nothing consumed yet on this partition: no position to compare
             };
-            if let Ok((_, high)) = consumer.fetch_watermarks(
-                element.topic(),
-                element.partition(),
-                Duration::from_secs(5),
-            ) {
-                total += (high - position).max(0);
-            }
+            // A partition whose end is unknown (broker unreachable) makes the sum unknown.
+            let (_, high) = consumer
+                .fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(5))
+                .ok()?;
+            total += (high - position).max(0);
         }
         Some(total)
     })
     .await;
-    if let Ok(Some(lag)) = lag {
-        metrics
-            .consumer_lag
-            .store(lag.max(0) as u64, Ordering::Relaxed);
+    match lag {
+        Ok(Some(lag)) => {
+            metrics
+                .consumer_lag
+                .store(lag.max(0) as u64, Ordering::Relaxed);
+            metrics.consumer_lag_stale.store(0, Ordering::Relaxed);
+        }
+        // Keep the last known lag, marked stale, rather than report 0 during an outage.
+        _ => metrics.consumer_lag_stale.store(1, Ordering::Relaxed),
     }
 }
 

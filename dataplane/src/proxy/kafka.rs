@@ -69,8 +69,12 @@ pub enum ProduceError {
     /// The broker refused or did not acknowledge.
     #[error("The message could not be delivered to Kafka: {0}")]
     Failed(String),
-    /// No acknowledgement within the route timeout.
-    #[error("Kafka did not acknowledge the message in time.")]
+    /// No acknowledgement within the route timeout. The producer keeps trying for its own
+    /// bound (`message.timeout.ms`, 30 s), so the message may still be delivered: the answer says
+    /// so, and a client retrying should reuse the event's `id` so consumers can deduplicate.
+    #[error(
+        "Kafka did not acknowledge the message in time; it may still be delivered within 30 s (a retry should reuse the event's id, so consumers can deduplicate)."
+    )]
     Timeout,
 }
 
