@@ -41,6 +41,11 @@ pub const ENV_HEAD_TIMEOUT_MS: &str = "RIG_HEAD_TIMEOUT_MS";
 /// Milliseconds a request body read by the gateway itself (events, subscriptions, the internal
 /// API) may stall before the request is refused with 408.
 pub const ENV_BODY_IDLE_TIMEOUT_MS: &str = "RIG_BODY_IDLE_TIMEOUT_MS";
+/// Most open connections on the inbound port; beyond, new ones are closed at once.
+pub const ENV_MAX_INBOUND_CONNECTIONS: &str = "RIG_MAX_INBOUND_CONNECTIONS";
+/// File descriptors kept free for the internal port and the process's own sockets when the
+/// inbound cap is derived from the open-files limit.
+pub const FD_RESERVE: usize = 128;
 /// The other processes' internal APIs, for forwarding requests about their connections:
 /// comma-separated `<owner>=http://<host>:<port>`, and optionally `*=http://{owner}.<svc>:<port>`
 /// (see `peers`).
@@ -228,6 +233,9 @@ pub struct Config {
     pub head_timeout: Duration,
     /// `RIG_BODY_IDLE_TIMEOUT_MS`.
     pub body_idle_timeout: Duration,
+    /// `RIG_MAX_INBOUND_CONNECTIONS`; `None`: the open-files limit minus [`FD_RESERVE`] (no cap
+    /// when that limit is unknown).
+    pub max_inbound_connections: Option<usize>,
     /// The other processes (`RIG_PEERS`).
     pub peers: PeerMap,
     /// Bound on one forwarded request.
@@ -344,6 +352,12 @@ impl Config {
                 .filter(|ms| *ms > 0)
                 .unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT_MS),
             ),
+            max_inbound_connections: parse(
+                &lookup,
+                ENV_MAX_INBOUND_CONNECTIONS,
+                "a positive number",
+            )?
+            .filter(|n: &usize| *n > 0),
             check_timeout: Duration::from_millis(
                 parse(
                     &lookup,

@@ -210,17 +210,29 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         }
         None => None,
     };
+    // The inbound port stays below the open-files limit, so the internal port (probes, metrics)
+    // and the process's own sockets always find a file descriptor.
+    let cap_max = state.config.max_inbound_connections.or_else(|| {
+        http::server::open_files_limit().map(|n| n.saturating_sub(config::FD_RESERVE).max(16))
+    });
+    if let Some(max) = cap_max {
+        tracing::info!(max, "inbound connection cap");
+    }
+    let inbound_cap =
+        cap_max.map(|max| http::server::Cap::new(max, state.metrics.inbound_shed.clone()));
     let inbound = http::server::serve(
         inbound,
         Arc::new(api::inbound::Inbound::new(state.clone())),
         shutdown.clone(),
         state.config.head_timeout,
+        inbound_cap,
     );
     let internal = http::server::serve(
         internal,
         Arc::new(api::internal::Internal::new(state.clone())),
         shutdown,
         state.config.head_timeout,
+        None,
     );
     tokio::join!(inbound, internal);
     let _ = heartbeat.await;

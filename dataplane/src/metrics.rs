@@ -59,6 +59,8 @@ pub struct Metrics {
     pub assigned_partitions: AtomicU64,
     /// Messages behind the end of the assigned partitions (sum over partitions).
     pub consumer_lag: AtomicU64,
+    /// Inbound connections closed at once because the inbound cap was reached.
+    pub inbound_shed: std::sync::Arc<AtomicU64>,
     /// 1 while the lag could not be measured (the broker does not answer): the last value stays.
     pub consumer_lag_stale: AtomicU64,
     /// Successful reloads of the standalone manifests.
@@ -187,6 +189,12 @@ impl Metrics {
             "rig_kafka_consumer_lag_stale",
             "1 while the consumer lag cannot be measured (broker unreachable; the lag shown is the last known).",
             load(&self.consumer_lag_stale),
+        );
+        counter(
+            &mut out,
+            "rig_inbound_connections_shed_total",
+            "Inbound connections closed at once because RIG_MAX_INBOUND_CONNECTIONS was reached.",
+            load(&self.inbound_shed),
         );
         counter(
             &mut out,

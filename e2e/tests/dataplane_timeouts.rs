@@ -105,3 +105,54 @@ async fn a_client_that_half_closes_after_its_request_gets_its_stream() {
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     dp.stop().await.expect("stop");
 }
+
+/// Under a low open-files limit, a flood of idle inbound sockets cannot take the file descriptors
+/// the internal port needs: the inbound port stays below the limit (new connections beyond its cap
+/// are closed at once, and counted), probes keep answering, and the inbound port serves again once
+/// the flood is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_flood_leaves_the_internal_port_working() {
+    let inbound = rig_e2e::dataplane::free_addr().expect("port");
+    let internal = rig_e2e::dataplane::free_addr().expect("port");
+    let binary = rig_e2e::dataplane::binary().expect("binary");
+    let mut child = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\"")
+        .arg(&binary)
+        .env("RIG_BIND_ADDRESS", "127.0.0.1")
+        .env("INBOUND_PORT", inbound.port().to_string())
+        .env("API_HTTP_PORT", internal.port().to_string())
+        .env("RIG_HEAD_TIMEOUT_MS", "60000")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    rig_e2e::wait_until("the data plane listens", T, || async {
+        let (status, _) = rig_e2e::http::get(internal, "/health").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+    // 400 idle sockets: more than the process may open.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        if let Ok(s) = TcpStream::connect(inbound).await {
+            flood.push(s);
+        }
+    }
+    rig_e2e::wait_until("connections beyond the cap are shed", T, || async {
+        (rig_e2e::http::metric(internal, "rig_inbound_connections_shed_total").await > 0.0)
+            .then_some(())
+    })
+    .await;
+    let (status, body) = tokio::time::timeout(T, rig_e2e::http::get(internal, "/health"))
+        .await
+        .expect("the internal port answers in time during the flood")
+        .expect("the internal port answers during the flood");
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    drop(flood);
+    rig_e2e::wait_until("the inbound port serves again", T, || async {
+        let (status, _) = rig_e2e::http::get(inbound, "/_rig/health").await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await;
+    let _ = child.kill().await;
+}

@@ -64,6 +64,7 @@ pub async fn serve<H: Handler>(
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
     head_timeout: Duration,
+    cap: Option<Cap>,
 ) {
     let (drained_tx, drained_rx) = watch::channel(());
     loop {
@@ -79,11 +80,26 @@ pub async fn serve<H: Handler>(
             },
             _ = stopped(&mut shutdown) => break,
         };
+        // Over the cap, the connection is closed at once: file descriptors stay for the internal
+        // port (probes, metrics) and the process's own sockets.
+        let slot = match &cap {
+            Some(cap) => match cap.take() {
+                Some(slot) => Some(slot),
+                None => {
+                    cap.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(%peer, "connection refused: the inbound connection cap is reached");
+                    drop(stream);
+                    continue;
+                }
+            },
+            None => None,
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         let drained = drained_rx.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let taken = handler
                 .clone()
                 .take_over(stream, peer, shutdown.clone())
@@ -203,5 +219,77 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A cap on a listener's open connections (module docs of [`serve`]).
+#[derive(Debug, Clone)]
+pub struct Cap {
+    max: usize,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections closed at once because the cap was reached (`rig_inbound_connections_shed_total`).
+    pub shed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Cap {
+    /// At most `max` open connections.
+    pub fn new(max: usize, shed: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self {
+            max,
+            open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            shed,
+        }
+    }
+
+    fn take(&self) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        let mut open = self.open.load(Ordering::Relaxed);
+        loop {
+            if open >= self.max {
+                return None;
+            }
+            match self.open.compare_exchange_weak(
+                open,
+                open + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Slot(self.open.clone())),
+                Err(now) => open = now,
+            }
+        }
+    }
+}
+
+/// One open connection under a [`Cap`]; released when dropped.
+#[derive(Debug)]
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// The soft limit on open file descriptors of this process (`/proc/self/limits`), if known.
+pub fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_counts_open_connections_and_frees_them() {
+        let cap = Cap::new(2, Arc::default());
+        let a = cap.take().expect("first");
+        let _b = cap.take().expect("second");
+        assert!(cap.take().is_none(), "over the cap");
+        drop(a);
+        assert!(cap.take().is_some(), "a freed slot");
+        assert!(open_files_limit().is_some_and(|n| n > 0));
     }
 }
