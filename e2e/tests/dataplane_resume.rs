@@ -212,3 +212,63 @@ async fn a_position_beyond_the_window_gets_a_gap_event_then_what_is_left() {
     assert_eq!(numbers, vec![8, 9, 10]);
     assert_eq!(dp.metric("rig_replay_misses_total").await, 1.0);
 }
+
+/// HTTP-published events live in one run of one process: a client resuming after a restart (same
+/// pod name and key) with a token that names them gets `rig.connection.gap` first, never a silent
+/// loss; a client whose token predates every HTTP event gets all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_events_of_a_previous_run_are_a_gap_not_a_silent_loss() {
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("POD_NAME", "resume-pod")
+        .env("RIG_TOKEN_KEY", "resume-test-key-0123456789");
+    let dp = DataPlane::start(config).await.expect("start");
+    let path = format!("/_rig/v1/connection/sse?{}", subscriptions_query());
+    let post = |addr: std::net::SocketAddr, i: i64| async move {
+        let body = serde_json::json!({
+            "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("r{i}"), "data": {"i": i}
+        })
+        .to_string();
+        let (status, _, _) = http::post(
+            addr,
+            "/_rig/v1/events",
+            "application/cloudevents+json",
+            body,
+        )
+        .await
+        .expect("post");
+        assert_eq!(status, 202);
+    };
+    // A client connected before any event: its greeting token names no HTTP stream yet.
+    let mut early = sse::open(dp.inbound(), &path, &[]).await.expect("connect");
+    let create = early.next(T).await.expect("read").expect("greeting");
+    let early_token = create.id.clone().expect("a token");
+    drop(early);
+    for i in 1..=3 {
+        post(dp.inbound(), i).await;
+    }
+    let mut client = sse::open(dp.inbound(), &path, &[("last-event-id", &early_token)])
+        .await
+        .expect("reconnect");
+    let events = client
+        .until(T, |e| e.event == "tick" && e.json()["data"]["i"] == 3)
+        .await
+        .expect("every event published since");
+    assert!(events.iter().all(|e| e.event != "rig.connection.gap"));
+    let last = events.last().and_then(|e| e.id.clone()).expect("token");
+    drop(client);
+
+    let config = dp.stop().await.expect("stop");
+    let dp = DataPlane::start(config).await.expect("restart");
+    for i in 4..=5 {
+        post(dp.inbound(), i).await;
+    }
+    let mut client = sse::open(dp.inbound(), &path, &[("last-event-id", &last)])
+        .await
+        .expect("reconnect after the restart");
+    let events = client
+        .until(T, |e| e.event == "rig.connection.gap")
+        .await
+        .expect("a gap: the previous run's events are not here");
+    assert_eq!(events.last().expect("gap").event, "rig.connection.gap");
+}

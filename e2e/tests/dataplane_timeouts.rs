@@ -56,6 +56,17 @@ async fn silent_and_dripping_clients_are_cut_off() {
         let answer = until_closed(&mut drip).await;
         assert!(!answer.starts_with("HTTP/1.1 2"), "{start:?}: {answer}");
     }
+    // HTTP/2 (prior knowledge) that never starts a request: a partial preface, a whole one.
+    for start in [
+        &b"PRI * HTTP/2.0\r\n"[..],
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+    ] {
+        for addr in [dp.inbound(), dp.internal()] {
+            let mut h2 = connect(addr).await;
+            h2.write_all(start).await.expect("write");
+            until_closed(&mut h2).await;
+        }
+    }
     // A kept-alive connection, idle after its answer.
     let mut idle = connect(dp.inbound()).await;
     idle.write_all(b"GET /_rig/health HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -77,6 +88,49 @@ async fn a_stalled_body_gets_408() {
     let answer = until_closed(&mut client).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("Request body stalled"), "{answer}");
+    dp.stop().await.expect("stop");
+}
+
+/// A body dripped a byte at a time (never idle for the idle timeout) is still bounded: the whole
+/// body within four times it, then 408; on the internal API too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dripped_body_gets_408_too() {
+    let dp = dataplane().await;
+    for (addr, head) in [
+        (
+            dp.inbound(),
+            "POST /_rig/v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n",
+        ),
+        (
+            dp.internal(),
+            "POST /v3/apis HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n",
+        ),
+    ] {
+        let (mut read, mut write) = connect(addr).await.into_split();
+        write.write_all(head.as_bytes()).await.expect("write");
+        let drip = tokio::spawn(async move {
+            for _ in 0..999 {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                if write.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        tokio::time::timeout(T, async {
+            while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+                let n = read.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed without an answer");
+                answer.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .expect("an answer while the drip goes on");
+        drip.abort();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{addr}: {answer}");
+    }
     dp.stop().await.expect("stop");
 }
 

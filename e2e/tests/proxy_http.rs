@@ -1678,3 +1678,18 @@ async fn paths_are_normalised_before_matching_and_auth() {
     assert!(answer.contains("\"path\":\"/first/b\""), "{answer}");
     assert!(answer.contains("\"query\":\"q=1\""), "{answer}");
 }
+
+/// A dot segment with parameters (`..;`), which several servers read as `..`, is refused.
+#[tokio::test]
+async fn dot_segments_with_parameters_are_refused() {
+    let s = setup().await;
+    for path in ["/first/..;/secure/x", "/first/%2e%2e;x/secure/x"] {
+        let answer = raw_exchange(
+            &s.dp,
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+    assert_eq!(s.one.requests.load(Ordering::Relaxed), 0);
+}

@@ -151,6 +151,7 @@ impl State {
                 use_env: config.use_env.clone(),
                 head_timeout: config.head_timeout,
                 body_idle_timeout: config.proxy_body_idle_timeout,
+                api_body_idle_timeout: config.body_idle_timeout,
             },
             jwt.clone(),
             peers.clone(),

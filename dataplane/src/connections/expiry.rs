@@ -30,9 +30,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::connections::frame::Frame;
 use crate::connections::hub::Hub;
 use crate::events::CloudEvent;
+use crate::events::frame::Frame;
 use crate::metrics::{Metrics, Transport};
 use crate::subscriptions::ConnId;
 

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::frame::Frame;
 use super::hub::{Hub, Outbound, Registration, SessionLimit};
 use crate::auth::revoked::Blacklist;
 use crate::auth::token::TokenCodec;
 use crate::events::CloudEvent;
+use crate::events::frame::Frame;
 use crate::kafka::history::{self, Fetched, Range};
 use crate::metrics::{Metrics, Transport};
 use crate::replay::window::HTTP_STREAM_PREFIX;
@@ -83,7 +83,11 @@ impl Fanout {
             )),
             window: Mutex::new(Window::new(settings.replay_window, tokens.clone())),
             tokens,
-            http_stream: Arc::from(format!("{HTTP_STREAM_PREFIX}{}", settings.owner)),
+            http_stream: Arc::from(format!(
+                "{HTTP_STREAM_PREFIX}{}.{:08x}",
+                settings.owner,
+                crate::support::random_u32()
+            )),
             owner: settings.owner,
             metrics,
             revoked,

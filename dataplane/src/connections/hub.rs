@@ -29,9 +29,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::frame::Frame;
 use crate::connections::expiry::Expiries;
 use crate::events::CloudEvent;
+use crate::events::frame::Frame;
 use crate::metrics::{Metrics, Transport};
 use crate::subscriptions::{ConnId, Extractors, Index, Subscription};
 

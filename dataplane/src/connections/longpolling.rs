@@ -242,8 +242,8 @@ impl<'a> Cookies<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connections::frame::Frame;
     use crate::events::CloudEvent;
+    use crate::events::frame::Frame;
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

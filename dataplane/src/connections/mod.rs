@@ -7,7 +7,6 @@ pub mod body;
 pub mod context;
 pub mod expiry;
 pub mod fanout;
-pub mod frame;
 pub mod hub;
 pub mod limit;
 pub mod longpolling;

@@ -9,9 +9,9 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
 
 use super::body::{Encoding, QueueBody};
-use super::frame::SSE_HEARTBEAT;
 use super::hub::Outbound;
 use super::open::Opened;
+use crate::events::frame::SSE_HEARTBEAT;
 use crate::http::Body;
 
 /// SSE framing of queued items.

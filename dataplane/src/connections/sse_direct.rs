@@ -406,7 +406,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connections::frame::SSE_HEARTBEAT;
+    use crate::events::frame::SSE_HEARTBEAT;
 
     #[test]
     fn classify_tells_sse_from_everything_else() {

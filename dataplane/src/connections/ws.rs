@@ -400,9 +400,9 @@ impl Batch {
 mod tests {
     use super::codec::tests::client_frame;
     use super::*;
-    use crate::connections::frame::Frame;
     use crate::connections::hub::Hub;
     use crate::events::CloudEvent;
+    use crate::events::frame::Frame;
     use crate::metrics::Metrics;
     use crate::subscriptions::Extractors;
     use tokio::io::DuplexStream;

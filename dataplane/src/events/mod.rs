@@ -17,6 +17,7 @@
 //! order (`specversion`, `id`, `source`, `type`, ..., `data`). Nothing in this module panics on input.
 
 mod cloudevent;
+pub mod frame;
 mod http;
 mod kafka;
 

@@ -39,25 +39,26 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     res
 }
 
-/// The body idle timeout of the internal proxy API's definitions (`/v3/apis`).
-pub const DEFINITION_BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Read a whole request body of at most `limit` bytes; beyond it, the 413 answer to send. A body
-/// that sends nothing for `idle` is the 408 answer.
+/// that sends nothing for `idle`, or that is not complete within `4 × idle` (a drip of a byte now
+/// and then), is the 408 answer.
 pub async fn read_body(
     mut body: hyper::body::Incoming,
     limit: usize,
     idle: std::time::Duration,
 ) -> Result<Bytes, Response<Body>> {
     let mut out = bytes::BytesMut::new();
+    let deadline = tokio::time::Instant::now() + idle.saturating_mul(4);
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
             Err(_) => {
                 return Err(text(
                     StatusCode::REQUEST_TIMEOUT,
                     format!(
-                        "Request body stalled: nothing received for {} ms.",
-                        idle.as_millis()
+                        "Request body stalled: nothing received for {} ms, or not complete within {} ms.",
+                        idle.as_millis(),
+                        idle.saturating_mul(4).as_millis()
                     ),
                 ));
             }

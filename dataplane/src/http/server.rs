@@ -141,8 +141,13 @@ async fn serve_http<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
     head_timeout: Duration,
 ) {
+    // HTTP/2 has no head timeout in hyper: its connection must start a request within the head
+    // timeout, and a peer that stops answering pings is dropped.
+    let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = requested.clone();
     let service = service_fn(move |req| {
         let handler = handler.clone();
+        seen.store(true, std::sync::atomic::Ordering::Relaxed);
         async move { Ok::<_, std::convert::Infallible>(handler.handle(req, peer).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -150,17 +155,36 @@ async fn serve_http<H: Handler>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(head_timeout)
+        .keep_alive_timeout(head_timeout);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+    let first_request = tokio::time::sleep(head_timeout);
+    tokio::pin!(first_request);
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
             }
-        }
-        _ = stopped(&mut shutdown) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            _ = &mut first_request, if watching => {
+                watching = false;
+                if !requested.load(std::sync::atomic::Ordering::Relaxed) {
+                    tracing::debug!(%peer, "closing a connection that started no request in time");
+                    return;
+                }
+            }
+            _ = stopped(&mut shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+                return;
+            }
         }
     }
 }

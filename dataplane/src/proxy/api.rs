@@ -43,11 +43,11 @@ pub async fn handle(proxy: &Arc<Proxy>, req: Request<Incoming>) -> Response<Body
     match (method, id) {
         (Method::GET, None) => list(proxy),
         (Method::GET, Some(id)) => get(proxy, &id),
-        (Method::POST, None) => match body(req).await {
+        (Method::POST, None) => match body(req, proxy.settings.api_body_idle_timeout).await {
             Ok(body) => create(proxy, body),
             Err(res) => res,
         },
-        (Method::PUT, Some(id)) => match body(req).await {
+        (Method::PUT, Some(id)) => match body(req, proxy.settings.api_body_idle_timeout).await {
             Ok(body) => update(proxy, &id, body),
             Err(res) => res,
         },
@@ -66,7 +66,7 @@ fn percent_decode(text: &str) -> String {
         .unwrap_or_else(|| text.to_owned())
 }
 
-async fn body(req: Request<Incoming>) -> Result<Value, Response<Body>> {
+async fn body(req: Request<Incoming>, idle: std::time::Duration) -> Result<Value, Response<Body>> {
     let json_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -82,12 +82,7 @@ async fn body(req: Request<Incoming>) -> Result<Value, Response<Body>> {
             "Expected a JSON body (content-type: application/json).",
         ));
     }
-    let bytes = read_body(
-        req.into_body(),
-        MAX_DEFINITION_BYTES,
-        crate::http::DEFINITION_BODY_IDLE,
-    )
-    .await?;
+    let bytes = read_body(req.into_body(), MAX_DEFINITION_BYTES, idle).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         json(
             StatusCode::BAD_REQUEST,

@@ -74,6 +74,8 @@ pub struct Settings {
     pub head_timeout: Duration,
     /// Bodies the proxy reads whole (Kafka targets, `/v3/responses`): `PROXY_BODY_IDLE_TIMEOUT_MS`.
     pub body_idle_timeout: Duration,
+    /// `/v3/apis` definitions: `RIG_BODY_IDLE_TIMEOUT_MS`.
+    pub api_body_idle_timeout: Duration,
 }
 
 /// The proxy: route table, upstream client, metrics, and the handles it needs (JWT verification

@@ -7,7 +7,7 @@
 //! `merge_slashes`); dot segments removed (§5.2.4). The proxy forwards the normal form, so the
 //! backend sees the path that was matched. Refused with 400, because no normal form is
 //! unambiguous for every backend: an encoded `/` or `\` (`%2F`, `%5C`), a raw `\`, a malformed
-//! percent-encoding, and an encoded NUL.
+//! percent-encoding, an encoded NUL, and a dot segment with parameters (`..;x`).
 
 /// Why a path is refused (the 400 answer's text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,14 @@ pub fn normalize(path: &str) -> Result<Option<String>, Refused> {
         return Ok(None);
     }
     let decoded = decode_unreserved(path)?;
+    // `..;x` is no dot segment to RFC 3986, but several servers (Tomcat, Jetty, Spring) strip the
+    // parameters and read `..`: refused, since no normal form means the same to every backend.
+    if decoded
+        .split('/')
+        .any(|s| s.contains(';') && matches!(s.split(';').next(), Some("." | "..")))
+    {
+        return Err(Refused("a dot segment with parameters (`..;`) in the path"));
+    }
     let normal = remove_dot_segments(&decoded);
     Ok((normal != path).then_some(normal))
 }
@@ -34,7 +42,9 @@ pub fn normalize(path: &str) -> Result<Option<String>, Refused> {
 fn is_normal(path: &str) -> bool {
     !path.contains(['%', '\\'])
         && !path.contains("//")
-        && !path.split('/').any(|s| s == "." || s == "..")
+        && !path
+            .split('/')
+            .any(|s| matches!(s.split(';').next(), Some("." | "..")))
 }
 
 fn decode_unreserved(path: &str) -> Result<String, Refused> {
@@ -154,6 +164,9 @@ mod tests {
     #[test]
     fn ambiguous_paths_are_refused() {
         for p in [
+            "/public/..;/private/x",
+            "/public/%2e%2e;x/private",
+            "/a/.;/b",
             "/admin%2Fsecret",
             "/admin%2fsecret",
             "/a%5Cb",

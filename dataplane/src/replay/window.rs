@@ -8,9 +8,9 @@ use crate::auth::TokenCodec;
 use crate::events::CloudEvent;
 use crate::kafka::history::Fetched;
 
-/// Streams of HTTP-published events start with this prefix. They are local to the process that
-/// accepted the event, so a token naming another process's HTTP stream cannot be judged here and
-/// is not reported as a gap.
+/// Streams of HTTP-published events start with this prefix, followed by the process's name and a
+/// random run id: they are local to one run of one process, so a token naming another process's
+/// (or a previous run's) HTTP stream is a gap here — what was published there is not here.
 pub const HTTP_STREAM_PREFIX: &str = "_http@";
 
 #[derive(Debug)]
@@ -109,16 +109,14 @@ impl Window {
             };
         };
         let gap = from.0.iter().any(|(stream, next)| {
-            if stream.starts_with(HTTP_STREAM_PREFIX) && !self.floor.contains_key(stream) {
-                return false;
-            }
             let next = match history.and_then(|h| h.covered.get(stream)) {
                 Some(end) => (*next).max(*end),
                 None => *next,
             };
             match self.floor.get(stream) {
                 Some(floor) => next < *floor,
-                // A Kafka stream this process never saw: whatever the client missed is not here.
+                // A stream this process never saw (a Kafka partition it does not read, another
+                // process's or a previous run's HTTP events): whatever the client missed is not here.
                 None => true,
             }
         });
@@ -135,9 +133,10 @@ impl Window {
             .iter()
             .filter(|e| match from.next(&e.stream) {
                 Some(next) => e.position >= next,
-                // Streams the client never heard of: a Kafka partition that appeared later (all of
-                // it is new to the client); another process's HTTP events never reached it.
-                None => !e.stream.starts_with(HTTP_STREAM_PREFIX),
+                // Streams the client never heard of (a Kafka partition that appeared later, HTTP
+                // events of this run published before its token named them or while it was
+                // connected elsewhere): every retained event of them is new to it.
+                None => true,
             })
             .map(|e| (e.event.clone(), e.token.clone()));
         events.extend(live);
@@ -253,10 +252,10 @@ mod tests {
         assert!(w.replay(None, None).gap);
         let from = Frontier::decode("1~other/0:5").expect("token");
         assert!(w.replay(Some(&from), None).gap);
-        let from = Frontier::decode("1~_http@other-pod:5").expect("token");
+        let from = Frontier::decode("1~_http@other-pod.0000abcd:5").expect("token");
         assert!(
-            !w.replay(Some(&from), None).gap,
-            "another process's HTTP stream is not judged"
+            w.replay(Some(&from), None).gap,
+            "another process's (or a previous run's) HTTP events are not here"
         );
     }
 

@@ -94,6 +94,13 @@ impl Backoff {
     }
 }
 
+/// A random 32-bit number (0 if the OS has no randomness to give).
+pub fn random_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    let _ = getrandom::fill(&mut bytes);
+    u32::from_le_bytes(bytes)
+}
+
 /// A uniform random number in `[0, 1)` (0.5 if the OS has no randomness to give, which only
 /// removes the jitter).
 pub fn random_unit() -> f64 {

@@ -26,9 +26,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::connections::frame::Frame;
 use crate::connections::hub::{Guard, Outbound, Registration};
 use crate::events::CloudEvent;
+use crate::events::frame::Frame;
 use crate::metrics::Metrics;
 use crate::subscriptions::ConnId;
 
