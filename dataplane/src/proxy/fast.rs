@@ -60,9 +60,21 @@ pub async fn serve(
     let mut buf = BytesMut::with_capacity(4096);
     let mut up = BytesMut::new();
     let (mut generation, mut table) = (proxy.generation(), proxy.table());
+    // Each head (the first, or the next on a kept-alive connection) within the head timeout. One
+    // timer per connection, re-armed at most every `rearm` (not per request: a busy kept-alive
+    // connection does not touch the timer wheel on each request); so a deadline is at most
+    // `rearm` earlier than the exact one, never later.
+    let head_timeout = proxy.settings.head_timeout;
+    let rearm = (head_timeout / 4).min(std::time::Duration::from_secs(1));
+    let mut armed_at = tokio::time::Instant::now();
+    let deadline = tokio::time::sleep_until(armed_at + head_timeout);
+    tokio::pin!(deadline);
     loop {
-        // Each head (the first, or the next on a kept-alive connection) within the head timeout.
-        let deadline = tokio::time::Instant::now() + proxy.settings.head_timeout;
+        let now = tokio::time::Instant::now();
+        if now.saturating_duration_since(armed_at) >= rearm {
+            armed_at = now;
+            deadline.as_mut().reset(now + head_timeout);
+        }
         let plan = loop {
             // The table as it is when the head is read (a connection may idle across reloads).
             if let Some((g, t)) = proxy.table_if_changed(generation) {
@@ -87,7 +99,7 @@ pub async fn serve(
                 read = client.read_buf(&mut buf) => read,
                 // Between requests the connection is idle: a stopping listener closes it.
                 _ = crate::support::stopped(&mut shutdown), if buf.is_empty() => return None,
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut deadline => {
                     tracing::debug!(%peer, "closing a connection whose request head did not arrive in time");
                     return None;
                 }
