@@ -48,9 +48,35 @@ pub struct DataPlane {
 }
 
 /// A free TCP port on 127.0.0.1.
+///
+/// Chosen outside the kernel's ephemeral range (where `:0` would pick, and where every outgoing
+/// connection — Kafka clients, HTTP clients — takes its local port), so a port released here is not
+/// taken by someone else's connection before the data plane binds it.
 pub fn free_addr() -> Result<SocketAddr> {
+    let mut seed = [0u8; 4];
+    getrandom_fill(&mut seed);
+    let mut n = u32::from_le_bytes(seed);
+    for _ in 0..200 {
+        // xorshift: a different candidate each time.
+        n ^= n << 13;
+        n ^= n >> 17;
+        n ^= n << 5;
+        let port = 20_000 + (n % 12_000) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener.local_addr()?);
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
+}
+
+/// Some randomness without a dependency: the clock's nanoseconds and the process id.
+fn getrandom_fill(out: &mut [u8; 4]) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    *out = (nanos ^ std::process::id().rotate_left(16) ^ 0x9e37_79b9).to_le_bytes();
 }
 
 /// The `rig-dataplane` binary next to the test executable (`e2e/test.sh` builds it first), or
