@@ -39,6 +39,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let operator = cluster::snapshots::endpoint(&config).context("cluster mode")?;
     // A configuration that does not compile stops the process with the reason: a gateway must
     // not serve with half its routes.
+    // The manifests' fingerprint before they are read: the watch compares later looks with it.
+    let manifests_seen = config.manifests.as_deref().map(manifests::fingerprint);
     let routes = routes::compile(&config).context("configuration")?;
     let inbound = TcpListener::bind(config.inbound)
         .await
@@ -90,6 +92,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                     targets,
                     state.metrics.clone(),
                     path,
+                    manifests_seen.unwrap_or_default(),
                     shutdown.clone(),
                 ));
             }

@@ -184,8 +184,11 @@ fn files(path: &Path) -> Result<Vec<PathBuf>, Error> {
     Ok(files)
 }
 
+/// One file's name, size and modification time.
+pub type Fingerprint = (PathBuf, u64, Option<SystemTime>);
+
 /// A cheap summary of the files (names, sizes, modification times): it changes when they do.
-pub fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+pub fn fingerprint(path: &Path) -> Vec<Fingerprint> {
     files(path)
         .unwrap_or_default()
         .into_iter()

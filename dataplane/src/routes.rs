@@ -103,14 +103,18 @@ pub fn compile_objects(config: &Config, objects: &Objects) -> Result<Routes, Err
 
 /// Re-read the manifests at `path` whenever they change; a valid set replaces the extractors and
 /// topics at once, an invalid one is logged and counted, and the previous configuration stays.
+///
+/// `seen` is the files' fingerprint taken before the configuration in effect was read, so a change
+/// made while the process starts (before this task first runs) is not missed.
 pub async fn watch_manifests(
     config: Arc<Config>,
     targets: Arc<Targets>,
     metrics: Arc<Metrics>,
     path: PathBuf,
+    seen: Vec<manifests::Fingerprint>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut seen = manifests::fingerprint(&path);
+    let mut seen = seen;
     let mut tick = tokio::time::interval(manifests::POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
