@@ -120,14 +120,8 @@ impl ResponseFrom {
     }
 }
 
-/// Where a secured endpoint reads JWTs; a request passes with at least one valid token.
-#[derive(Debug, Clone, Default)]
-pub struct Auth {
-    /// The header: `authorization` (`Bearer` tokens) or an `x-…` header (raw token).
-    pub header: Option<HeaderName>,
-    /// The query parameter (raw tokens, comma-separated values allowed).
-    pub query: Option<String>,
-}
+/// Where a secured endpoint reads JWTs (the compiler's type; RIG definitions build it too).
+pub use rig_crds::compile::Auth;
 
 /// What endpoints of one API share.
 #[derive(Debug)]
@@ -378,10 +372,7 @@ fn from_route(route: &ProxyApi, metrics: &ProxyMetrics) -> Api {
             target,
             response_from,
             timeout: route.timeout,
-            auth: Auth {
-                header: route.auth.header.clone(),
-                query: route.auth.query.clone(),
-            },
+            auth: route.auth.clone(),
             add_headers: route.add_headers.clone(),
         },
         endpoints,

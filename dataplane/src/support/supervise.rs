@@ -172,11 +172,16 @@ mod tests {
                 }
             }
         }));
-        while runs.load(Ordering::SeqCst) < 3 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        // Paused time: each yield lets the supervisor and its backoff sleeps advance.
+        for _ in 0..10_000 {
+            if health.is_healthy() {
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::advance(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(health.is_healthy());
+        assert!(health.is_healthy(), "the third run became healthy");
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
         assert_eq!(health.restarts(), 2);
         stop.send(true).expect("send");
         sup.await.expect("supervisor ends");
