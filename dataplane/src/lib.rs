@@ -173,6 +173,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         state.config_status.require(health.clone());
         let sink: Arc<dyn kafka::consumer::Sink> = state.fanout.clone();
         let (metrics, owner) = (state.metrics.clone(), state.config.owner.clone());
+        let history = state.config.replay_window;
         let (topics, stop) = (topics_rx.clone(), shutdown.clone());
         tokio::spawn(support::supervise::supervise(
             health.clone(),
@@ -183,6 +184,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                     metrics.clone(),
                     owner.clone(),
                     brokers.clone(),
+                    history,
                     topics.clone(),
                     stop.clone(),
                     health.clone(),

@@ -55,8 +55,26 @@ async fn read_ticks(
     (last, gap)
 }
 
+/// How the data plane learns the topic.
+#[derive(Clone, Copy, Debug)]
+enum Named {
+    /// RIG's `KAFKA_SOURCE_TOPICS`.
+    Env,
+    /// An `EventRoute` (the cluster-mode way), here from a standalone manifest.
+    EventRoute,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_while_producing_loses_and_duplicates_nothing() {
+    restart_while_producing(Named::Env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resume_is_lossless_for_event_route_topics_too() {
+    restart_while_producing(Named::EventRoute).await;
+}
+
+async fn restart_while_producing(named: Named) {
     let env = Env::load().expect("env");
     let brokers = env.kafka_brokers().expect("kafka").to_owned();
     let topic = unique_name("resume");
@@ -80,8 +98,24 @@ async fn restart_while_producing_loses_and_duplicates_nothing() {
     let config = DataPlaneConfig::new()
         .expect("ports")
         .env("KAFKA_BROKERS", &brokers)
-        .env("KAFKA_SOURCE_TOPICS", &topic)
         .env("RIG_TOKEN_KEY", "resume-test-key-0123456789");
+    let config = match named {
+        Named::Env => config.env("KAFKA_SOURCE_TOPICS", &topic),
+        Named::EventRoute => {
+            let dir = std::env::temp_dir().join(unique_name("rig-resume-manifests"));
+            std::fs::create_dir_all(&dir).expect("dir");
+            std::fs::write(
+                dir.join("ticks.yaml"),
+                format!(
+                    "apiVersion: rig.dev/v1alpha1\nkind: EventRoute\nmetadata:\n  name: ticks\nspec:\n  source:\n    kafka:\n      topics: [{topic}]\n  events:\n    - type: tick\n"
+                ),
+            )
+            .expect("manifest");
+            config
+                .env("KAFKA_SOURCE_TOPICS", "")
+                .env("RIG_MANIFESTS", dir.to_str().expect("utf8"))
+        }
+    };
     let dp = DataPlane::start(config).await.expect("start");
     wait_assigned(&dp).await;
     let path = format!("/_rig/v1/connection/sse?{}", subscriptions_query());
@@ -137,7 +171,10 @@ async fn restart_while_producing_loses_and_duplicates_nothing() {
     })
     .await;
     producing.await.expect("producer");
-    assert!(!gap, "everything missed was still in Kafka: no gap");
+    assert!(
+        !gap,
+        "{named:?}: everything missed was still in Kafka (read back at start): no gap"
+    );
 
     for (partition, numbers) in &seen {
         let expected: Vec<i64> = (0..EVENTS)
@@ -145,7 +182,7 @@ async fn restart_while_producing_loses_and_duplicates_nothing() {
             .collect();
         assert_eq!(
             numbers, &expected,
-            "partition {partition}: every event once, in order"
+            "{named:?}, partition {partition}: every event once, in order"
         );
     }
     assert!(dp.metric("rig_replay_hits_total").await >= 1.0);
@@ -271,4 +308,86 @@ async fn http_events_of_a_previous_run_are_a_gap_not_a_silent_loss() {
         .await
         .expect("a gap: the previous run's events are not here");
     assert_eq!(events.last().expect("gap").event, "rig.connection.gap");
+}
+
+/// A replay far larger than the connection's queue is served as the client reads (not queued at
+/// once, not a slow-consumer close), in order, and events published while it catches up follow
+/// it exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_larger_than_the_queue_is_served_as_the_client_reads() {
+    const MISSED: i64 = 400;
+    const DURING: i64 = 100;
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("RIG_REPLAY_WINDOW", "1000")
+        .env("RIG_CONNECTION_QUEUE", "8");
+    let dp = DataPlane::start(config).await.expect("start");
+    let post = |i: i64| {
+        let body = serde_json::json!({
+            "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("q{i}"), "data": {"i": i}
+        })
+        .to_string();
+        let addr = dp.inbound();
+        async move {
+            let (status, _, _) = http::post(
+                addr,
+                "/_rig/v1/events",
+                "application/cloudevents+json",
+                body,
+            )
+            .await
+            .expect("post");
+            assert_eq!(status, 202);
+        }
+    };
+    let path = format!("/_rig/v1/connection/sse?{}", subscriptions_query());
+    let mut client = sse::open(dp.inbound(), &path, &[]).await.expect("connect");
+    post(0).await;
+    let mut seen = BTreeMap::new();
+    let (last, _) = read_ticks(&mut client, &mut seen, |s| !s.is_empty()).await;
+    drop(client);
+    for i in 1..=MISSED {
+        post(i).await;
+    }
+    let last = last.expect("token");
+    let mut client = sse::open(dp.inbound(), &path, &[("last-event-id", &last)])
+        .await
+        .expect("reconnect");
+    // Publish more while the client is still catching up.
+    let addr = dp.inbound();
+    let publishing = tokio::spawn(async move {
+        for i in MISSED + 1..=MISSED + DURING {
+            let body = serde_json::json!({
+                "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("q{i}"), "data": {"i": i}
+            })
+            .to_string();
+            let (status, _, _) = http::post(
+                addr,
+                "/_rig/v1/events",
+                "application/cloudevents+json",
+                body,
+            )
+            .await
+            .expect("post");
+            assert_eq!(status, 202);
+        }
+    });
+    let mut numbers = Vec::new();
+    let mut gap = false;
+    while numbers.last() != Some(&(MISSED + DURING)) {
+        let event = client.next(T).await.expect("read").expect("not closed");
+        match event.event.as_str() {
+            "tick" => numbers.push(event.json()["data"]["i"].as_i64().expect("i")),
+            "rig.connection.gap" => gap = true,
+            _ => {}
+        }
+        if numbers.len() % 50 == 0 {
+            // A slow reader: the replay waits for it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    publishing.await.expect("publisher");
+    assert!(!gap);
+    assert_eq!(numbers, (1..=MISSED + DURING).collect::<Vec<_>>());
+    assert_eq!(dp.metric("rig_queue_drops_total").await, 0.0);
 }

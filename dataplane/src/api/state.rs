@@ -99,8 +99,8 @@ impl State {
                 close_at_token_expiry: config.close_at_token_expiry,
                 history: config
                     .kafka_brokers
-                    .clone()
-                    .map(|brokers| HistorySource { brokers, topics }),
+                    .is_some()
+                    .then_some(HistorySource { topics }),
             },
             extractors,
             tokens,
@@ -288,8 +288,8 @@ mod tests {
     #[tokio::test]
     async fn revoking_kills_live_connections_and_a_late_joiner_is_killed_on_joining() {
         let state = state();
-        let (mut x, _) = state.fanout.register(Transport::Sse, &[], None, None);
-        let (y, _) = state.fanout.register(Transport::Sse, &[], None, None);
+        let (mut x, _) = state.fanout.register(Transport::Sse, &[], None);
+        let (y, _) = state.fanout.register(Transport::Sse, &[], None);
         assert_eq!(
             state.fanout.join_sessions(x.id, &[Arc::from("x")], None),
             Ok(true)
@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(state.metrics.sessions_killed.load(Ordering::Relaxed), 1);
 
         // A connection whose token was verified before the revocation, joining after it.
-        let (mut late, _) = state.fanout.register(Transport::Ws, &[], None, None);
+        let (mut late, _) = state.fanout.register(Transport::Ws, &[], None);
         assert_eq!(
             state.fanout.join_sessions(late.id, &[Arc::from("x")], None),
             Ok(true)
@@ -329,7 +329,7 @@ mod tests {
         let state = state();
         let now = std::time::SystemTime::now();
         let hour = std::time::Duration::from_secs(3600);
-        let (mut m, _) = state.fanout.register(Transport::Sse, &[], None, None);
+        let (mut m, _) = state.fanout.register(Transport::Sse, &[], None);
         assert_eq!(
             state.fanout.join_sessions(m.id, &[Arc::from("m")], None),
             Ok(true)

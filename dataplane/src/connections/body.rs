@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame as BodyFrame, SizeHint};
-use tokio::sync::mpsc;
 
+use super::feed::Feed;
 use super::hub::{Guard, Outbound};
 
 /// Upper bound of one coalesced write: big enough to batch a burst, small enough to keep memory
@@ -25,7 +25,7 @@ pub trait Encoding: Send + Unpin + 'static {
 /// A body fed by a connection queue. Dropping it (the client went away) unregisters the connection.
 #[derive(Debug)]
 pub struct QueueBody<E> {
-    rx: mpsc::Receiver<Outbound>,
+    rx: Feed,
     encoding: E,
     _guard: Guard,
     done: bool,
@@ -33,7 +33,7 @@ pub struct QueueBody<E> {
 
 impl<E: Encoding> QueueBody<E> {
     /// A body draining `rx`, encoding with `encoding`, keeping `guard` alive as long as it lives.
-    pub fn new(rx: mpsc::Receiver<Outbound>, encoding: E, guard: Guard) -> Self {
+    pub fn new(rx: Feed, encoding: E, guard: Guard) -> Self {
         Self {
             rx,
             encoding,

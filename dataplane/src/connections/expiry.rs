@@ -205,7 +205,7 @@ mod tests {
     }
 
     /// The last item of a closed queue.
-    async fn last(rx: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Option<Outbound> {
+    async fn last(rx: &mut crate::connections::feed::Feed) -> Option<Outbound> {
         let mut last = None;
         while let Some(item) = rx.recv().await {
             last = Some(item);
@@ -231,10 +231,10 @@ mod tests {
     async fn due_connections_are_closed_with_the_expired_event_others_stay() {
         let (hub, metrics) = hub();
         let t0 = Instant::now();
-        let mut sse = hub.register(Transport::Sse, &[], 0);
-        let mut lp = hub.register(Transport::LongPolling, &[], 0);
-        let later = hub.register(Transport::Ws, &[], 0);
-        let anonymous = hub.register(Transport::Sse, &[], 0);
+        let mut sse = hub.register(Transport::Sse, &[], true);
+        let mut lp = hub.register(Transport::LongPolling, &[], true);
+        let later = hub.register(Transport::Ws, &[], true);
+        let anonymous = hub.register(Transport::Sse, &[], true);
         assert!(hub.extend_expiry(sse.id, t0 + secs(2)));
         assert!(hub.extend_expiry(lp.id, t0 + secs(2)));
         assert!(hub.extend_expiry(later.id, t0 + secs(60)));
@@ -261,7 +261,7 @@ mod tests {
     async fn a_later_token_extends_an_earlier_one_never_shortens() {
         let (hub, metrics) = hub();
         let t0 = Instant::now();
-        let conn = hub.register(Transport::Sse, &[], 0);
+        let conn = hub.register(Transport::Sse, &[], true);
         assert!(hub.extend_expiry(conn.id, t0 + secs(10)));
         assert!(hub.extend_expiry(conn.id, t0 + secs(30)), "extended");
         assert!(hub.extend_expiry(conn.id, t0 + secs(5)), "kept at 30 s");
@@ -276,8 +276,8 @@ mod tests {
     async fn closed_connections_leave_the_index_and_unknown_ones_never_enter() {
         let (hub, _) = hub();
         let t0 = Instant::now();
-        let a = hub.register(Transport::Sse, &[], 0);
-        let b = hub.register(Transport::Ws, &[], 0);
+        let a = hub.register(Transport::Sse, &[], true);
+        let b = hub.register(Transport::Ws, &[], true);
         let id = a.id;
         assert!(hub.extend_expiry(a.id, t0 + secs(10)));
         assert!(hub.extend_expiry(b.id, t0 + secs(10)));
@@ -296,8 +296,8 @@ mod tests {
         let (_stop_tx, stop) = watch::channel(false);
         let sweeper = tokio::spawn(run_sweeper(hub.clone(), metrics.clone(), stop));
         let t0 = Instant::now();
-        let mut late = hub.register(Transport::Sse, &[], 0);
-        let mut soon = hub.register(Transport::Ws, &[], 0);
+        let mut late = hub.register(Transport::Sse, &[], true);
+        let mut soon = hub.register(Transport::Ws, &[], true);
         assert!(hub.extend_expiry(late.id, t0 + secs(100)));
         // Let the sweeper go to sleep until the 100 s deadline.
         tokio::time::sleep(secs(1)).await;

@@ -15,21 +15,22 @@ use crate::auth::revoked::Blacklist;
 use crate::auth::token::TokenCodec;
 use crate::events::CloudEvent;
 use crate::events::frame::Frame;
-use crate::kafka::history::{self, Fetched, Range};
 use crate::metrics::{Metrics, Transport};
 use crate::replay::window::HTTP_STREAM_PREFIX;
 use crate::replay::{Frontier, Window};
-use crate::subscriptions::{self, ConnId, Index, Subscription};
+use crate::subscriptions::{self, ConnId, Subscription};
 
-/// How long a resuming client may wait for Kafka history (partition assignment plus reading).
-const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+use super::feed::Replaying;
 
-/// Where missed events are read from after a restart: the brokers and the topics consumed now.
+/// How long a resuming client may wait for the partitions its token names to be assigned (right
+/// after a restart, while the consumer starts and reads their recent history back).
+const STREAMS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The topics the event consumer reads (RIG's `KAFKA_SOURCE_TOPICS` plus the EventRoutes'), when
+/// Kafka is configured: a resuming client waits for the partitions its token names.
 #[derive(Debug)]
 pub struct HistorySource {
-    /// Bootstrap servers.
-    pub brokers: String,
-    /// The topics the event consumer reads (RIG's `KAFKA_SOURCE_TOPICS` plus the EventRoutes').
+    /// The topics, as of now.
     pub topics: watch::Receiver<Vec<String>>,
 }
 
@@ -52,7 +53,7 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct Fanout {
     hub: Arc<Hub>,
-    window: Mutex<Window>,
+    window: Arc<Mutex<Window>>,
     tokens: TokenCodec,
     owner: String,
     metrics: Arc<Metrics>,
@@ -61,7 +62,6 @@ pub struct Fanout {
     http_seq: AtomicI64,
     streams_started: watch::Sender<u64>,
     history: Option<HistorySource>,
-    replay_window: usize,
     close_at_token_expiry: bool,
 }
 
@@ -81,7 +81,10 @@ impl Fanout {
                 settings.queue_capacity,
                 metrics.clone(),
             )),
-            window: Mutex::new(Window::new(settings.replay_window, tokens.clone())),
+            window: Arc::new(Mutex::new(Window::new(
+                settings.replay_window,
+                tokens.clone(),
+            ))),
             tokens,
             http_stream: Arc::from(format!(
                 "{HTTP_STREAM_PREFIX}{}.{:08x}",
@@ -94,7 +97,6 @@ impl Fanout {
             http_seq: AtomicI64::new(0),
             streams_started: watch::Sender::new(0),
             history: settings.history,
-            replay_window: settings.replay_window,
             close_at_token_expiry: settings.close_at_token_expiry,
         }
     }
@@ -122,9 +124,7 @@ impl Fanout {
     /// The resume token right after the retained event whose CloudEvent `id` is `id`, if any
     /// (WebSocket and long-polling clients resume with an event id).
     pub fn token_after_event(&self, id: &str) -> Option<String> {
-        self.lock_window()
-            .token_after_event(id)
-            .map(|token| token.to_string())
+        self.lock_window().token_after_event(id)
     }
 
     /// Add connection `id` to `sessions`, refusing beyond `limit` connections per session. A
@@ -199,28 +199,47 @@ impl Fanout {
         // The window lock also orders publication: frames reach every queue in window order, so
         // a replay never reorders what a live client saw.
         let mut window = self.lock_window();
-        let token = window.push(stream, position, event.clone());
-        self.hub.publish(&event, Some(&token))
+        let frame = window.push(stream, position, event.clone());
+        self.hub.publish(&event, &frame)
+    }
+
+    /// Start reading `streams` (newly assigned Kafka partitions), each at the given position,
+    /// with `history`: events read back from before the live start of some of them (after a
+    /// restart), recorded for resuming clients but not delivered live. One step under the
+    /// window's lock, so a resuming client sees either none of it or all of it.
+    pub fn start_streams(
+        &self,
+        streams: &[(Arc<str>, i64)],
+        history: Vec<(Arc<str>, i64, Arc<CloudEvent>)>,
+    ) {
+        let mut window = self.lock_window();
+        for (stream, position) in streams {
+            window.start_stream(stream, *position);
+        }
+        for (stream, position, event) in history {
+            window.push(&stream, position, event);
+        }
+        drop(window);
+        self.streams_started.send_modify(|n| *n += 1);
     }
 
     /// Register a connection with its subscriptions and queue, atomically with respect to event
     /// publication: the greetings (`rig.connection.create`, `rig.subscriptions_set`), then — when
     /// the client resumes with `last_event_id` — `rig.connection.gap` if something may be missing
-    /// and the missed matching events, then live events. Returns the registration and the
-    /// connection token.
+    /// and the missed matching events (pulled from the window as the client reads,
+    /// [`super::feed`]), then live events. Returns the registration and the connection token.
     pub fn register(
         &self,
         transport: Transport,
         subs: &[Subscription],
         last_event_id: Option<&str>,
-        history: Option<&Fetched>,
     ) -> (Registration, String) {
-        // Holding the window lock keeps publishers out until the queue holds the replay.
+        // Holding the window lock keeps publishers out until the connection is in place.
         let window = self.lock_window();
-        let replay = last_event_id
-            .map(|id| window.replay(Frontier::decode_signed(id, &self.tokens).as_ref(), history));
-        let replay_len = replay.as_ref().map_or(0, |r| r.events.len() + 1);
-        let registration = self.hub.register(transport, subs, replay_len);
+        let resumed = last_event_id
+            .map(|id| window.resume(Frontier::decode_signed(id, &self.tokens).as_ref()));
+        let catching_up = resumed.as_ref().is_some_and(|(_, cursor)| cursor.is_some());
+        let mut registration = self.hub.register(transport, subs, !catching_up);
         let token = self.tokens.encode(&self.owner, registration.id);
         let position = window.token();
         let create = CloudEvent::new_rig(
@@ -232,30 +251,28 @@ impl Fanout {
             Frame::new(&create, Some(&position)),
             Frame::new(&set, Some(&position)),
         ];
-        if let Some(replay) = replay {
-            if replay.gap {
+        if let Some((gap, cursor)) = resumed {
+            if gap {
                 self.metrics.replay_misses.fetch_add(1, Ordering::Relaxed);
                 let gap = CloudEvent::new_rig(
-                    "rig.connection.gap",
+                    super::GAP,
                     serde_json::json!({ "last_event_id": last_event_id }),
                 );
                 frames.push(Frame::new(&gap, Some(&position)));
             } else {
                 self.metrics.replay_hits.fetch_add(1, Ordering::Relaxed);
             }
-            let matcher = Index::new(self.hub.extractors());
-            matcher.set(0, subs);
-            let mut hit = Vec::with_capacity(1);
-            for (event, id) in &replay.events {
-                hit.clear();
-                matcher.matching(event, &mut hit);
-                if !hit.is_empty() {
-                    frames.push(Frame::new(event, Some(id)));
-                }
+            if let Some(cursor) = cursor {
+                registration.rx.replay(Replaying {
+                    id: registration.id,
+                    cursor,
+                    window: self.window.clone(),
+                    hub: self.hub.clone(),
+                });
             }
         }
         for frame in frames {
-            // The queue was sized for the greetings and the replay, so this cannot overflow.
+            // A new queue holds at least four items, so the greetings always fit.
             self.hub
                 .send_to(registration.id, Outbound::Frame(Arc::new(frame)));
         }
@@ -293,66 +310,38 @@ impl Fanout {
         self.streams_started.send_modify(|n| *n += 1);
     }
 
-    /// For a client resuming from `last_event_id`: read from Kafka what it missed before the
-    /// replay window (after a restart the window starts empty). `None` when nothing needs reading
-    /// or Kafka is off; failures are logged and yield `None` (the client then gets a gap event).
-    pub async fn kafka_history(&self, last_event_id: Option<&str>) -> Option<Fetched> {
-        let source = self.history.as_ref()?;
-        let from = Frontier::decode_signed(last_event_id?, &self.tokens)?;
-        let wanted: Vec<(Arc<str>, String, i32, i64)> = from
+    /// For a client resuming from `last_event_id`: wait (bounded) until every partition of a
+    /// consumed topic its token names is assigned, so that right after a restart its replay
+    /// includes the history read back and its resume is not reported as a gap for nothing. Returns
+    /// at once when Kafka is off or the token names no such partition.
+    pub async fn await_streams(&self, last_event_id: Option<&str>) {
+        let Some(source) = self.history.as_ref() else {
+            return;
+        };
+        let Some(from) = last_event_id.and_then(|id| Frontier::decode_signed(id, &self.tokens))
+        else {
+            return;
+        };
+        let wanted: Vec<Arc<str>> = from
             .0
-            .iter()
-            .filter(|(stream, _)| !stream.starts_with(HTTP_STREAM_PREFIX))
-            .filter_map(|(stream, next)| {
-                let (topic, partition) = stream.rsplit_once('/')?;
-                let partition = partition.parse().ok()?;
-                // Every topic this process consumes (RIG's and the EventRoutes'), as of now.
-                source
-                    .topics
-                    .borrow()
-                    .iter()
-                    .any(|t| t == topic)
-                    .then(|| (stream.clone(), topic.to_owned(), partition, *next))
+            .keys()
+            .filter(|stream| !stream.starts_with(HTTP_STREAM_PREFIX))
+            .filter(|stream| {
+                stream
+                    .rsplit_once('/')
+                    .is_some_and(|(topic, _)| source.topics.borrow().iter().any(|t| t == topic))
             })
+            .cloned()
             .collect();
         if wanted.is_empty() {
-            return None;
+            return;
         }
-        // Right after a restart the consumer may not have assigned the partitions yet; their
-        // start is where history must end, so wait for it (bounded).
         let mut started = self.streams_started.subscribe();
         let all_started = |_: &u64| {
             let window = self.lock_window();
-            wanted.iter().all(|(s, ..)| window.floor(s).is_some())
+            wanted.iter().all(|s| window.floor(s).is_some())
         };
-        let _ = tokio::time::timeout(HISTORY_TIMEOUT, started.wait_for(all_started)).await;
-        let ranges: Vec<Range> = {
-            let window = self.lock_window();
-            wanted
-                .into_iter()
-                .filter_map(|(stream, topic, partition, from)| {
-                    let to = window.floor(&stream)?;
-                    (from < to).then_some(Range {
-                        stream,
-                        topic,
-                        partition,
-                        from,
-                        to,
-                    })
-                })
-                .collect()
-        };
-        if ranges.is_empty() {
-            return None;
-        }
-        let max = self.replay_window.max(1);
-        match history::fetch(&source.brokers, ranges, max, HISTORY_TIMEOUT).await {
-            Ok(fetched) => Some(fetched),
-            Err(error) => {
-                tracing::warn!(%error, "cannot read Kafka history for a resuming client");
-                None
-            }
-        }
+        let _ = tokio::time::timeout(STREAMS_TIMEOUT, started.wait_for(all_started)).await;
     }
 
     fn lock_window(&self) -> std::sync::MutexGuard<'_, Window> {
@@ -363,8 +352,12 @@ impl Fanout {
 }
 
 impl crate::kafka::consumer::Sink for Fanout {
-    fn start_stream(&self, stream: &Arc<str>, position: i64) {
-        Fanout::start_stream(self, stream, position);
+    fn start_streams(
+        &self,
+        streams: &[(Arc<str>, i64)],
+        history: Vec<(Arc<str>, i64, Arc<CloudEvent>)>,
+    ) {
+        Fanout::start_streams(self, streams, history);
     }
 
     fn publish_at(&self, stream: &Arc<str>, position: i64, event: CloudEvent) {

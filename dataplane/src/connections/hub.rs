@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::connections::expiry::Expiries;
+use crate::connections::feed::Feed;
 use crate::events::CloudEvent;
 use crate::events::frame::Frame;
 use crate::metrics::{Metrics, Transport};
@@ -58,6 +59,9 @@ struct Entry {
     sessions: Box<[Arc<str>]>,
     /// When its JWT expires (`RIG_CLOSE_AT_TOKEN_EXPIRY`); `None`: never (also in `expiries`).
     expires: Option<Instant>,
+    /// Whether published events are queued to it; `false` while it catches up from the replay
+    /// window ([`super::feed`]), which then switches it on under the window's lock.
+    live: bool,
 }
 
 /// A session already holds the configured maximum of connections (`MAX_CONNECTIONS_PER_SESSION`).
@@ -92,8 +96,8 @@ pub struct Hub {
 pub struct Registration {
     /// The connection's id in this process.
     pub id: ConnId,
-    /// The connection's queue.
-    pub rx: mpsc::Receiver<Outbound>,
+    /// The connection's queue (and its replay, while it catches up).
+    pub rx: Feed,
     /// Unregisters on drop.
     pub guard: Guard,
 }
@@ -135,16 +139,16 @@ impl Hub {
         &self.sessions[(self.session_hasher.hash_one(session) as usize) & (SHARDS - 1)]
     }
 
-    /// Register a new connection with its subscriptions; its queue holds the configured capacity
-    /// plus `extra` frames (room for a replay queued at once).
+    /// Register a new connection with its subscriptions; its queue holds the configured capacity.
+    /// A connection that is not `live` gets no published events until [`Self::go_live`].
     pub fn register(
         self: &Arc<Self>,
         transport: Transport,
         subs: &[Subscription],
-        extra: usize,
+        live: bool,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue_capacity + extra);
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
         write(self.shard(id)).insert(
             id,
             Entry {
@@ -152,18 +156,33 @@ impl Hub {
                 transport,
                 sessions: Box::default(),
                 expires: None,
+                live,
             },
         );
         self.index.set(id, subs);
         self.metrics.connection_opened(transport);
         Registration {
             id,
-            rx,
+            rx: Feed::new(rx),
             guard: Guard {
                 hub: self.clone(),
                 id,
             },
         }
+    }
+
+    /// Start queuing published events to connection `id` (it caught up with the replay window;
+    /// the caller holds the window's lock, so no event falls between); `false` when it is gone.
+    pub fn go_live(&self, id: ConnId) -> bool {
+        write(self.shard(id))
+            .get_mut(&id)
+            .map(|entry| entry.live = true)
+            .is_some()
+    }
+
+    /// Whether `event` matches the subscriptions of connection `id`.
+    pub fn matches(&self, id: ConnId, event: &CloudEvent) -> bool {
+        self.index.matches(id, event)
     }
 
     /// Replace the subscriptions of connection `id`; `false` when it is not (or no longer) here.
@@ -306,20 +325,19 @@ impl Hub {
         read(&self.extractors).clone()
     }
 
-    /// Forward `event` to every matching connection. `id` is the resume token written on the SSE
-    /// frame. Returns the number of connections the frame was queued to.
-    pub fn publish(&self, event: &CloudEvent, id: Option<&str>) -> usize {
+    /// Forward `event`, encoded once as `frame`, to every matching live connection. Returns the
+    /// number of connections the frame was queued to.
+    pub fn publish(&self, event: &CloudEvent, frame: &Arc<Frame>) -> usize {
         let mut matches = Vec::new();
         self.index.matching(event, &mut matches);
         if matches.is_empty() {
             return 0;
         }
-        let frame = Arc::new(Frame::new(event, id));
         let mut delivered = 0;
         let mut overflowed = Vec::new();
         for id in matches {
             let shard = read(self.shard(id));
-            let Some(entry) = shard.get(&id) else {
+            let Some(entry) = shard.get(&id).filter(|e| e.live) else {
                 continue;
             };
             match entry.tx.try_send(Outbound::Frame(frame.clone())) {
@@ -461,9 +479,9 @@ mod tests {
     #[tokio::test]
     async fn killing_a_session_closes_exactly_its_connections() {
         let hub = hub();
-        let mut x1 = hub.register(Transport::Sse, &[], 0);
-        let mut x2 = hub.register(Transport::Ws, &[], 0);
-        let mut y = hub.register(Transport::Sse, &[], 0);
+        let mut x1 = hub.register(Transport::Sse, &[], true);
+        let mut x2 = hub.register(Transport::Ws, &[], true);
+        let mut y = hub.register(Transport::Sse, &[], true);
         assert_eq!(hub.join_sessions(x1.id, &[s("x")], None), Ok(true));
         assert_eq!(hub.join_sessions(x2.id, &[s("x"), s("x")], None), Ok(true));
         assert_eq!(hub.join_sessions(y.id, &[s("y")], None), Ok(true));
@@ -493,7 +511,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_in_two_sessions_dies_with_either_and_leaves_both_indexes() {
         let hub = hub();
-        let a = hub.register(Transport::Sse, &[], 0);
+        let a = hub.register(Transport::Sse, &[], true);
         assert_eq!(hub.join_sessions(a.id, &[s("x")], None), Ok(true));
         // A subscription update with another session's token joins it as well.
         assert_eq!(hub.join_sessions(a.id, &[s("y")], None), Ok(true));
@@ -511,7 +529,7 @@ mod tests {
     #[tokio::test]
     async fn unregistering_leaves_the_session_index_and_unknown_connections_join_nothing() {
         let hub = hub();
-        let a = hub.register(Transport::LongPolling, &[], 0);
+        let a = hub.register(Transport::LongPolling, &[], true);
         let id = a.id;
         assert_eq!(hub.join_sessions(id, &[s("x")], None), Ok(true));
         drop(a);
@@ -523,9 +541,9 @@ mod tests {
     #[tokio::test]
     async fn the_per_session_limit_refuses_beyond_it_and_frees_up_on_close() {
         let hub = hub();
-        let a = hub.register(Transport::Sse, &[], 0);
-        let b = hub.register(Transport::Sse, &[], 0);
-        let c = hub.register(Transport::Sse, &[], 0);
+        let a = hub.register(Transport::Sse, &[], true);
+        let b = hub.register(Transport::Sse, &[], true);
+        let c = hub.register(Transport::Sse, &[], true);
         assert_eq!(hub.join_sessions(a.id, &[s("x")], Some(2)), Ok(true));
         assert_eq!(hub.join_sessions(b.id, &[s("x")], Some(2)), Ok(true));
         let refused = hub

@@ -7,6 +7,7 @@ pub mod body;
 pub mod context;
 pub mod expiry;
 pub mod fanout;
+pub mod feed;
 pub mod hub;
 pub mod limit;
 pub mod longpolling;
@@ -20,3 +21,6 @@ pub mod ws;
 /// clients receive it (then the connection ends); WebSocket clients get close 1000
 /// `Session killed.` instead.
 pub const SESSION_KILLED: &str = "rig.session_killed";
+/// The event a resuming client gets first when some of what it missed is not here (evicted from
+/// the replay window, or its token is not understood): it should refetch its state.
+pub const GAP: &str = "rig.connection.gap";

@@ -21,7 +21,6 @@ use http::{HeaderValue, StatusCode};
 use super::context::Connections;
 use super::hub::Registration;
 use crate::auth::check::ExternalRequest;
-use crate::kafka::history::Fetched;
 use crate::metrics::Transport;
 use crate::subscriptions::{self, Subscription};
 
@@ -94,12 +93,10 @@ pub async fn open(
     params: &ConnectParams,
 ) -> Result<Opened, Refused> {
     let (subs, session, exp) = check(conns, params).await?;
-    admit(conns, transport, params, &subs, (session, exp), None).map(|(registration, token)| {
-        Opened {
-            registration,
-            token,
-            subscriptions: subs,
-        }
+    admit(conns, transport, params, &subs, (session, exp)).map(|(registration, token)| Opened {
+        registration,
+        token,
+        subscriptions: subs,
     })
 }
 
@@ -111,19 +108,11 @@ pub async fn open_resumed(
     params: &ConnectParams,
 ) -> Result<Opened, Refused> {
     let (subs, session, exp) = check(conns, params).await?;
-    let history = conns
+    conns
         .fanout
-        .kafka_history(params.last_event_id.as_deref())
+        .await_streams(params.last_event_id.as_deref())
         .await;
-    admit(
-        conns,
-        transport,
-        params,
-        &subs,
-        (session, exp),
-        history.as_ref(),
-    )
-    .map(|(registration, token)| Opened {
+    admit(conns, transport, params, &subs, (session, exp)).map(|(registration, token)| Opened {
         registration,
         token,
         subscriptions: subs,
@@ -214,7 +203,6 @@ fn admit(
     params: &ConnectParams,
     subs: &[Subscription],
     (session, exp): (Option<Arc<str>>, Option<u64>),
-    history: Option<&Fetched>,
 ) -> Result<(Registration, String), Refused> {
     if !conns.connection_limiter.try_acquire() {
         return Err(Refused {
@@ -225,7 +213,7 @@ fn admit(
     let (registration, token) =
         conns
             .fanout
-            .register(transport, subs, params.last_event_id.as_deref(), history);
+            .register(transport, subs, params.last_event_id.as_deref());
     if let Some(session) = session {
         let limit = conns.settings.max_connections_per_session;
         if let Err(full) = conns

@@ -34,11 +34,11 @@ use bytes::Bytes;
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use super::batch::{BATCH_BYTES, BATCH_FRAMES, with_timeout, write_slices};
 use super::body::Encoding;
 use super::context::Connections;
+use super::feed::Feed;
 use super::hub::{Outbound, Registration};
 use super::open::{self, ConnectParams};
 use super::sse::SseEncoding;
@@ -340,7 +340,7 @@ where
 }
 
 /// `first` and everything already queued behind it (bounded); `true` when a close ends the stream.
-fn collect(first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> (Batch, bool) {
+fn collect(first: Outbound, rx: &mut Feed) -> (Batch, bool) {
     let mut batch = Batch::default();
     let mut next = Some(first);
     while let Some(item) = next.take() {
@@ -555,7 +555,8 @@ mod tests {
 
     #[tokio::test]
     async fn batches_are_written_as_one_chunk_and_the_stream_ends_with_the_last_chunk() {
-        let (tx, mut rx) = mpsc::channel(8);
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let mut rx = Feed::new(rx);
         tx.try_send(Outbound::Heartbeat).expect("queued");
         tx.try_send(Outbound::Close(None)).expect("queued");
         let first = rx.try_recv().expect("item");

@@ -51,11 +51,11 @@ use hyper::Request;
 use hyper::body::Incoming as IncomingBody;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 use self::codec::{HandshakeError, Head, Incoming, Reader, close_code, opcode};
 use super::batch::{BATCH_BYTES, BATCH_FRAMES, with_timeout, write_slices};
 use super::context::Connections;
+use super::feed::Feed;
 use super::hub::{Outbound, Registration};
 use super::open::{self, ConnectParams, Refused};
 use crate::http::{Body, full, text};
@@ -264,11 +264,7 @@ where
 
     /// Write `first` and everything already queued behind it in one write; `Some` when a close
     /// was queued (the frames before it are written first).
-    async fn send_batch(
-        &mut self,
-        first: Outbound,
-        rx: &mut mpsc::Receiver<Outbound>,
-    ) -> io::Result<Option<Closing>> {
+    async fn send_batch(&mut self, first: Outbound, rx: &mut Feed) -> io::Result<Option<Closing>> {
         let mut batch = Batch::default();
         let mut closing = None;
         let mut next = Some(first);
@@ -444,7 +440,7 @@ mod tests {
 
     /// A served connection over an in-memory stream: the hub, the connection id, the client end.
     fn serve_one(hub: &Arc<Hub>) -> (u64, DuplexStream, tokio::task::JoinHandle<()>) {
-        let registration = hub.register(Transport::Ws, &[], 0);
+        let registration = hub.register(Transport::Ws, &[], true);
         let id = registration.id;
         let (client, server) = tokio::io::duplex(64 * 1024);
         let task = tokio::spawn(run(server, Ok(registration)));
@@ -613,7 +609,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_that_reads_nothing_is_dropped_after_the_write_timeout() {
         let hub = hub();
-        let registration = hub.register(Transport::Ws, &[], 0);
+        let registration = hub.register(Transport::Ws, &[], true);
         let id = registration.id;
         // A tiny pipe the client never reads: the first big frame cannot be written.
         let (_client, server) = tokio::io::duplex(16);

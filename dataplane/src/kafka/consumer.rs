@@ -16,12 +16,15 @@ use rdkafka::message::{Headers, Message};
 use tokio::sync::watch;
 
 use super::every_partition::EveryPartition;
+use super::history::{self, Fetched, Range};
 use crate::events::{self, CloudEvent};
 use crate::metrics::Metrics;
 use crate::support::supervise::TaskHealth;
 
 /// How often partition metadata is re-read (new topics, added partitions).
 const METADATA_REFRESH: Duration = Duration::from_secs(5);
+/// How long reading back a topic's recent history may take at its first look.
+const HISTORY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors that stop the consumer from starting.
 #[derive(Debug, thiserror::Error)]
@@ -33,20 +36,30 @@ pub enum Error {
 
 /// Where consumed events go: the fan-out (implemented there; this module does not know it).
 pub trait Sink: Send + Sync + 'static {
-    /// This process starts reading `stream` (a newly assigned partition) at `position`.
-    fn start_stream(&self, stream: &Arc<str>, position: i64);
+    /// This process starts reading `streams` (newly assigned partitions), each from the given
+    /// position; `history` holds the events of the positions before their live start that were
+    /// read back (for resuming clients, not to be delivered live).
+    fn start_streams(
+        &self,
+        streams: &[(Arc<str>, i64)],
+        history: Vec<(Arc<str>, i64, Arc<CloudEvent>)>,
+    );
     /// An event read at `position` of `stream`.
     fn publish_at(&self, stream: &Arc<str>, position: i64, event: CloudEvent);
 }
 
 /// Consume the topics named by `topics` (which may change at run time) from `brokers` and publish
-/// every event to the hub, until `shutdown`. `health` follows the broker (see
-/// [`super::every_partition`]); the caller supervises this task (restarts it when it fails).
+/// every event to the hub, until `shutdown`. At the first look at a topic, up to `history` of its
+/// latest events (split evenly over its partitions) are read back for resuming clients. `health`
+/// follows the broker (see [`super::every_partition`]); the caller supervises this task
+/// (restarts it when it fails).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     sink: Arc<dyn Sink>,
     metrics: Arc<Metrics>,
     owner: String,
     brokers: String,
+    history: usize,
     mut topics: watch::Receiver<Vec<String>>,
     mut shutdown: watch::Receiver<bool>,
     health: Arc<TaskHealth>,
@@ -62,12 +75,18 @@ pub async fn run(
     // A restarted consumer starts over: no partition is assigned to it yet.
     metrics.assigned_partitions.store(0, Ordering::Relaxed);
     let mut streams = Streams::default();
+    let assign = Assign {
+        sink: &*sink,
+        metrics: &metrics,
+        brokers: &brokers,
+        history,
+    };
     let mut refresh = tokio::time::interval(METADATA_REFRESH);
     loop {
         tokio::select! {
             _ = refresh.tick() => {
                 let current = topics.borrow().clone();
-                assign_new_partitions(&*sink, &metrics, &mut reader, &current, &mut streams).await;
+                assign.new_partitions(&mut reader, &current, &mut streams).await;
                 report_lag(&metrics, reader.consumer()).await;
             }
             changed = topics.changed() => {
@@ -87,7 +106,7 @@ pub async fn run(
                     .filter(|t| !reader.has_topic(t))
                     .cloned()
                     .collect();
-                assign_new_partitions(&*sink, &metrics, &mut reader, &added, &mut streams).await;
+                assign.new_partitions(&mut reader, &added, &mut streams).await;
             }
             message = reader.consumer().recv() => match message {
                 Ok(message) => handle(&*sink, &metrics, &mut streams, &message),
@@ -150,19 +169,84 @@ async fn report_lag(metrics: &Metrics, consumer: &Arc<StreamConsumer>) {
     }
 }
 
-/// Add partitions that appeared since the last look, starting at their end (the replay floor of
-/// each stream).
-async fn assign_new_partitions(
-    sink: &dyn Sink,
-    metrics: &Metrics,
-    reader: &mut EveryPartition,
-    topics: &[String],
-    streams: &mut Streams,
-) {
-    for a in reader.assign_new(topics).await {
-        sink.start_stream(&streams.get(&a.topic, a.partition), a.start);
-        tracing::info!(topic = %a.topic, partition = a.partition, offset = a.start, "assigned");
-        metrics.assigned_partitions.fetch_add(1, Ordering::Relaxed);
+/// What assigning partitions needs.
+struct Assign<'a> {
+    sink: &'a dyn Sink,
+    metrics: &'a Metrics,
+    brokers: &'a str,
+    history: usize,
+}
+
+impl Assign<'_> {
+    /// Add partitions that appeared since the last look. Those found at the first look at their
+    /// topic start at their end, and their latest events (`history` in all, split evenly) are
+    /// read back first, so a client resuming after a restart gets what it missed from the replay
+    /// window: one bounded read per process, never one per client. A partition whose history
+    /// cannot be read in time starts at its end (its resumes are gaps).
+    async fn new_partitions(
+        &self,
+        reader: &mut EveryPartition,
+        topics: &[String],
+        streams: &mut Streams,
+    ) {
+        let assigned = reader.assign_new(topics).await;
+        if assigned.is_empty() {
+            return;
+        }
+        let first_look = assigned.iter().filter(|a| a.first_look).count();
+        let per_partition = i64::try_from(self.history / first_look.max(1)).unwrap_or(i64::MAX);
+        let ranges: Vec<Range> = assigned
+            .iter()
+            .filter(|a| a.first_look && a.start > a.low && per_partition > 0)
+            .map(|a| Range {
+                stream: streams.get(&a.topic, a.partition),
+                topic: a.topic.clone(),
+                partition: a.partition,
+                from: a.low.max(a.start.saturating_sub(per_partition)),
+                to: a.start,
+            })
+            .collect();
+        let mut read = Fetched::default();
+        if !ranges.is_empty() {
+            match history::fetch(self.brokers, ranges.clone(), self.history, HISTORY_TIMEOUT).await
+            {
+                Ok(fetched) => read = fetched,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read back recent history: resumes from before this start are gaps");
+                }
+            }
+            if read.invalid > 0 {
+                self.metrics
+                    .consumed_events_failed
+                    .fetch_add(read.invalid, Ordering::Relaxed);
+            }
+        }
+        let mut starts = Vec::with_capacity(assigned.len());
+        for a in &assigned {
+            let stream = streams.get(&a.topic, a.partition);
+            let from = ranges
+                .iter()
+                .find(|r| r.stream == stream && read.covered.contains_key(&stream))
+                .map_or(a.start, |r| r.from);
+            tracing::info!(
+                topic = %a.topic,
+                partition = a.partition,
+                offset = a.start,
+                history_from = from,
+                "assigned"
+            );
+            starts.push((stream, from));
+        }
+        // Only wholly read ranges: a partial one would claim positions it does not hold.
+        let history = read
+            .events
+            .into_iter()
+            .filter(|(stream, ..)| read.covered.contains_key(stream))
+            .collect();
+        self.sink.start_streams(&starts, history);
+        self.metrics
+            .assigned_partitions
+            .fetch_add(assigned.len() as u64, Ordering::Relaxed);
     }
 }
 

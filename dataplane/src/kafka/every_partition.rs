@@ -36,8 +36,14 @@ pub struct Assigned {
     pub topic: String,
     /// The partition.
     pub partition: i32,
-    /// The end offset when it was assigned: where this process starts reading.
+    /// Where this process starts reading: the end offset when it was assigned, or the beginning
+    /// for a partition that appeared after the first look at its topic.
     pub start: i64,
+    /// The first offset Kafka still holds when it was assigned.
+    pub low: i64,
+    /// Whether it was found at the first look at its topic (so it starts at its end, and what
+    /// precedes `start` is history).
+    pub first_look: bool,
 }
 
 /// A consumer reading every partition of its topics (module docs).
@@ -141,15 +147,16 @@ impl EveryPartition {
         let new: Vec<Assigned> = found
             .into_iter()
             .filter(|(t, p, _, _)| !self.assigned.contains(&(t.clone(), *p)))
-            .map(|(topic, partition, low, high)| Assigned {
+            .map(|(topic, partition, low, high)| {
                 // Seen before without this partition: it is newer than our first look.
-                start: if self.looked.contains(&topic) {
-                    low
-                } else {
-                    high
-                },
-                topic,
-                partition,
+                let first_look = !self.looked.contains(&topic);
+                Assigned {
+                    start: if first_look { high } else { low },
+                    low,
+                    first_look,
+                    topic,
+                    partition,
+                }
             })
             .collect();
         self.looked.extend(looked);

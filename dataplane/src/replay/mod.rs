@@ -16,4 +16,4 @@ pub mod token;
 pub mod window;
 
 pub use token::Frontier;
-pub use window::{Replay, Window};
+pub use window::{Cursor, Window};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::token::Frontier;
 use crate::auth::TokenCodec;
 use crate::events::CloudEvent;
-use crate::kafka::history::Fetched;
+use crate::events::frame::Frame;
 
 /// Streams of HTTP-published events start with this prefix, followed by the process's name and a
 /// random run id: they are local to one run of one process, so a token naming another process's
@@ -17,17 +17,11 @@ pub const HTTP_STREAM_PREFIX: &str = "_http@";
 struct Entry {
     stream: Arc<str>,
     position: i64,
+    /// For matching a resuming client's subscriptions.
     event: Arc<CloudEvent>,
-    token: Arc<str>,
-}
-
-/// What a reconnecting client gets from the window.
-#[derive(Debug, Default)]
-pub struct Replay {
-    /// Events past the client's frontier may be missing: send `rig.connection.gap` first.
-    pub gap: bool,
-    /// The retained events past the client's frontier, in forwarding order, with their tokens.
-    pub events: Vec<(Arc<CloudEvent>, Arc<str>)>,
+    /// The frame live clients got (its SSE `id:` is the token after this entry), shared with
+    /// every client it is replayed to.
+    frame: Arc<Frame>,
 }
 
 /// A bounded, in-order record of forwarded events.
@@ -35,12 +29,32 @@ pub struct Replay {
 pub struct Window {
     capacity: usize,
     entries: VecDeque<Entry>,
+    /// The sequence number of `entries[0]` (every entry ever pushed has the next number).
+    first_seq: u64,
+    /// The frontier after the newest entry.
     frontier: Frontier,
+    /// The frontier before the oldest retained entry.
+    base: Frontier,
     /// Per stream, the first position the window can still vouch for: positions below it were
     /// either evicted or never seen by this process.
     floor: BTreeMap<Arc<str>, i64>,
     /// Signs the tokens handed to clients.
     key: TokenCodec,
+}
+
+/// Where a resuming client is in the window, and what it has seen: O(streams), whatever the
+/// window holds (the events themselves are never copied for it).
+#[derive(Debug)]
+pub struct Cursor {
+    /// The sequence number of the next entry to look at.
+    next: u64,
+    /// The client's frontier: its token, advanced past every entry looked at.
+    client: Frontier,
+    /// The window's frontier just before entry `next`.
+    walked: Frontier,
+    /// `walked` is at or past `client` on every stream the window knows: from here on, each
+    /// entry's own token (the shared frame) is right for this client too.
+    dominated: bool,
 }
 
 impl Window {
@@ -51,31 +65,42 @@ impl Window {
             key,
             capacity,
             entries: VecDeque::with_capacity(capacity.min(65_536)),
+            first_seq: 0,
             frontier: Frontier::default(),
+            base: Frontier::default(),
             floor: BTreeMap::new(),
         }
     }
 
     /// Declare that this process sees `stream` from `position` on (e.g. where a Kafka partition
-    /// was assigned). Without it the first event seen on a stream sets the floor.
+    /// was assigned, or where its history read back after a restart starts). Without it the
+    /// first event seen on a stream sets the floor.
     pub fn start_stream(&mut self, stream: &Arc<str>, position: i64) {
         self.floor.entry(stream.clone()).or_insert(position);
         self.frontier.0.entry(stream.clone()).or_insert(position);
+        self.base.0.entry(stream.clone()).or_insert(position);
     }
 
-    /// Record a forwarded event; returns its resume token (the frontier after it).
-    pub fn push(&mut self, stream: &Arc<str>, position: i64, event: Arc<CloudEvent>) -> Arc<str> {
+    /// Record a forwarded event; returns its frame, encoded once with its resume token (the
+    /// frontier after it), to send to live clients and to replay later.
+    pub fn push(&mut self, stream: &Arc<str>, position: i64, event: Arc<CloudEvent>) -> Arc<Frame> {
         self.floor.entry(stream.clone()).or_insert(position);
+        self.base.0.entry(stream.clone()).or_insert(position);
         self.frontier.advance(stream, position);
-        let token: Arc<str> = Arc::from(self.frontier.encode_signed(&self.key));
+        let token = self.frontier.encode_signed(&self.key);
+        let frame = Arc::new(Frame::new(&event, Some(&token)));
         if self.capacity == 0 {
             self.floor
                 .insert(stream.clone(), position.saturating_add(1));
-            return token;
+            self.base.advance(stream, position);
+            self.first_seq += 1;
+            return frame;
         }
         if self.entries.len() == self.capacity
             && let Some(old) = self.entries.pop_front()
         {
+            self.first_seq += 1;
+            self.base.advance(&old.stream, old.position);
             self.floor
                 .insert(old.stream, old.position.saturating_add(1));
         }
@@ -83,9 +108,9 @@ impl Window {
             stream: stream.clone(),
             position,
             event,
-            token: token.clone(),
+            frame: frame.clone(),
         });
-        token
+        frame
     }
 
     /// The current frontier as a token (for greeting events of a new connection).
@@ -98,49 +123,109 @@ impl Window {
         self.floor.get(stream).copied()
     }
 
-    /// What a client whose last token was `from` missed (`None`: the token is not understood).
-    /// `history` holds what was read from Kafka for positions older than the window: it is
-    /// replayed first, and the streams it covers count as served up to its end.
-    pub fn replay(&self, from: Option<&Frontier>, history: Option<&Fetched>) -> Replay {
+    /// A client resumes from `from` (`None`: a token that is not understood). Returns whether
+    /// something it missed is not here (send `rig.connection.gap` first), and the cursor to
+    /// [`pull`](Self::pull) the retained events past its frontier with (none for a token that is
+    /// not understood).
+    pub fn resume(&self, from: Option<&Frontier>) -> (bool, Option<Cursor>) {
         let Some(from) = from else {
-            return Replay {
-                gap: true,
-                events: Vec::new(),
-            };
+            return (true, None);
         };
-        let gap = from.0.iter().any(|(stream, next)| {
-            let next = match history.and_then(|h| h.covered.get(stream)) {
-                Some(end) => (*next).max(*end),
-                None => *next,
-            };
-            match self.floor.get(stream) {
-                Some(floor) => next < *floor,
+        let gap = from
+            .0
+            .iter()
+            .any(|(stream, next)| match self.floor.get(stream) {
+                Some(floor) => next < floor,
                 // A stream this process never saw (a Kafka partition it does not read, another
                 // process's or a previous run's HTTP events): whatever the client missed is not here.
                 None => true,
+            });
+        let mut cursor = Cursor {
+            next: self.first_seq,
+            client: from.clone(),
+            walked: self.base.clone(),
+            dominated: false,
+        };
+        cursor.dominated = self.dominates(&cursor.walked, &cursor.client);
+        (gap, Some(cursor))
+    }
+
+    /// Move `cursor` on: push to `out` the frames of up to `max` entries past the client's
+    /// frontier that `wanted` accepts (its subscriptions), in forwarding order, looking at a
+    /// bounded number of entries per call (the caller holds the window's lock). Entries evicted
+    /// before the client got to them become one `rig.connection.gap` frame. Returns `true` when
+    /// the cursor has reached the newest entry.
+    pub fn pull(
+        &self,
+        cursor: &mut Cursor,
+        mut wanted: impl FnMut(&CloudEvent) -> bool,
+        out: &mut Vec<Arc<Frame>>,
+        max: usize,
+    ) -> bool {
+        if cursor.next < self.first_seq {
+            // The client read too slowly: what it had not reached yet was evicted.
+            merge(&mut cursor.walked, &self.base);
+            merge(&mut cursor.client, &self.base);
+            cursor.next = self.first_seq;
+            let gap = CloudEvent::new_rig(
+                crate::connections::GAP,
+                serde_json::json!({ "reason": "evicted before it was replayed" }),
+            );
+            out.push(Arc::new(Frame::new(
+                &gap,
+                Some(&cursor.client.encode_signed(&self.key)),
+            )));
+        }
+        let mut looked = 0;
+        while out.len() < max && looked < MAX_LOOKED_PER_PULL {
+            let Some(entry) = usize::try_from(cursor.next - self.first_seq)
+                .ok()
+                .and_then(|i| self.entries.get(i))
+            else {
+                return true;
+            };
+            cursor.next += 1;
+            looked += 1;
+            cursor.walked.advance(&entry.stream, entry.position);
+            let new = cursor
+                .client
+                .next(&entry.stream)
+                // A stream the client never heard of (a partition that appeared later, HTTP
+                // events published while it was connected elsewhere): every event of it is new.
+                .is_none_or(|next| entry.position >= next);
+            if !new {
+                continue;
             }
-        });
-        let mut events = Vec::new();
-        if let Some(history) = history {
-            let mut frontier = from.clone();
-            for (stream, position, event) in &history.events {
-                frontier.advance(stream, *position);
-                events.push((event.clone(), Arc::from(frontier.encode_signed(&self.key))));
+            if !cursor.dominated {
+                cursor.dominated = self.dominates(&cursor.walked, &cursor.client);
+            }
+            cursor.client.advance(&entry.stream, entry.position);
+            if !wanted(&entry.event) {
+                continue;
+            }
+            if cursor.dominated {
+                out.push(entry.frame.clone());
+            } else {
+                // The client is ahead of this process on some stream (its token came from
+                // another pod or an earlier run): its own token, so it never goes back.
+                let mut token = cursor.client.clone();
+                merge(&mut token, &cursor.walked);
+                out.push(Arc::new(Frame::new(
+                    &entry.event,
+                    Some(&token.encode_signed(&self.key)),
+                )));
             }
         }
-        let live = self
-            .entries
+        usize::try_from(cursor.next - self.first_seq).is_ok_and(|i| i >= self.entries.len())
+    }
+
+    /// Whether `walked` is at or past `client` on every stream this window knows.
+    fn dominates(&self, walked: &Frontier, client: &Frontier) -> bool {
+        client
+            .0
             .iter()
-            .filter(|e| match from.next(&e.stream) {
-                Some(next) => e.position >= next,
-                // Streams the client never heard of (a Kafka partition that appeared later, HTTP
-                // events of this run published before its token named them or while it was
-                // connected elsewhere): every retained event of them is new to it.
-                None => true,
-            })
-            .map(|e| (e.event.clone(), e.token.clone()));
-        events.extend(live);
-        Replay { gap, events }
+            .filter(|(stream, _)| self.floor.contains_key(*stream))
+            .all(|(stream, next)| walked.next(stream).is_some_and(|w| w >= *next))
     }
 
     /// Events retained.
@@ -156,11 +241,22 @@ impl Window {
     /// The resume token after the oldest retained event whose CloudEvent `id` is `event_id`, for
     /// clients that know event ids but not tokens (WebSocket). The oldest, so that a reused id
     /// replays more rather than less. `None` when no retained event has that id.
-    pub fn token_after_event(&self, event_id: &str) -> Option<Arc<str>> {
+    pub fn token_after_event(&self, event_id: &str) -> Option<String> {
         self.entries
             .iter()
             .find(|e| e.event.id == event_id)
-            .map(|e| e.token.clone())
+            .and_then(|e| e.frame.resume_token().map(str::to_owned))
+    }
+}
+
+/// Entries one [`Window::pull`] looks at, at most (bounds the time the window's lock is held for
+/// a client whose subscriptions match little).
+const MAX_LOOKED_PER_PULL: usize = 4096;
+
+/// Raise `into` to `other` on every stream.
+fn merge(into: &mut Frontier, other: &Frontier) {
+    for (stream, next) in &other.0 {
+        into.advance(stream, next - 1);
     }
 }
 
@@ -186,12 +282,37 @@ mod tests {
         Arc::new(CloudEvent::new_rig("t", serde_json::json!({ "n": n })))
     }
 
-    fn numbers(replay: &Replay) -> Vec<i64> {
-        replay
-            .events
+    fn token_of(frame: &Frame) -> String {
+        frame.resume_token().expect("token").to_owned()
+    }
+
+    /// Resume from `from`, pulling everything in batches of `batch`: the gap flag and the
+    /// frames (`n` of each, or -1 for a gap frame).
+    fn replay(w: &Window, from: Option<&Frontier>, batch: usize) -> (bool, Vec<(i64, String)>) {
+        let (gap, cursor) = w.resume(from);
+        let mut frames = Vec::new();
+        if let Some(mut cursor) = cursor {
+            loop {
+                let mut out = Vec::new();
+                let done = w.pull(&mut cursor, |_| true, &mut out, batch);
+                frames.extend(out);
+                if done {
+                    break;
+                }
+            }
+        }
+        let numbers = frames
             .iter()
-            .map(|(e, _)| e.value["data"]["n"].as_i64().expect("n"))
-            .collect()
+            .map(|f| {
+                let v: serde_json::Value = serde_json::from_slice(&f.json).expect("json");
+                (v["data"]["n"].as_i64().unwrap_or(-1), token_of(f))
+            })
+            .collect();
+        (gap, numbers)
+    }
+
+    fn numbers(frames: &[(i64, String)]) -> Vec<i64> {
+        frames.iter().map(|(n, _)| *n).collect()
     }
 
     #[test]
@@ -200,7 +321,7 @@ mod tests {
         let mut w = Window::new_for_test(10);
         let first = event(1);
         let id = first.id.clone();
-        let after_first = w.push(&p, 0, first.clone());
+        let after_first = token_of(&w.push(&p, 0, first.clone()));
         w.push(&p, 1, event(2));
         // The same id again (a producer retry): the older occurrence wins.
         w.push(&p, 2, first);
@@ -209,25 +330,55 @@ mod tests {
     }
 
     #[test]
-    fn replays_exactly_what_follows_the_token_in_order() {
+    fn replays_exactly_what_follows_the_token_in_order_sharing_the_live_frames() {
         let p0: Arc<str> = Arc::from("t/0");
         let p1: Arc<str> = Arc::from("t/1");
         let mut w = Window::new_for_test(100);
         w.start_stream(&p0, 0);
         w.start_stream(&p1, 0);
-        let mut tokens = Vec::new();
+        let mut frames = Vec::new();
         for n in 0..10 {
             let stream = if n % 2 == 0 { &p0 } else { &p1 };
-            tokens.push(w.push(stream, n / 2, event(n)));
+            frames.push(w.push(stream, n / 2, event(n)));
         }
-        let from = decode(&tokens[3]).expect("token");
-        let replay = w.replay(Some(&from), None);
-        assert!(!replay.gap);
-        assert_eq!(numbers(&replay), vec![4, 5, 6, 7, 8, 9]);
+        let from = decode(&token_of(&frames[3])).expect("token");
+        for batch in [1, 2, 100] {
+            let (gap, got) = replay(&w, Some(&from), batch);
+            assert!(!gap);
+            assert_eq!(numbers(&got), vec![4, 5, 6, 7, 8, 9], "batch {batch}");
+        }
+        // The frames are the live ones, not copies.
+        let (_, mut cursor) = w.resume(Some(&from));
+        let mut out = Vec::new();
+        w.pull(cursor.as_mut().expect("cursor"), |_| true, &mut out, 100);
+        assert!(Arc::ptr_eq(&out[0], &frames[4]));
         // The last token: nothing missed.
-        let last = decode(&tokens[9]).expect("token");
-        let replay = w.replay(Some(&last), None);
-        assert!(!replay.gap && replay.events.is_empty());
+        let last = decode(&token_of(&frames[9])).expect("token");
+        let (gap, got) = replay(&w, Some(&last), 10);
+        assert!(!gap && got.is_empty());
+    }
+
+    #[test]
+    fn only_wanted_events_are_replayed_and_the_walk_per_pull_is_bounded() {
+        let p: Arc<str> = Arc::from("t/0");
+        let mut w = Window::new_for_test(10_000);
+        w.start_stream(&p, 0);
+        let first = w.push(&p, 0, event(0));
+        for n in 1..10_000 {
+            w.push(&p, n, event(n));
+        }
+        let from = decode(&token_of(&first)).expect("token");
+        let (_, cursor) = w.resume(Some(&from));
+        let mut cursor = cursor.expect("cursor");
+        let mut out = Vec::new();
+        let want = |e: &CloudEvent| e.value["data"]["n"].as_i64() == Some(9_999);
+        let mut pulls = 0;
+        while !w.pull(&mut cursor, want, &mut out, 32) {
+            pulls += 1;
+            assert!(out.is_empty(), "nothing wanted before the last");
+        }
+        assert!(pulls >= 2, "one pull does not walk the whole window");
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
@@ -235,57 +386,101 @@ mod tests {
         let p: Arc<str> = Arc::from("t/0");
         let mut w = Window::new_for_test(3);
         w.start_stream(&p, 0);
-        let tokens: Vec<_> = (0..6).map(|n| w.push(&p, n, event(n))).collect();
+        let tokens: Vec<_> = (0..6).map(|n| token_of(&w.push(&p, n, event(n)))).collect();
         let from = decode(&tokens[0]).expect("token");
-        let replay = w.replay(Some(&from), None);
-        assert!(replay.gap, "events 1 and 2 were evicted");
-        assert_eq!(numbers(&replay), vec![3, 4, 5]);
+        let (gap, got) = replay(&w, Some(&from), 10);
+        assert!(gap, "events 1 and 2 were evicted");
+        assert_eq!(numbers(&got), vec![3, 4, 5]);
         let from = decode(&tokens[2]).expect("token");
-        let replay = w.replay(Some(&from), None);
-        assert!(!replay.gap, "3.. are all retained");
-        assert_eq!(numbers(&replay), vec![3, 4, 5]);
+        let (gap, got) = replay(&w, Some(&from), 10);
+        assert!(!gap, "3.. are all retained");
+        assert_eq!(numbers(&got), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn entries_evicted_while_a_slow_client_replays_become_one_gap_frame() {
+        let p: Arc<str> = Arc::from("t/0");
+        let mut w = Window::new_for_test(4);
+        w.start_stream(&p, 0);
+        let first = w.push(&p, 0, event(0));
+        for n in 1..4 {
+            w.push(&p, n, event(n));
+        }
+        let from = decode(&token_of(&first)).expect("token");
+        let (gap, cursor) = w.resume(Some(&from));
+        assert!(!gap);
+        let mut cursor = cursor.expect("cursor");
+        let mut out = Vec::new();
+        assert!(!w.pull(&mut cursor, |_| true, &mut out, 1));
+        assert_eq!(out.len(), 1, "event 1");
+        // Four more events evict 1..=3 and 4 before the client comes back.
+        for n in 4..8 {
+            w.push(&p, n, event(n));
+        }
+        let mut out = Vec::new();
+        assert!(w.pull(&mut cursor, |_| true, &mut out, 10));
+        let types: Vec<&str> = out.iter().map(|f| f.event_type.as_str()).collect();
+        assert_eq!(types, vec![crate::connections::GAP, "t", "t", "t", "t"]);
+        assert_eq!(
+            decode(&token_of(out.last().expect("frame"))),
+            decode(&w.token())
+        );
+    }
+
+    #[test]
+    fn a_client_ahead_of_this_process_gets_tokens_that_never_go_back() {
+        // The token came from another pod (or an earlier run) that was further on stream b.
+        let a: Arc<str> = Arc::from("t/0");
+        let b: Arc<str> = Arc::from("t/1");
+        let mut w = Window::new_for_test(10);
+        w.start_stream(&a, 0);
+        w.start_stream(&b, 0);
+        w.push(&a, 0, event(0));
+        w.push(&b, 0, event(100));
+        w.push(&b, 1, event(101));
+        w.push(&a, 1, event(1));
+        let from = Frontier::decode("1~t/0:0,t/1:2").expect("token");
+        let (gap, got) = replay(&w, Some(&from), 10);
+        assert!(!gap);
+        assert_eq!(numbers(&got), vec![0, 1]);
+        for (_, token) in &got {
+            let t = decode(token).expect("token");
+            assert!(t.next("t/1") >= Some(2), "{t:?} went back on t/1");
+        }
+        assert_eq!(decode(&got[1].1), Frontier::decode("1~t/0:2,t/1:2"));
     }
 
     #[test]
     fn unknown_tokens_and_unseen_kafka_streams_are_gaps() {
         let w = Window::new_for_test(10);
-        assert!(w.replay(None, None).gap);
+        let (gap, cursor) = w.resume(None);
+        assert!(gap && cursor.is_none());
         let from = Frontier::decode("1~other/0:5").expect("token");
-        assert!(w.replay(Some(&from), None).gap);
+        assert!(w.resume(Some(&from)).0);
         let from = Frontier::decode("1~_http@other-pod.0000abcd:5").expect("token");
         assert!(
-            w.replay(Some(&from), None).gap,
+            w.resume(Some(&from)).0,
             "another process's (or a previous run's) HTTP events are not here"
         );
     }
 
     #[test]
-    fn history_fills_the_positions_before_the_window() {
+    fn history_pushed_before_the_live_start_is_replayed() {
         let p: Arc<str> = Arc::from("t/0");
         let mut w = Window::new_for_test(10);
-        w.start_stream(&p, 100);
+        // After a restart: the stream starts at 97, where the history read back begins.
+        w.start_stream(&p, 97);
+        for n in 97..100 {
+            w.push(&p, n, event(n));
+        }
         w.push(&p, 100, event(100));
-        let from = Frontier::decode("1~t/0:97").expect("token");
-        let history = Fetched {
-            events: (97..100).map(|n| (p.clone(), n, event(n))).collect(),
-            covered: [(p.clone(), 100)].into_iter().collect(),
-            invalid: 0,
-        };
-        let replay = w.replay(Some(&from), Some(&history));
-        assert!(!replay.gap);
-        assert_eq!(numbers(&replay), vec![97, 98, 99, 100]);
-        assert_eq!(
-            decode(&replay.events[0].1),
-            Frontier::decode("1~t/0:98"),
-            "history tokens advance the client's frontier"
-        );
-        // History that stops short of the window's start is a gap.
-        let short = Fetched {
-            events: Vec::new(),
-            covered: [(p.clone(), 99)].into_iter().collect(),
-            invalid: 0,
-        };
-        assert!(w.replay(Some(&from), Some(&short)).gap);
+        let from = Frontier::decode("1~t/0:98").expect("token");
+        let (gap, got) = replay(&w, Some(&from), 10);
+        assert!(!gap);
+        assert_eq!(numbers(&got), vec![98, 99, 100]);
+        assert_eq!(decode(&got[0].1), Frontier::decode("1~t/0:99"));
+        let from = Frontier::decode("1~t/0:90").expect("token");
+        assert!(w.resume(Some(&from)).0, "older than the history read back");
     }
 
     #[test]
@@ -294,8 +489,8 @@ mod tests {
         let mut w = Window::new_for_test(10);
         w.start_stream(&p, 100);
         let from = Frontier::decode("1~t/0:90").expect("token");
-        assert!(w.replay(Some(&from), None).gap);
+        assert!(w.resume(Some(&from)).0);
         let from = Frontier::decode("1~t/0:100").expect("token");
-        assert!(!w.replay(Some(&from), None).gap);
+        assert!(!w.resume(Some(&from)).0);
     }
 }

@@ -166,6 +166,24 @@ impl Index {
         }
     }
 
+    /// Whether `event` matches a subscription of `conn` (one connection's check, for its replay).
+    pub fn matches(&self, conn: ConnId, event: &CloudEvent) -> bool {
+        let inner = self.read();
+        let (Some(connection), Some(index)) = (
+            inner.connections.get(&conn),
+            inner.types.get(event.event_type.as_str()),
+        ) else {
+            return false;
+        };
+        let mut values = EventValues::new(&index.fields, &event.value);
+        let mut key = Vec::new();
+        connection
+            .cells
+            .iter()
+            .filter(|cell| *cell.event_type == *event.event_type)
+            .any(|cell| values.key(&cell.shape, &mut key) && *key == *cell.key)
+    }
+
     /// Switch to new extractors (configuration reload) and re-key the stored subscriptions of
     /// every event type whose fields changed; other types are untouched.
     pub fn set_extractors(&self, extractors: Arc<Extractors>) {

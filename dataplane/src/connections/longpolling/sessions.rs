@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::connections::hub::{Guard, Outbound, Registration};
@@ -405,7 +405,7 @@ impl Session {
 }
 
 /// Move frames from the hub queue into the session's ring until the hub or the session goes away.
-async fn forward(mut rx: mpsc::Receiver<Outbound>, session: Weak<Session>) {
+async fn forward(mut rx: crate::connections::feed::Feed, session: Weak<Session>) {
     let mut items = Vec::with_capacity(FORWARD_BATCH);
     loop {
         if rx.recv_many(&mut items, FORWARD_BATCH).await == 0 {

@@ -25,7 +25,7 @@ fn fixture(capacity: usize) -> Fixture {
 
 impl Fixture {
     fn open(&self) -> Arc<Session> {
-        let registration = self.hub.register(Transport::LongPolling, &[], 0);
+        let registration = self.hub.register(Transport::LongPolling, &[], true);
         self.sessions.insert(registration)
     }
 
@@ -246,7 +246,7 @@ async fn idle_sessions_expire_and_leave_the_hub_but_polled_ones_stay() {
 async fn the_sweeper_task_expires_sessions_and_stops_on_shutdown() {
     let f = fixture(10);
     let sessions = Arc::new(Sessions::new(10, Duration::from_secs(8), f.metrics.clone()));
-    let registration = f.hub.register(Transport::LongPolling, &[], 0);
+    let registration = f.hub.register(Transport::LongPolling, &[], true);
     sessions.insert(registration);
     let (stop, shutdown) = watch::channel(false);
     let sweeper = tokio::spawn(sessions.clone().run_sweeper(shutdown));
