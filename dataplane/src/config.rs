@@ -67,6 +67,11 @@ pub const ENV_LONGPOLLING_BUFFER: &str = "RIG_LONGPOLLING_BUFFER";
 /// Open connections one JWT session may hold in this process (beyond RIG, its issue #258); 0 or
 /// unset: no limit.
 pub const ENV_MAX_CONNECTIONS_PER_SESSION: &str = "MAX_CONNECTIONS_PER_SESSION";
+/// New connections per minute from one client (default: a tenth of `MAX_CONNECTIONS_PER_MINUTE`).
+pub const ENV_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT: &str =
+    "RIG_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT";
+/// A request header whose last entry names the client's address (behind a proxy).
+pub const ENV_CLIENT_IP_HEADER: &str = "RIG_CLIENT_IP_HEADER";
 /// `true`: close a connection when the JWT it presented expires (beyond RIG; SSE and long-polling
 /// get `rig.session_expired`, WebSocket close 1000 `Session expired.`; see `sessions::expiry`).
 /// Default `false`: RIG checks a token only when it is presented, and closing live connections at
@@ -217,6 +222,10 @@ pub struct Config {
     pub kafka_source_topics: Vec<String>,
     /// New connections per minute (0 = unlimited).
     pub max_connections_per_minute: u64,
+    /// New connections per minute from one client (0 = no per-client share).
+    pub max_connections_per_minute_per_client: u64,
+    /// `RIG_CLIENT_IP_HEADER`: where the client's address is read behind a proxy.
+    pub client_ip_header: Option<http::HeaderName>,
     /// Open connections per JWT session; `None` (the default: RIG has no such limit) = unlimited.
     pub max_connections_per_session: Option<usize>,
     /// Close connections when their JWT expires (`RIG_CLOSE_AT_TOKEN_EXPIRY`, default off).
@@ -306,7 +315,7 @@ impl Config {
             parse(&lookup, ENV_INBOUND_PORT, "a port number")?.unwrap_or(DEFAULT_INBOUND_PORT);
         let internal_port =
             parse(&lookup, ENV_API_HTTP_PORT, "a port number")?.unwrap_or(DEFAULT_API_HTTP_PORT);
-        Ok(Self {
+        Self {
             jwt: JwtConfig::from_lookup(&lookup).map_err(Error::Auth)?,
             token_key: TokenKey::from_lookup(&lookup).map_err(Error::Auth)?,
             use_env: UseEnv::default(),
@@ -323,6 +332,19 @@ impl Config {
                 "a non-negative integer",
             )?
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_MINUTE),
+            max_connections_per_minute_per_client: 0,
+            client_ip_header: match lookup(ENV_CLIENT_IP_HEADER).filter(|h| !h.trim().is_empty()) {
+                None => None,
+                Some(name) => {
+                    Some(
+                        http::HeaderName::try_from(name.trim()).map_err(|_| Error::Invalid {
+                            var: ENV_CLIENT_IP_HEADER,
+                            value: name.clone(),
+                            reason: "an HTTP header name, e.g. x-forwarded-for",
+                        })?,
+                    )
+                }
+            },
             max_connections_per_session: parse::<usize>(
                 &lookup,
                 ENV_MAX_CONNECTIONS_PER_SESSION,
@@ -478,7 +500,20 @@ impl Config {
                 .filter(|ms| *ms > 0)
                 .unwrap_or(DEFAULT_PROXY_RESPONSE_TIMEOUT_MS),
             ),
-        })
+        }
+        .with_client_share(&lookup)
+    }
+
+    /// `RIG_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT`, whose default depends on
+    /// `MAX_CONNECTIONS_PER_MINUTE`.
+    fn with_client_share(mut self, lookup: &impl Fn(&str) -> Option<String>) -> Result<Self> {
+        self.max_connections_per_minute_per_client = parse(
+            lookup,
+            ENV_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT,
+            "a non-negative integer (0: no per-client share)",
+        )?
+        .unwrap_or(self.max_connections_per_minute / 10);
+        Ok(self)
     }
 }
 

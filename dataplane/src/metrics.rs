@@ -50,6 +50,9 @@ pub struct Metrics {
     pub forwarded_events: AtomicU64,
     /// Frames dropped because a connection's queue was full (the connection is closed).
     pub queue_drops: AtomicU64,
+    /// Connection attempts refused because their client had spent its share of
+    /// `MAX_CONNECTIONS_PER_MINUTE`.
+    pub connections_refused_per_client: AtomicU64,
     /// Events dropped from full long-polling buffers before the client got them (it is told with
     /// `rig.connection.gap`).
     pub longpolling_dropped: AtomicU64,
@@ -159,6 +162,12 @@ impl Metrics {
             "rig_queue_drops_total",
             "Frames dropped because a connection's queue was full (the connection is closed).",
             load(&self.queue_drops),
+        );
+        counter(
+            &mut out,
+            "rig_connections_refused_per_client_total",
+            "Connection attempts refused because their client had spent its share of MAX_CONNECTIONS_PER_MINUTE.",
+            load(&self.connections_refused_per_client),
         );
         counter(
             &mut out,

@@ -159,3 +159,105 @@ async fn bad_jwts_on_connect_are_refused_and_a_valid_one_is_accepted() {
     let first = client.next(T).await.expect("read").expect("event");
     assert_eq!(first.event, "rig.connection.create");
 }
+
+/// A connect attempt from `client` (its address in `x-forwarded-for`) over SSE or long-polling:
+/// `Ok(kept connection)` or `Err((status, body))`.
+async fn attempt(
+    dp: &DataPlane,
+    client: &str,
+    long_polling: bool,
+) -> Result<Option<sse::SseClient>, (u16, String)> {
+    let headers = [("x-forwarded-for", client)];
+    if long_polling {
+        let req = http::request(
+            ::http::Method::GET,
+            dp.inbound(),
+            "/_rig/v1/connection/longpolling",
+        )
+        .header("x-forwarded-for", format!("203.0.113.99, {client}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+        let (status, _, body) = http::send(dp.inbound(), req).await.expect("send");
+        return if status == 200 {
+            Ok(None)
+        } else {
+            Err((status.as_u16(), String::from_utf8_lossy(&body).into_owned()))
+        };
+    }
+    match sse::connect(
+        dp.inbound(),
+        &format!("/_rig/v1/connection/sse?{SUBS}"),
+        &headers,
+    )
+    .await
+    .expect("connect")
+    {
+        sse::Connect::Stream(client) => Ok(Some(*client)),
+        sse::Connect::Refused(status, _, body) => Err((status.as_u16(), body)),
+    }
+}
+
+/// One client (one address, read from `RIG_CLIENT_IP_HEADER` as behind a proxy) spends at most
+/// its share of `MAX_CONNECTIONS_PER_MINUTE`; its refused attempts cost the others nothing, so
+/// they still connect until the process's own budget is spent (RIG's answer then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_spend_the_whole_connection_budget() {
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("MAX_CONNECTIONS_PER_MINUTE", "10")
+        .env("RIG_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT", "3")
+        .env("RIG_CLIENT_IP_HEADER", "x-forwarded-for");
+    let dp = DataPlane::start(config).await.expect("start");
+    let mut kept = Vec::new();
+    for n in 0..3 {
+        let got = attempt(&dp, "198.51.100.1", n == 2).await;
+        kept.push(got.expect("within the client's share"));
+    }
+    for n in 0..20 {
+        let refused = attempt(&dp, "198.51.100.1", n % 2 == 0).await.err();
+        let (status, body) = refused.expect("beyond the client's share");
+        assert_eq!(status, 429);
+        assert_eq!(
+            body,
+            "Reached maximum number of connections for this client"
+        );
+    }
+    assert_eq!(
+        dp.metric("rig_connections_refused_per_client_total").await,
+        20.0
+    );
+    // The process's budget has 7 left, for everyone else.
+    for n in 0..7 {
+        let got = attempt(&dp, &format!("198.51.100.{}", 10 + n), n % 2 == 1).await;
+        kept.push(got.expect("other clients still connect"));
+    }
+    let (status, body) = attempt(&dp, "198.51.100.200", false)
+        .await
+        .expect_err("the process's budget is spent");
+    assert_eq!(status, 429);
+    assert_eq!(body, "Reached maximum number of connections");
+}
+
+/// Without `RIG_CLIENT_IP_HEADER` the header is not trusted: a client cannot dodge its share by
+/// forging addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_forwarding_headers_are_ignored_unless_configured() {
+    let config = DataPlaneConfig::new()
+        .expect("ports")
+        .env("MAX_CONNECTIONS_PER_MINUTE", "100")
+        .env("RIG_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT", "2");
+    let dp = DataPlane::start(config).await.expect("start");
+    let mut kept = Vec::new();
+    for n in 0..2 {
+        let got = attempt(&dp, &format!("192.0.2.{n}"), false).await;
+        kept.push(got.expect("within the share"));
+    }
+    let (status, body) = attempt(&dp, "192.0.2.77", false)
+        .await
+        .expect_err("the socket's address counts, not the header");
+    assert_eq!(status, 429);
+    assert_eq!(
+        body,
+        "Reached maximum number of connections for this client"
+    );
+}

@@ -37,10 +37,10 @@ impl Handler for Inbound {
         let state = &self.state;
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/_rig/health") => text(StatusCode::OK, "OK"),
-            (&Method::GET, "/_rig/v1/connection/sse") => connect_sse(state, &req).await,
-            (&Method::GET, "/_rig/v1/connection/ws") => ws::connect(&state.connections, req),
+            (&Method::GET, "/_rig/v1/connection/sse") => connect_sse(state, &req, peer).await,
+            (&Method::GET, "/_rig/v1/connection/ws") => ws::connect(&state.connections, req, peer),
             (&Method::GET, "/_rig/v1/connection/longpolling") => {
-                longpolling::get(&state.connections, &req).await
+                longpolling::get(&state.connections, &req, peer).await
             }
             (&Method::OPTIONS, "/_rig/v1/connection/longpolling") => {
                 longpolling::preflight(&state.connections)
@@ -94,8 +94,13 @@ impl Handler for Inbound {
     }
 }
 
-async fn connect_sse(state: &Arc<State>, req: &Request<Incoming>) -> Response<Body> {
+async fn connect_sse(
+    state: &Arc<State>,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let mut params = open::ConnectParams::from_query(req.uri().query());
+    params.client = Some(state.connections.client_of(peer, req.headers()));
     if let Some(id) = req
         .headers()
         .get("last-event-id")

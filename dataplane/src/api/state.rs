@@ -129,7 +129,10 @@ impl State {
             jwt: jwt.clone(),
             access: access.clone(),
             longpolling: longpolling.clone(),
-            connection_limiter: RateLimiter::per_minute(config.max_connections_per_minute),
+            connection_limiter: RateLimiter::per_minute(
+                config.max_connections_per_minute,
+                config.max_connections_per_minute_per_client,
+            ),
             peers: peers.clone(),
             cors: cors.clone(),
             settings: context::Settings {
@@ -138,6 +141,7 @@ impl State {
                 max_connections_per_session: config.max_connections_per_session,
                 head_timeout: config.head_timeout,
                 body_idle_timeout: config.body_idle_timeout,
+                client_ip_header: config.client_ip_header.clone(),
             },
             metrics: metrics.clone(),
         });

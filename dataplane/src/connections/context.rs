@@ -29,6 +29,19 @@ pub struct Settings {
     pub head_timeout: Duration,
     /// `RIG_BODY_IDLE_TIMEOUT_MS`: subscription update bodies.
     pub body_idle_timeout: Duration,
+    /// `RIG_CLIENT_IP_HEADER`: where a client's address is read behind a proxy.
+    pub client_ip_header: Option<http::HeaderName>,
+}
+
+impl Connections {
+    /// Who a connect request from `peer` with `headers` comes from (`RIG_CLIENT_IP_HEADER`).
+    pub fn client_of(
+        &self,
+        peer: std::net::SocketAddr,
+        headers: &http::HeaderMap,
+    ) -> super::limit::Client {
+        super::limit::Client::from_request(peer, self.settings.client_ip_header.as_ref(), headers)
+    }
 }
 
 /// The connection endpoints' handle (module docs).

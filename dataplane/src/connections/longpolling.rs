@@ -50,7 +50,11 @@ const FIRST_EVENT: &str = "first_event";
 const COOKIE_ATTRIBUTES: &str = "; Path=/; HttpOnly; SameSite=Lax";
 
 /// `GET /_rig/v1/connection/longpolling`: poll the session named by the cookie, or open one.
-pub async fn get(conns: &Arc<Connections>, req: &Request<Incoming>) -> Response<Body> {
+pub async fn get(
+    conns: &Arc<Connections>,
+    req: &Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
     let cookies = Cookies::from_headers(req.headers());
     if let Some(polling) = cookies.connection_token.and_then(|t| find(conns, t)) {
         match polling
@@ -68,7 +72,7 @@ pub async fn get(conns: &Arc<Connections>, req: &Request<Incoming>) -> Response<
             }
         }
     }
-    connect(conns, req).await
+    connect(conns, req, peer).await
 }
 
 /// `OPTIONS /_rig/v1/connection/longpolling`: RIG's preflight answer.
@@ -116,8 +120,13 @@ fn find(conns: &Connections, token: &str) -> Option<Polling> {
     }
 }
 
-async fn connect(conns: &Arc<Connections>, req: &Request<Incoming>) -> Response<Body> {
-    let params = ConnectParams::from_query(req.uri().query());
+async fn connect(
+    conns: &Arc<Connections>,
+    req: &Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
+    let mut params = ConnectParams::from_query(req.uri().query());
+    params.client = Some(conns.client_of(peer, req.headers()));
     match open::open_resumed(conns, Transport::LongPolling, &params).await {
         Ok(opened) => {
             conns.longpolling.insert(opened.registration);

@@ -20,6 +20,7 @@ use http::{HeaderValue, StatusCode};
 
 use super::context::Connections;
 use super::hub::Registration;
+use super::limit::Refusal;
 use crate::auth::check::ExternalRequest;
 use crate::metrics::Transport;
 use crate::subscriptions::{self, Subscription};
@@ -56,6 +57,8 @@ pub struct ConnectParams {
     /// The resume token of the last event received (SSE `Last-Event-ID` header, or the
     /// `last_event_id` query parameter).
     pub last_event_id: Option<String>,
+    /// Who connects, for the per-client share of `MAX_CONNECTIONS_PER_MINUTE`.
+    pub client: Option<super::limit::Client>,
 }
 
 impl ConnectParams {
@@ -204,11 +207,32 @@ fn admit(
     subs: &[Subscription],
     (session, exp): (Option<Arc<str>>, Option<u64>),
 ) -> Result<(Registration, String), Refused> {
-    if !conns.connection_limiter.try_acquire() {
-        return Err(Refused {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            message: "Reached maximum number of connections".to_owned(),
-        });
+    let admitted = match params.client {
+        Some(client) => conns.connection_limiter.try_acquire_for(client),
+        None => conns
+            .connection_limiter
+            .try_acquire()
+            .then_some(())
+            .ok_or(Refusal::Process),
+    };
+    match admitted {
+        Ok(()) => {}
+        Err(Refusal::Process) => {
+            return Err(Refused {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: "Reached maximum number of connections".to_owned(),
+            });
+        }
+        Err(Refusal::Client) => {
+            conns
+                .metrics
+                .connections_refused_per_client
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(Refused {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: "Reached maximum number of connections for this client".to_owned(),
+            });
+        }
     }
     let (registration, token) =
         conns

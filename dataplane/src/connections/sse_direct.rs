@@ -97,16 +97,21 @@ pub async fn sniff(stream: &TcpStream) -> bool {
 /// Serve an SSE connect request on `stream` (after [`sniff`] said it is one) until the stream ends
 /// or the client goes away.
 pub async fn serve(conns: &Arc<Connections>, stream: TcpStream) {
-    serve_io(conns, stream).await;
+    let peer = stream.peer_addr().ok();
+    serve_io(conns, stream, peer).await;
 }
 
-async fn serve_io<IO>(conns: &Arc<Connections>, mut io: IO)
+async fn serve_io<IO>(conns: &Arc<Connections>, mut io: IO, peer: Option<std::net::SocketAddr>)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(head) = read_or_refuse(&mut io, conns.settings.head_timeout).await else {
+    let client_header = conns.settings.client_ip_header.as_ref();
+    let Some(mut head) = read_or_refuse(&mut io, conns.settings.head_timeout, client_header).await
+    else {
         return;
     };
+    head.params.client =
+        peer.map(|peer| super::limit::Client::from_header(peer, head.client_value.as_deref()));
     // Boxed: the connect checks' state lives on the heap only while they run.
     let opened = Box::pin(open::open_resumed(conns, Transport::Sse, &head.params)).await;
     let registration = match opened {
@@ -143,6 +148,8 @@ struct Head {
     params: ConnectParams,
     /// An HTTP/1.0 request (no chunked encoding).
     http10: bool,
+    /// The last value of `RIG_CLIENT_IP_HEADER`, when configured and sent.
+    client_value: Option<Vec<u8>>,
 }
 
 /// Why a request head is refused.
@@ -160,11 +167,15 @@ enum HeadError {
 }
 
 /// Read the request head; on a bad head, answer 400/431 and return `None`.
-async fn read_or_refuse<IO>(io: &mut IO, timeout: Duration) -> Option<Head>
+async fn read_or_refuse<IO>(
+    io: &mut IO,
+    timeout: Duration,
+    client_header: Option<&http::HeaderName>,
+) -> Option<Head>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let read = match tokio::time::timeout(timeout, read_head(io)).await {
+    let read = match tokio::time::timeout(timeout, read_head(io, client_header)).await {
         Ok(read) => read,
         Err(_) => Err(HeadError::Io(io::ErrorKind::TimedOut.into())),
     };
@@ -187,7 +198,10 @@ where
 }
 
 /// Read bytes until the request head is complete (at most [`MAX_HEAD`]) and parse it.
-async fn read_head<R: AsyncRead + Unpin>(io: &mut R) -> Result<Head, HeadError> {
+async fn read_head<R: AsyncRead + Unpin>(
+    io: &mut R,
+    client_header: Option<&http::HeaderName>,
+) -> Result<Head, HeadError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         if buf.len() >= MAX_HEAD {
@@ -202,14 +216,17 @@ async fn read_head<R: AsyncRead + Unpin>(io: &mut R) -> Result<Head, HeadError> 
         }
         // Only the first `MAX_HEAD` bytes count as the head.
         let len = buf.len().min(MAX_HEAD);
-        if let Some(head) = parse_head(&buf[..len])? {
+        if let Some(head) = parse_head(&buf[..len], client_header)? {
             return Ok(head);
         }
     }
 }
 
 /// Parse a request head: `None` while incomplete.
-fn parse_head(bytes: &[u8]) -> Result<Option<Head>, HeadError> {
+fn parse_head(
+    bytes: &[u8],
+    client_header: Option<&http::HeaderName>,
+) -> Result<Option<Head>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(bytes) {
@@ -243,7 +260,18 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, HeadError> {
     {
         params.last_event_id = Some(id.to_owned());
     }
-    Ok(Some(Head { params, http10 }))
+    // The last value of the client-address header, when one is configured.
+    let client_value = client_header.and_then(|name| {
+        req.headers
+            .iter()
+            .rfind(|h| h.name.eq_ignore_ascii_case(name.as_str()))
+            .map(|h| h.value.to_vec())
+    });
+    Ok(Some(Head {
+        params,
+        http10,
+        client_value,
+    }))
 }
 
 /// Answer with `status` and `message` as plain text, then close the connection.
@@ -437,6 +465,7 @@ mod tests {
         let head = parse_head(
             b"GET /_rig/v1/connection/sse?jwt=a%20b&subscriptions=%5B%5D&last_event_id=q \
               HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1~abc\r\n\r\n",
+            None,
         )
         .expect("valid")
         .expect("complete");
@@ -445,9 +474,12 @@ mod tests {
         assert_eq!(head.params.last_event_id.as_deref(), Some("1~abc"));
         assert!(!head.http10);
 
-        let head = parse_head(b"GET /_rig/v1/connection/sse?last_event_id=q HTTP/1.0\r\n\r\n")
-            .expect("valid")
-            .expect("complete");
+        let head = parse_head(
+            b"GET /_rig/v1/connection/sse?last_event_id=q HTTP/1.0\r\n\r\n",
+            None,
+        )
+        .expect("valid")
+        .expect("complete");
         assert_eq!(head.params.last_event_id.as_deref(), Some("q"));
         assert!(head.http10);
     }
@@ -455,7 +487,7 @@ mod tests {
     #[test]
     fn parse_head_waits_for_the_end_of_the_head() {
         assert!(
-            parse_head(b"GET /_rig/v1/connection/sse HTTP/1.1\r\nHost: x\r\n")
+            parse_head(b"GET /_rig/v1/connection/sse HTTP/1.1\r\nHost: x\r\n", None)
                 .expect("valid so far")
                 .is_none()
         );
@@ -471,7 +503,7 @@ mod tests {
             b"GET /_rig/v1/connection/sse\x00 HTTP/1.1\r\n\r\n",
         ] {
             assert!(
-                matches!(parse_head(bad), Err(HeadError::Bad(_))),
+                matches!(parse_head(bad, None), Err(HeadError::Bad(_))),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -485,7 +517,7 @@ mod tests {
             head.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
         }
         head.extend_from_slice(b"\r\n");
-        assert!(matches!(parse_head(&head), Err(HeadError::TooLarge)));
+        assert!(matches!(parse_head(&head, None), Err(HeadError::TooLarge)));
     }
 
     /// Write `request` as a client, let the server side read (or refuse) it, and return what the
@@ -500,7 +532,7 @@ mod tests {
             let _ = client.read_to_end(&mut answer).await;
             answer
         });
-        let head = read_or_refuse(&mut server, Duration::from_secs(30)).await;
+        let head = read_or_refuse(&mut server, Duration::from_secs(30), None).await;
         drop(server);
         let answer = writer.await.expect("client task");
         (head, String::from_utf8_lossy(&answer).into_owned())

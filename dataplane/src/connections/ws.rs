@@ -102,13 +102,18 @@ impl Closing {
 
 /// Answer an upgrade request on `/_rig/v1/connection/ws`: 101 and a task that serves the
 /// connection, or 400/426 when the request is not a WebSocket handshake.
-pub fn connect(conns: &Arc<Connections>, mut req: Request<IncomingBody>) -> Response<Body> {
+pub fn connect(
+    conns: &Arc<Connections>,
+    mut req: Request<IncomingBody>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
     let accept = match codec::accept(req.version(), req.headers()) {
         Ok(accept) => accept,
         Err(error) => return handshake_refused(&error),
     };
     let mut params = ConnectParams::from_query(req.uri().query());
     params.last_event_id = params.last_event_id.filter(|id| !id.is_empty());
+    params.client = Some(conns.client_of(peer, req.headers()));
     let on_upgrade = hyper::upgrade::on(&mut req);
     let conns = conns.clone();
     tokio::spawn(async move {

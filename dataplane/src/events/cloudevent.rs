@@ -102,7 +102,7 @@ impl CloudEvent {
             ),
             ("data".to_owned(), data),
         ];
-        let json = Bytes::from(write_object(&pairs));
+        let json = Bytes::from(write_object(&pairs).into_boxed_slice());
         Self {
             spec_version: SpecVersion::V1_0,
             event_type,
@@ -122,21 +122,24 @@ impl CloudEvent {
 /// The `source` of the gateway's own events.
 const RIG_SOURCE: &str = "/rig";
 
-/// Parse a structured-mode JSON CloudEvent (0.1, 0.2 or 1.0). The bytes are copied once; use
-/// [`parse_structured_bytes`] to keep an existing buffer.
-pub fn parse_structured(body: &[u8]) -> Result<CloudEvent> {
-    parse_structured_bytes(Bytes::copy_from_slice(body))
-}
-
-/// Parse a structured-mode JSON CloudEvent, keeping `body` as the event's [`CloudEvent::json`].
+/// Parse a structured-mode JSON CloudEvent (0.1, 0.2 or 1.0); the event keeps a copy of exactly
+/// `body`'s bytes.
 ///
 /// Accepted: a JSON object with `specversion` `"0.2"` or `"1.0"` and non-empty string `type`,
 /// `source` and `id`, or (0.1) `cloudEventsVersion` `"0.1"` and non-empty `eventType`, `source` and
 /// `eventID`. Other properties are kept as they are.
-pub fn parse_structured_bytes(body: Bytes) -> Result<CloudEvent> {
-    let value: Value = serde_json::from_slice(&body).map_err(Error::Json)?;
+pub fn parse_structured(body: &[u8]) -> Result<CloudEvent> {
+    let value: Value = serde_json::from_slice(body).map_err(Error::Json)?;
     let attributes = validate(&value)?;
-    Ok(attributes.into_event(body, value))
+    // Copied only once valid, at its exact size: an event may be retained for replay long after
+    // the request or Kafka buffer it arrived in would be gone.
+    Ok(attributes.into_event(Bytes::copy_from_slice(body), value))
+}
+
+/// [`parse_structured`] of a received buffer. The event never keeps `body` itself: a slice of a
+/// larger read buffer would keep all of it alive as long as the event is retained.
+pub fn parse_structured_bytes(body: Bytes) -> Result<CloudEvent> {
+    parse_structured(&body)
 }
 
 /// The attributes [`validate`] checked.
@@ -257,7 +260,7 @@ impl Binary<'_> {
         }
         let value = Value::Object(pairs.iter().cloned().collect::<Map<String, Value>>());
         let attributes = validate(&value)?;
-        let json = Bytes::from(write_object(&pairs));
+        let json = Bytes::from(write_object(&pairs).into_boxed_slice());
         Ok(attributes.into_event(json, value))
     }
 }

@@ -42,7 +42,12 @@ impl Frame {
 /// Encode one SSE message. `data` may contain newlines (pretty-printed JSON): each line becomes its
 /// own `data:` line, as the SSE format requires, so the client's `event.data` is the JSON unchanged.
 pub fn encode_sse(id: Option<&str>, event_type: &str, data: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(data.len() + event_type.len() + 64);
+    // Sized exactly (a frame retained in the replay window keeps its whole allocation): each
+    // line break adds a `data: ` prefix and a LF (a CRLF counts twice: a little spare).
+    let breaks = data.iter().filter(|b| **b == b'\n' || **b == b'\r').count();
+    let id_len = id.map_or(0, |id| 4 + id.len() + 1);
+    let capacity = id_len + 7 + event_type.len() + 1 + (breaks + 1) * 7 + data.len() + 1;
+    let mut out = BytesMut::with_capacity(capacity);
     if let Some(id) = id {
         out.put_slice(b"id: ");
         put_single_line(&mut out, id.as_bytes());
