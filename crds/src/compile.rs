@@ -33,7 +33,7 @@ mod event_routes;
 mod pointer;
 mod proxy_routes;
 
-pub use event_routes::{Access, EventTypeRules, FieldExtractor};
+pub use event_routes::{Access, EventTypeRules, FieldExtractor, valid_topic};
 pub use pointer::JsonPointer;
 pub use proxy_routes::{
     Auth, HttpTarget, ProxyApi, ProxyEndpoint, REGEX_SIZE_LIMIT, Target,
@@ -181,7 +181,8 @@ pub struct Config {
     pub version: String,
     /// Per event type named by an accepted `EventRoute`: its extractors and access rules.
     pub event_types: BTreeMap<String, Arc<EventTypeRules>>,
-    /// The Kafka topics of every accepted `EventRoute`, sorted, no duplicates.
+    /// The Kafka topics of every accepted `EventRoute` (`source.kafka.topics` and
+    /// `source.http.topic`), sorted, no duplicates.
     pub topics: Vec<String>,
     /// The accepted `ProxyRoute`s in matching order (namespace/name), regexes built.
     pub proxy_routes: Vec<Arc<ProxyApi>>,
@@ -278,6 +279,18 @@ impl Compiler {
                     config
                         .topics
                         .extend(kafka.topics.iter().map(|t| t.0.clone()));
+                }
+                // HTTP-published events come back through the consumer: it reads their topic.
+                if let Some(topic) = route
+                    .named
+                    .spec
+                    .source
+                    .http
+                    .as_ref()
+                    .filter(|h| h.enabled)
+                    .and_then(|h| h.topic.as_ref())
+                {
+                    config.topics.push(topic.0.clone());
                 }
                 accepted_events.push(route.named.clone());
             }

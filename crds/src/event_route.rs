@@ -90,6 +90,13 @@ pub struct HttpSource {
     /// HTTP publishing of its types (as RIG always did).
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Where the data plane produces these types' HTTP-published events when it has Kafka: every
+    /// pod reads the topic, so every pod delivers them, in one order, resumable like any Kafka
+    /// event. Default: the route's first `source.kafka.topics` entry, else the data plane's
+    /// `RIG_HTTP_EVENTS_TOPIC` (default: its first `KAFKA_SOURCE_TOPICS` topic). The data plane
+    /// consumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<TopicName>,
 }
 
 fn default_true() -> bool {

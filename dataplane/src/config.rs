@@ -70,6 +70,11 @@ pub const ENV_MAX_CONNECTIONS_PER_SESSION: &str = "MAX_CONNECTIONS_PER_SESSION";
 /// New connections per minute from one client (default: a tenth of `MAX_CONNECTIONS_PER_MINUTE`).
 pub const ENV_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT: &str =
     "RIG_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT";
+/// The Kafka topic HTTP-published events go to when no `EventRoute` names one.
+pub const ENV_HTTP_EVENTS_TOPIC: &str = "RIG_HTTP_EVENTS_TOPIC";
+/// Milliseconds the broker has to acknowledge an HTTP-published event (503 beyond).
+pub const ENV_PUBLISH_TIMEOUT_MS: &str = "RIG_PUBLISH_TIMEOUT_MS";
+const DEFAULT_PUBLISH_TIMEOUT_MS: u64 = 5_000;
 /// A request header whose last entry names the client's address (behind a proxy).
 pub const ENV_CLIENT_IP_HEADER: &str = "RIG_CLIENT_IP_HEADER";
 /// `true`: close a connection when the JWT it presented expires (beyond RIG; SSE and long-polling
@@ -226,6 +231,11 @@ pub struct Config {
     pub max_connections_per_minute_per_client: u64,
     /// `RIG_CLIENT_IP_HEADER`: where the client's address is read behind a proxy.
     pub client_ip_header: Option<http::HeaderName>,
+    /// `RIG_HTTP_EVENTS_TOPIC` (default: the first `KAFKA_SOURCE_TOPICS` topic): where
+    /// HTTP-published events go when Kafka is on and no `EventRoute` names a topic.
+    pub http_events_topic: Option<String>,
+    /// `RIG_PUBLISH_TIMEOUT_MS`: how long the broker has to acknowledge an HTTP-published event.
+    pub publish_timeout: Duration,
     /// Open connections per JWT session; `None` (the default: RIG has no such limit) = unlimited.
     pub max_connections_per_session: Option<usize>,
     /// Close connections when their JWT expires (`RIG_CLOSE_AT_TOKEN_EXPIRY`, default off).
@@ -333,6 +343,25 @@ impl Config {
             )?
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_MINUTE),
             max_connections_per_minute_per_client: 0,
+            http_events_topic: match lookup(ENV_HTTP_EVENTS_TOPIC).filter(|t| !t.trim().is_empty()) {
+                Some(topic) => {
+                    let topic = topic.trim().to_owned();
+                    if !rig_crds::compile::valid_topic(&topic) {
+                        return Err(Error::Invalid {
+                            var: ENV_HTTP_EVENTS_TOPIC,
+                            value: topic,
+                            reason: "a Kafka topic name (1-249 characters of a-z A-Z 0-9 . _ -)",
+                        });
+                    }
+                    Some(topic)
+                }
+                None => None,
+            },
+            publish_timeout: Duration::from_millis(
+                parse(&lookup, ENV_PUBLISH_TIMEOUT_MS, "a positive number of milliseconds")?
+                    .filter(|ms: &u64| *ms > 0)
+                    .unwrap_or(DEFAULT_PUBLISH_TIMEOUT_MS),
+            ),
             client_ip_header: match lookup(ENV_CLIENT_IP_HEADER).filter(|h| !h.trim().is_empty()) {
                 None => None,
                 Some(name) => {
@@ -501,12 +530,16 @@ impl Config {
                 .unwrap_or(DEFAULT_PROXY_RESPONSE_TIMEOUT_MS),
             ),
         }
-        .with_client_share(&lookup)
+        .with_defaults(&lookup)
     }
 
-    /// `RIG_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT`, whose default depends on
-    /// `MAX_CONNECTIONS_PER_MINUTE`.
-    fn with_client_share(mut self, lookup: &impl Fn(&str) -> Option<String>) -> Result<Self> {
+    /// The settings whose defaults depend on others: `RIG_HTTP_EVENTS_TOPIC` (the first
+    /// `KAFKA_SOURCE_TOPICS` topic) and `RIG_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT` (a tenth of
+    /// `MAX_CONNECTIONS_PER_MINUTE`).
+    fn with_defaults(mut self, lookup: &impl Fn(&str) -> Option<String>) -> Result<Self> {
+        if self.http_events_topic.is_none() {
+            self.http_events_topic = self.kafka_source_topics.first().cloned();
+        }
         self.max_connections_per_minute_per_client = parse(
             lookup,
             ENV_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT,

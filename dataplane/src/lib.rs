@@ -196,6 +196,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         Some(brokers) => {
             let producer = proxy::kafka::producer(&brokers).context("Kafka producer")?;
             let _ = state.proxy.producer.set(proxy::kafka::Producer(producer));
+            let publisher = kafka::publish::Publisher::new(
+                &brokers,
+                state.config.http_events_topic.clone(),
+                state.config.publish_timeout,
+                state.metrics.clone(),
+            )
+            .context("Kafka producer of HTTP-published events")?;
+            let _ = state.publisher.set(publisher);
             let topics = state.config.proxy_kafka_response_topics.clone();
             let health = support::supervise::TaskHealth::new("kafka_response_consumer");
             let (proxy, stop) = (state.proxy.clone(), shutdown.clone());

@@ -53,6 +53,10 @@ pub struct Metrics {
     /// Connection attempts refused because their client had spent its share of
     /// `MAX_CONNECTIONS_PER_MINUTE`.
     pub connections_refused_per_client: AtomicU64,
+    /// HTTP-published events the broker acknowledged (Kafka on).
+    pub http_events_produced: AtomicU64,
+    /// HTTP-published events not produced (no topic, broker down or no acknowledgement in time).
+    pub http_events_failed: AtomicU64,
     /// Events dropped from full long-polling buffers before the client got them (it is told with
     /// `rig.connection.gap`).
     pub longpolling_dropped: AtomicU64,
@@ -163,6 +167,27 @@ impl Metrics {
             "Frames dropped because a connection's queue was full (the connection is closed).",
             load(&self.queue_drops),
         );
+        {
+            let name = "rig_http_events_published_total";
+            prom::family(
+                &mut out,
+                name,
+                prom::Kind::Counter,
+                "HTTP-published events produced to Kafka, by outcome (failed: 503).",
+            );
+            prom::sample(
+                &mut out,
+                name,
+                &[("result", "acknowledged")],
+                load(&self.http_events_produced),
+            );
+            prom::sample(
+                &mut out,
+                name,
+                &[("result", "failed")],
+                load(&self.http_events_failed),
+            );
+        }
         counter(
             &mut out,
             "rig_connections_refused_per_client_total",

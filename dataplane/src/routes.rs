@@ -92,6 +92,8 @@ pub fn compile_objects(config: &Config, objects: &Objects) -> Result<Routes, Err
         .map_err(Error::Routes)?;
     let mut topics = config.kafka_source_topics.clone();
     topics.extend(compiled.config.topics.iter().cloned());
+    // HTTP-published events without a route-named topic come back through this one.
+    topics.extend(config.http_events_topic.iter().cloned());
     topics.sort();
     topics.dedup();
     Ok(Routes {

@@ -44,6 +44,9 @@ pub struct EventTypeRules {
     pub submission: Option<Access>,
     /// Whether the type may be published over HTTP at all (`source.http.enabled`, default true).
     pub http_publishing: bool,
+    /// The Kafka topic its HTTP-published events go to (`source.http.topic`, else the route's
+    /// first Kafka topic); `None`: the data plane's default.
+    pub http_topic: Option<String>,
 }
 
 /// One judged route: the object, its problems, and (when accepted) its types' rules.
@@ -128,6 +131,26 @@ fn route_rules(
 ) -> Vec<(String, Arc<EventTypeRules>)> {
     let spec = &named.spec;
     let http = spec.source.http.as_ref().is_none_or(|h| h.enabled);
+    let http_topic = match spec.source.http.as_ref().and_then(|h| h.topic.as_ref()) {
+        Some(topic) if !valid_topic(&topic.0) => {
+            problems.add(
+                "InvalidTopic",
+                format!(
+                    "source.http.topic {:?} is not a Kafka topic name (1-249 characters of \
+                     a-z A-Z 0-9 . _ -)",
+                    topic.0
+                ),
+            );
+            None
+        }
+        Some(topic) => Some(topic.0.clone()),
+        None => spec
+            .source
+            .kafka
+            .as_ref()
+            .and_then(|k| k.topics.first())
+            .map(|t| t.0.clone()),
+    };
     match &spec.source.kafka {
         None if spec.source.http.as_ref().is_none_or(|h| !h.enabled) => problems.add(
             "InvalidSource",
@@ -192,6 +215,7 @@ fn route_rules(
                 subscription: subscription.clone(),
                 submission: submission.clone(),
                 http_publishing: http,
+                http_topic: http_topic.clone(),
             }),
         ));
     }
@@ -295,7 +319,7 @@ fn external_url(url: &str) -> Result<http::Uri, &'static str> {
 }
 
 /// Kafka's topic name rule.
-pub(super) fn valid_topic(name: &str) -> bool {
+pub fn valid_topic(name: &str) -> bool {
     (1..=249).contains(&name.len())
         && name
             .bytes()

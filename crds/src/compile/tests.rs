@@ -542,3 +542,30 @@ fn a_snapshot_compiles_to_the_same_config_it_was_made_from() {
     assert_eq!(again.config.event_types, c.config.event_types);
     assert_eq!(again.config.revocations, c.config.revocations);
 }
+
+#[test]
+fn http_published_events_go_to_the_routes_http_topic_or_its_first_kafka_topic() {
+    let named = "source: {kafka: {topics: [orders, more]}, http: {topic: order-posts}}\nevents: [{type: order}]\n";
+    let first = "source: {kafka: {topics: [greetings, other]}}\nevents: [{type: greeting}]\n";
+    let http_only = "source: {http: {enabled: true}}\nevents: [{type: ping}]\n";
+    let bad = "source: {http: {topic: 'a b'}}\nevents: [{type: bad}]\n";
+    let c = run(
+        &[
+            event_route("a", "named", "2026-01-01T00:00:00Z", named),
+            event_route("a", "first", "2026-01-01T00:00:00Z", first),
+            event_route("a", "http-only", "2026-01-01T00:00:00Z", http_only),
+            event_route("a", "bad", "2026-01-01T00:00:00Z", bad),
+        ],
+        &[],
+        &[],
+        now(),
+    );
+    let topic = |t: &str| c.config.event_types[t].http_topic.clone();
+    assert_eq!(topic("order").as_deref(), Some("order-posts"));
+    assert_eq!(topic("greeting").as_deref(), Some("greetings"));
+    assert_eq!(topic("ping"), None, "the data plane's default applies");
+    // The named topic is consumed, so what is produced there comes back to every pod.
+    assert!(c.config.topics.contains(&"order-posts".to_owned()));
+    let (reason, _) = rejected(outcome(&c, Kind::EventRoute, "bad"));
+    assert_eq!(reason, "InvalidTopic");
+}

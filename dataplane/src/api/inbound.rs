@@ -182,11 +182,23 @@ async fn publish_checked(
                 return text(StatusCode::FORBIDDEN, "Submission denied.");
             }
             let answer = event.json.clone();
-            state
-                .metrics
-                .consumed_events
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            state.publish(event);
+            match state.publisher.get() {
+                // Kafka on: produced, and delivered by every process's consumer (this one's too).
+                Some(publisher) => {
+                    let topic = state.access.http_topic(&event.event_type);
+                    if let Err(error) = publisher.publish(topic.as_deref(), &event).await {
+                        return text(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+                    }
+                }
+                // Kafka off: this process is the only one; delivered here.
+                None => {
+                    state
+                        .metrics
+                        .consumed_events
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    state.publish(event);
+                }
+            }
             let mut res = Response::new(crate::http::full(answer));
             *res.status_mut() = StatusCode::ACCEPTED;
             res.headers_mut().insert(

@@ -60,6 +60,9 @@ pub struct State {
     pub config_status: Arc<crate::cluster::snapshots::Status>,
     /// Cluster mode: the apiserver client, set once at start (empty in standalone mode).
     pub kube: std::sync::OnceLock<crate::cluster::kube::Kube>,
+    /// With Kafka: the producer of HTTP-published events, set once at start (empty without
+    /// Kafka: HTTP-published events are then delivered by this process alone).
+    pub publisher: std::sync::OnceLock<crate::kafka::publish::Publisher>,
 }
 
 impl State {
@@ -177,6 +180,7 @@ impl State {
                 config.cluster_mode(),
             )),
             kube: std::sync::OnceLock::new(),
+            publisher: std::sync::OnceLock::new(),
             metrics,
             longpolling,
             owner: config.owner.clone(),

@@ -32,6 +32,8 @@ struct TypeAccess {
     submission: Option<Arc<Check>>,
     /// `source.http.enabled`.
     http_publishing: bool,
+    /// `source.http.topic` (or the route's first Kafka topic).
+    http_topic: Option<Arc<str>>,
     /// `namespace/name` of the route, for logs.
     route: String,
 }
@@ -133,6 +135,7 @@ impl AccessPolicy {
                         subscription: check(CheckKind::Subscription, &rules.subscription),
                         submission: check(CheckKind::Submission, &rules.submission),
                         http_publishing: rules.http_publishing,
+                        http_topic: rules.http_topic.as_deref().map(Arc::from),
                         route: rules.route.clone(),
                     },
                 )
@@ -236,6 +239,12 @@ impl AccessPolicy {
             Some(t) if !t.http_publishing => Err(t.route.clone()),
             _ => Ok(()),
         }
+    }
+
+    /// The Kafka topic the `EventRoute` of `event_type` names for its HTTP-published events;
+    /// `None`: no route says (the process's default applies).
+    pub fn http_topic(&self, event_type: &str) -> Option<Arc<str>> {
+        self.types().get(event_type)?.http_topic.clone()
     }
 
     /// Count and log a refusal by `source.http.enabled: false` (one place for both endpoints).

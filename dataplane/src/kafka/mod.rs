@@ -4,3 +4,4 @@
 pub mod consumer;
 pub mod every_partition;
 pub mod history;
+pub mod publish;

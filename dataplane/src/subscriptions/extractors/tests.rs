@@ -144,7 +144,10 @@ fn route(events: Vec<(&str, Vec<FieldSpec<'_>>)>) -> EventRouteSpec {
     EventRouteSpec {
         source: EventSource {
             kafka: None,
-            http: Some(HttpSource { enabled: true }),
+            http: Some(HttpSource {
+                enabled: true,
+                topic: None,
+            }),
         },
         events: events
             .into_iter()

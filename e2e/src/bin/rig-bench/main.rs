@@ -27,6 +27,7 @@
 //! every connection records latencies).
 
 mod client;
+mod hostile;
 mod load;
 mod process;
 mod responder;
@@ -113,13 +114,16 @@ fn main() -> ExitCode {
         Some("client") => client_main(&args[1..]),
         Some("run") => run_main(&args[1..]),
         Some("revocation") => revocation_main(&args[1..]),
+        Some("hostile") => hostile_main(&args[1..]),
         Some("responder") => responder_main(&args[1..]),
         _ => Err(anyhow::anyhow!(
             "usage: rig-bench run [--connections N] [--clients P] [--duration S] \
              [--publishers N] [--window W] [--transports sse,ws] [--latency-rates auto,R…] \
              [--open-loop true|false] [--kafka true|false] [--subset-types N] [--subset-rate R]\n\
              rig-bench revocation [--background N,…] [--revocations N] [--warmup N] [--validity S]\n\
-             rig-bench responder --brokers B --requests TOPIC --responses TOPIC [--partitions N]"
+             rig-bench responder --brokers B --requests TOPIC --responses TOPIC [--partitions N]\n\
+             rig-bench hostile [--events N] [--resumers N] [--readers N] [--rate N] [--idle N] \
+             [--kafka-run DIR --kafka-sh PATH]"
         )),
     };
     match result {
@@ -183,6 +187,31 @@ fn responder_main(args: &[String]) -> Result<()> {
         .enable_all()
         .build()?
         .block_on(responder::run(args))
+}
+
+/// `rig-bench hostile …`: issue 12's measured acceptance (see [`hostile`]); prints the markdown
+/// section.
+fn hostile_main(args: &[String]) -> Result<()> {
+    let o = options(args)?;
+    let args = hostile::HostileArgs {
+        dataplane: dataplane_bin()?,
+        events: opt(&o, "events", 10_000)?,
+        resumers: opt(&o, "resumers", 1000)?,
+        readers: opt(&o, "readers", 1000)?,
+        rate: opt(&o, "rate", 200)?,
+        kafka_run: o.get("kafka-run").map(PathBuf::from),
+        kafka_sh: o
+            .get("kafka-sh")
+            .map_or_else(|| PathBuf::from("e2e/env/kafka.sh"), PathBuf::from),
+        idle: opt(&o, "idle", 5000)?,
+    };
+    let section = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(hostile::run(args))?;
+    print!("{section}");
+    Ok(())
 }
 
 /// `rig-bench revocation …`: revocation latency in one process (see [`revocation`]); prints the
