@@ -343,7 +343,8 @@ impl Config {
             )?
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_MINUTE),
             max_connections_per_minute_per_client: 0,
-            http_events_topic: match lookup(ENV_HTTP_EVENTS_TOPIC).filter(|t| !t.trim().is_empty()) {
+            http_events_topic: match lookup(ENV_HTTP_EVENTS_TOPIC).filter(|t| !t.trim().is_empty())
+            {
                 Some(topic) => {
                     let topic = topic.trim().to_owned();
                     if !rig_crds::compile::valid_topic(&topic) {
@@ -358,9 +359,13 @@ impl Config {
                 None => None,
             },
             publish_timeout: Duration::from_millis(
-                parse(&lookup, ENV_PUBLISH_TIMEOUT_MS, "a positive number of milliseconds")?
-                    .filter(|ms: &u64| *ms > 0)
-                    .unwrap_or(DEFAULT_PUBLISH_TIMEOUT_MS),
+                parse(
+                    &lookup,
+                    ENV_PUBLISH_TIMEOUT_MS,
+                    "a positive number of milliseconds",
+                )?
+                .filter(|ms: &u64| *ms > 0)
+                .unwrap_or(DEFAULT_PUBLISH_TIMEOUT_MS),
             ),
             client_ip_header: match lookup(ENV_CLIENT_IP_HEADER).filter(|h| !h.trim().is_empty()) {
                 None => None,

@@ -4,8 +4,6 @@
 //! The test runs its own broker (`e2e/env/kafka.sh` with a private run directory), so stopping it
 //! disturbs no other test.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -13,53 +11,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
-use rig_e2e::{Env, http, repo_root, sse, unique_name, wait_until};
+use rig_e2e::kafka::PrivateBroker;
+use rig_e2e::{http, sse, unique_name, wait_until};
 
 const T: Duration = Duration::from_secs(90);
-
-/// A broker of its own, stopped and deleted when dropped.
-struct Broker {
-    run: PathBuf,
-}
-
-impl Broker {
-    fn kafka_sh(&self, verb: &str) {
-        let status = Command::new("bash")
-            .arg(repo_root().join("e2e/env/kafka.sh"))
-            .arg(verb)
-            .env("RIG_RUN", &self.run)
-            .status()
-            .expect("kafka.sh runs");
-        assert!(status.success(), "kafka.sh {verb} failed");
-    }
-
-    fn up() -> Self {
-        let run = std::env::temp_dir().join(unique_name("rig-outage"));
-        std::fs::create_dir_all(&run).expect("run dir");
-        let broker = Self { run };
-        broker.kafka_sh("up");
-        broker
-    }
-
-    fn brokers(&self) -> String {
-        Env::from_file(&self.run.join("env"))
-            .expect("env file")
-            .kafka_brokers()
-            .expect("KAFKA_BROKERS")
-            .to_owned()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo_root().join("e2e/env/kafka.sh"))
-            .arg("down")
-            .env("RIG_RUN", &self.run)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.run);
-    }
-}
 
 async fn produce(brokers: &str, topic: &str, id: &str) {
     let producer: FutureProducer = ClientConfig::new()
@@ -82,7 +37,7 @@ async fn produce(brokers: &str, topic: &str, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consumer_recovers_from_a_broker_outage_by_itself() {
-    let broker = Broker::up();
+    let broker = PrivateBroker::up();
     let brokers = broker.brokers();
     let topic = unique_name("outage");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -154,7 +109,7 @@ async fn the_consumer_recovers_from_a_broker_outage_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_down_at_start_keeps_the_process_unready_until_events_can_flow() {
-    let broker = Broker::up();
+    let broker = PrivateBroker::up();
     let brokers = broker.brokers();
     let topic = unique_name("late");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()

@@ -88,7 +88,9 @@ impl Publisher {
         event: &CloudEvent,
     ) -> Result<(), PublishError> {
         let Some(topic) = route_topic.or(self.default_topic.as_deref()) else {
-            self.metrics.http_events_failed.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .http_events_failed
+                .fetch_add(1, Ordering::Relaxed);
             return Err(PublishError::NoTopic(event.event_type.clone()));
         };
         let headers = OwnedHeaders::new().insert(Header {
@@ -105,11 +107,15 @@ impl Publisher {
         // Bounded by `message.timeout.ms`: the delivery report arrives by then at the latest.
         match self.producer.send(record, Duration::ZERO).await {
             Ok(_) => {
-                self.metrics.http_events_produced.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .http_events_produced
+                    .fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err((error, _)) => {
-                self.metrics.http_events_failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .http_events_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%topic, event_type = %event.event_type, %error, "HTTP-published event not produced");
                 Err(PublishError::Failed(error.to_string()))
             }

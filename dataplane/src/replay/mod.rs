@@ -8,9 +8,11 @@
 //! them. When the window no longer holds everything past the frontier (evicted, or the token is not
 //! understood), the client first gets `rig.connection.gap`, so it knows to refetch its state.
 //!
-//! Memory: the window holds `capacity` entries; each is an `Arc` of the event (shared with the
-//! frames in flight) plus ~64 bytes of bookkeeping, so the cost is about `capacity × (average event
-//! size + 64 B)`, e.g. 10,000 events of 1 KiB ≈ 10.6 MiB.
+//! Memory: the window holds `capacity` entries; each keeps the event (its JSON at its exact size
+//! and its parsed form, for matching a resuming client's subscriptions) and the SSE frame live
+//! clients got (replayed as is, shared), about 5× the event's size in all (measured by
+//! `e2e/bench/hostile.sh`: 10,000 events of ~1 KiB take 49.5 MiB). A resuming client holds only a
+//! cursor and one batch ([`crate::connections::feed`]).
 
 pub mod token;
 pub mod window;

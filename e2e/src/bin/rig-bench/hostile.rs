@@ -104,7 +104,10 @@ async fn sse_connect(addr: SocketAddr, last_event_id: Option<&str>) -> Result<Tc
 async fn resume_memory(args: &HostileArgs, out: &mut String) -> Result<()> {
     let env = vec![
         ("RIG_REPLAY_WINDOW".to_owned(), args.events.to_string()),
-        ("RIG_TOKEN_KEY".to_owned(), "hostile-bench-key-0123456789".to_owned()),
+        (
+            "RIG_TOKEN_KEY".to_owned(),
+            "hostile-bench-key-0123456789".to_owned(),
+        ),
     ];
     let dp = DataPlane::start(&args.dataplane, &env, false, &log("hostile-resume.log")).await?;
     // The oldest position: the greeting's token, before any event.
@@ -140,11 +143,15 @@ async fn resume_memory(args: &HostileArgs, out: &mut String) -> Result<()> {
         // Sent, never read.
         sockets.push(sse_connect(dp.inbound, Some(&token)).await?);
     }
-    deadline_poll("every resumer registered", Duration::from_secs(60), || async {
-        dp.metric("rig_connections{transport=\"sse\"}")
-            .await
-            .is_ok_and(|n| n >= args.resumers as f64)
-    })
+    deadline_poll(
+        "every resumer registered",
+        Duration::from_secs(60),
+        || async {
+            dp.metric("rig_connections{transport=\"sse\"}")
+                .await
+                .is_ok_and(|n| n >= args.resumers as f64)
+        },
+    )
     .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let resumed = Memory::settled(dp.pid).await?;
@@ -249,7 +256,10 @@ async fn outage(args: &HostileArgs, run: &PathBuf, out: &mut String) -> Result<(
         ("KAFKA_BROKERS".to_owned(), brokers.clone()),
         ("KAFKA_SOURCE_TOPICS".to_owned(), topic.clone()),
         ("RIG_REPLAY_WINDOW".to_owned(), OUTAGE_WINDOW.to_string()),
-        ("RIG_TOKEN_KEY".to_owned(), "hostile-bench-key-0123456789".to_owned()),
+        (
+            "RIG_TOKEN_KEY".to_owned(),
+            "hostile-bench-key-0123456789".to_owned(),
+        ),
     ];
     let dp = DataPlane::start(&args.dataplane, &env, true, &log("hostile-outage.log")).await?;
     let received = Arc::new(AtomicU64::new(0));
@@ -264,11 +274,15 @@ async fn outage(args: &HostileArgs, run: &PathBuf, out: &mut String) -> Result<(
             stop.clone(),
         )));
     }
-    deadline_poll("every reader connected", Duration::from_secs(60), || async {
-        dp.metric("rig_connections{transport=\"sse\"}")
-            .await
-            .is_ok_and(|n| n >= args.readers as f64)
-    })
+    deadline_poll(
+        "every reader connected",
+        Duration::from_secs(60),
+        || async {
+            dp.metric("rig_connections{transport=\"sse\"}")
+                .await
+                .is_ok_and(|n| n >= args.readers as f64)
+        },
+    )
     .await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -310,11 +324,15 @@ async fn outage(args: &HostileArgs, run: &PathBuf, out: &mut String) -> Result<(
     kafka_sh(args, run, "start")?;
     // The backlog drains; then steady state again.
     let drained = Instant::now();
-    deadline_poll("the backlog delivered", Duration::from_secs(120), || async {
-        dp.metric("rig_kafka_consumer_lag_messages")
-            .await
-            .is_ok_and(|lag| lag < 50.0)
-    })
+    deadline_poll(
+        "the backlog delivered",
+        Duration::from_secs(120),
+        || async {
+            dp.metric("rig_kafka_consumer_lag_messages")
+                .await
+                .is_ok_and(|lag| lag < 50.0)
+        },
+    )
     .await?;
     let drain = drained.elapsed();
     tokio::time::sleep(Duration::from_secs(20)).await;
@@ -335,7 +353,11 @@ async fn outage(args: &HostileArgs, run: &PathBuf, out: &mut String) -> Result<(
         OUTAGE.as_secs(),
         mib(before as i64),
         mib(after as i64),
-        if change.abs() <= 10.0 { "met" } else { "NOT met" },
+        if change.abs() <= 10.0 {
+            "met"
+        } else {
+            "NOT met"
+        },
         drain.as_secs_f64(),
         reconnects.load(Ordering::Relaxed),
         received.load(Ordering::Relaxed),
@@ -360,7 +382,10 @@ async fn probe(addr: SocketAddr) -> Result<Duration> {
 }
 
 async fn idle_sockets(args: &HostileArgs, out: &mut String) -> Result<()> {
-    let env = vec![("RIG_HEAD_TIMEOUT_MS".to_owned(), HEAD_TIMEOUT_MS.to_string())];
+    let env = vec![(
+        "RIG_HEAD_TIMEOUT_MS".to_owned(),
+        HEAD_TIMEOUT_MS.to_string(),
+    )];
     let dp = DataPlane::start(&args.dataplane, &env, false, &log("hostile-idle.log")).await?;
     let probing = Arc::new(AtomicBool::new(true));
     let prober = {
@@ -408,7 +433,8 @@ async fn idle_sockets(args: &HostileArgs, out: &mut String) -> Result<()> {
             .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
     };
     let (p50, p99) = (pct(0.50), pct(0.99));
-    let closed_in_time = still_open == 0 && longest <= Duration::from_millis(HEAD_TIMEOUT_MS + 1000);
+    let closed_in_time =
+        still_open == 0 && longest <= Duration::from_millis(HEAD_TIMEOUT_MS + 1000);
     writeln!(
         out,
         "**Idle sockets** ({} sockets that send nothing, `RIG_HEAD_TIMEOUT_MS={HEAD_TIMEOUT_MS}`): all closed by the data plane, the last {:.1} s after it opened ({still_open} still open after 60 s: {}); a healthy client meanwhile ({} fresh connections, `GET /_rig/health`): p50 {p50:.2} ms, **p99 {p99:.2} ms** (must be < 50 ms: {}), {failures} failed.\n",
@@ -416,7 +442,11 @@ async fn idle_sockets(args: &HostileArgs, out: &mut String) -> Result<()> {
         longest.as_secs_f64(),
         if closed_in_time { "met" } else { "NOT met" },
         latencies.len(),
-        if p99 < 50.0 && failures == 0 { "met" } else { "NOT met" },
+        if p99 < 50.0 && failures == 0 {
+            "met"
+        } else {
+            "NOT met"
+        },
     )?;
     dp.stop().await
 }
