@@ -97,6 +97,9 @@ struct Cluster {
     ns: String,
     operators: Vec<Operator>,
     cache_dir: PathBuf,
+    /// Where HTTP-published events of types whose route names no topic go (the chart's default
+    /// is RIG's `rig` topic).
+    http_topic: String,
 }
 
 impl Cluster {
@@ -112,12 +115,15 @@ impl Cluster {
         }
         let cache_dir = std::env::temp_dir().join(unique_name("rig-snapshots"));
         std::fs::create_dir_all(&cache_dir).expect("cache dir");
+        let http_topic = unique_name("cs-http");
+        create_topics(&env, std::slice::from_ref(&http_topic)).await;
         Self {
             env,
             client,
             ns,
             operators,
             cache_dir,
+            http_topic,
         }
     }
 
@@ -129,6 +135,7 @@ impl Cluster {
             .expect("ports")
             .env("KAFKA_BROKERS", self.env.kafka_brokers().expect("kafka"))
             .env("KAFKA_SOURCE_TOPICS", "")
+            .env("RIG_HTTP_EVENTS_TOPIC", &self.http_topic)
             .env("RIG_OPERATOR_URL", format!("http://{operator}"))
             .env("RIG_SNAPSHOT_CACHE", cache.to_str().expect("utf-8 path"))
             .env("KUBECONFIG", self.env.kubeconfig().expect("kubeconfig"))

@@ -340,3 +340,20 @@ fn media_types() {
         assert_eq!(is_json_media_type(content_type), *json, "{content_type}");
     }
 }
+
+#[test]
+fn an_event_never_keeps_the_buffer_it_arrived_in() {
+    // A 1 MiB read buffer of which the event is a small part.
+    let json = br#"{"specversion":"1.0","type":"t","source":"/s","id":"1"}"#;
+    let mut buffer = vec![b' '; 1 << 20];
+    buffer[..json.len()].copy_from_slice(json);
+    let buffer = Bytes::from(buffer);
+    let received = buffer.slice(..json.len());
+    let event = parse_structured_bytes(received.clone()).expect("valid");
+    assert_eq!(&event.json[..], json);
+    let inside = buffer.as_ptr_range();
+    assert!(
+        !inside.contains(&event.json.as_ptr()),
+        "the event must hold its own copy, not a slice of the 1 MiB buffer"
+    );
+}

@@ -65,12 +65,17 @@ pub struct HostileArgs {
 pub async fn run(args: HostileArgs) -> Result<String> {
     let mut out = String::new();
     writeln!(out, "### Hostile and unlucky clients (`hostile.sh`)\n")?;
-    resume_memory(&args, &mut out).await?;
+    if args.events > 0 && args.resumers > 0 {
+        resume_memory(&args, &mut out).await?;
+    }
     match &args.kafka_run {
-        Some(run) => outage(&args, run, &mut out).await?,
+        Some(run) if args.readers > 0 => outage(&args, run, &mut out).await?,
+        Some(_) => {}
         None => writeln!(out, "Broker outage: skipped (no `--kafka-run`).\n")?,
     }
-    idle_sockets(&args, &mut out).await?;
+    if args.idle > 0 {
+        idle_sockets(&args, &mut out).await?;
+    }
     Ok(out)
 }
 
@@ -256,6 +261,11 @@ async fn outage(args: &HostileArgs, run: &PathBuf, out: &mut String) -> Result<(
         ("KAFKA_BROKERS".to_owned(), brokers.clone()),
         ("KAFKA_SOURCE_TOPICS".to_owned(), topic.clone()),
         ("RIG_REPLAY_WINDOW".to_owned(), OUTAGE_WINDOW.to_string()),
+        // Allocator settings of the bench's own environment apply (to compare them).
+        (
+            "MALLOC_ARENA_MAX".to_owned(),
+            std::env::var("MALLOC_ARENA_MAX").unwrap_or_default(),
+        ),
         (
             "RIG_TOKEN_KEY".to_owned(),
             "hostile-bench-key-0123456789".to_owned(),
