@@ -28,6 +28,7 @@
 
 mod client;
 mod hostile;
+mod http_events;
 mod load;
 mod process;
 mod responder;
@@ -115,6 +116,7 @@ fn main() -> ExitCode {
         Some("run") => run_main(&args[1..]),
         Some("revocation") => revocation_main(&args[1..]),
         Some("hostile") => hostile_main(&args[1..]),
+        Some("http-events") => http_events_main(&args[1..]),
         Some("responder") => responder_main(&args[1..]),
         _ => Err(anyhow::anyhow!(
             "usage: rig-bench run [--connections N] [--clients P] [--duration S] \
@@ -123,7 +125,8 @@ fn main() -> ExitCode {
              rig-bench revocation [--background N,…] [--revocations N] [--warmup N] [--validity S]\n\
              rig-bench responder --brokers B --requests TOPIC --responses TOPIC [--partitions N]\n\
              rig-bench hostile [--events N] [--resumers N] [--readers N] [--rate N] [--idle N] \
-             [--kafka-run DIR --kafka-sh PATH]"
+             [--kafka-run DIR --kafka-sh PATH]\n\
+             rig-bench http-events [--rate 1000] [--duration 10] [--publishers 64]"
         )),
     };
     match result {
@@ -210,6 +213,29 @@ fn hostile_main(args: &[String]) -> Result<()> {
         .enable_all()
         .build()?
         .block_on(hostile::run(args))?;
+    print!("{section}");
+    Ok(())
+}
+
+/// `rig-bench http-events …`: issue 13's measurements (see [`http_events`]); prints the markdown
+/// section.
+fn http_events_main(args: &[String]) -> Result<()> {
+    let o = options(args)?;
+    let brokers = rig_e2e::Env::load()
+        .and_then(|env| env.kafka_brokers().map(str::to_owned))
+        .context("the test broker (run e2e/env/up.sh or e2e/env/kafka.sh up)")?;
+    let args = http_events::HttpEventsArgs {
+        dataplane: dataplane_bin()?,
+        brokers,
+        rate: opt(&o, "rate", 1000)?,
+        duration: opt(&o, "duration", 10)?,
+        publishers: opt(&o, "publishers", 64)?,
+    };
+    let section = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(http_events::run(args))?;
     print!("{section}");
     Ok(())
 }
