@@ -15,10 +15,8 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TryRecvError;
-
 use super::hub::{Hub, Outbound};
+use super::queue::{Receiver, TryRecvError};
 use crate::events::frame::Frame;
 use crate::replay::{Cursor, Window};
 use crate::subscriptions::ConnId;
@@ -29,7 +27,7 @@ pub const REPLAY_BATCH: usize = 32;
 /// A connection's queue plus, while it catches up, its replay (module docs).
 #[derive(Debug)]
 pub struct Feed {
-    rx: mpsc::Receiver<Outbound>,
+    rx: Receiver,
     /// Replay frames pulled but not taken yet; always taken before anything in `rx`.
     ready: VecDeque<Arc<Frame>>,
     replay: Option<Box<Replaying>>,
@@ -50,7 +48,7 @@ pub struct Replaying {
 
 impl Feed {
     /// A live connection's feed: its queue only.
-    pub fn new(rx: mpsc::Receiver<Outbound>) -> Self {
+    pub fn new(rx: Receiver) -> Self {
         Self {
             rx,
             ready: VecDeque::new(),

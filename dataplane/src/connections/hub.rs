@@ -1,6 +1,6 @@
 //! The hub: every open frontend connection of this process, and the fan-out of events to them.
 //!
-//! Each connection owns a bounded queue (`mpsc`) drained by its response body. Publishing an event
+//! Each connection owns a bounded queue ([`super::queue`]) drained by its response body. Publishing an event
 //! encodes its frame once, asks the subscription index which connections match (work proportional
 //! to the matches, not to all connections) and `try_send`s an `Arc` of the frame to each: the bytes
 //! are shared, and a full queue never blocks the publisher.
@@ -26,11 +26,11 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::connections::expiry::Expiries;
 use crate::connections::feed::Feed;
+use crate::connections::queue;
 use crate::events::CloudEvent;
 use crate::events::frame::Frame;
 use crate::metrics::{Metrics, Transport};
@@ -53,7 +53,7 @@ pub enum Outbound {
 /// The hub's handle on one connection.
 #[derive(Debug)]
 struct Entry {
-    tx: mpsc::Sender<Outbound>,
+    tx: queue::Sender,
     transport: Transport,
     /// The sessions it joined (usually none or one; an empty box does not allocate).
     sessions: Box<[Arc<str>]>,
@@ -148,7 +148,7 @@ impl Hub {
         live: bool,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let (tx, rx) = queue::channel(self.queue_capacity);
         write(self.shard(id)).insert(
             id,
             Entry {
@@ -342,8 +342,8 @@ impl Hub {
             };
             match entry.tx.try_send(Outbound::Frame(frame.clone())) {
                 Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => overflowed.push(id),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(queue::TrySendError::Full) => overflowed.push(id),
+                Err(queue::TrySendError::Closed) => {}
             }
         }
         self.metrics

@@ -12,6 +12,7 @@ pub mod hub;
 pub mod limit;
 pub mod longpolling;
 pub mod open;
+pub mod queue;
 pub mod sse;
 pub mod sse_direct;
 pub mod subscriptions_put;

@@ -587,7 +587,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_are_written_as_one_chunk_and_the_stream_ends_with_the_last_chunk() {
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let (tx, rx) = crate::connections::queue::channel(8);
         let mut rx = Feed::new(rx);
         tx.try_send(Outbound::Heartbeat).expect("queued");
         tx.try_send(Outbound::Close(None)).expect("queued");
