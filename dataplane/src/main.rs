@@ -2,6 +2,11 @@
 //! SIGTERM / Ctrl-C with a graceful drain.
 
 use anyhow::Result;
+
+/// mimalloc gives freed pages back to the system; glibc's allocator kept a burst's fragments: after
+/// a broker outage's backlog, RSS stayed ~25-30 % above its level before (`e2e/bench/hostile.sh`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
