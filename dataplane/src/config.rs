@@ -359,13 +359,21 @@ impl Config {
                 None => None,
             },
             publish_timeout: Duration::from_millis(
-                parse(
+                match parse(
                     &lookup,
                     ENV_PUBLISH_TIMEOUT_MS,
                     "a positive number of milliseconds",
-                )?
-                .filter(|ms: &u64| *ms > 0)
-                .unwrap_or(DEFAULT_PUBLISH_TIMEOUT_MS),
+                )? {
+                    Some(0) => {
+                        return Err(Error::Invalid {
+                            var: ENV_PUBLISH_TIMEOUT_MS,
+                            value: "0".to_owned(),
+                            reason: "a positive number of milliseconds",
+                        });
+                    }
+                    Some(ms) => ms,
+                    None => DEFAULT_PUBLISH_TIMEOUT_MS,
+                },
             ),
             client_ip_header: match lookup(ENV_CLIENT_IP_HEADER).filter(|h| !h.trim().is_empty()) {
                 None => None,
@@ -550,7 +558,8 @@ impl Config {
             ENV_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT,
             "a non-negative integer (0: no per-client share)",
         )?
-        .unwrap_or(self.max_connections_per_minute / 10);
+        // A tenth, rounded up: a small budget still has a share (0 would mean "no share").
+        .unwrap_or(self.max_connections_per_minute.div_ceil(10));
         Ok(self)
     }
 }

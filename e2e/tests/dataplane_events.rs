@@ -437,3 +437,79 @@ async fn one_of_is_an_or_of_ands_unknown_fields_are_ignored_types_match_exactly(
     assert_eq!(ids, expected);
     assert_eq!(dp.metric("rig_subscriptions_total").await, 1.0);
 }
+
+/// A bare CR in an event's JSON (legal JSON whitespace) cannot break the SSE framing: a browser's
+/// `EventSource` ends a line at CR, LF or CRLF, so the gateway writes every line break as a new
+/// `data:` line; the stream carries no CR at all, and the data reassembled by the spec's rules is
+/// the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carriage_return_in_an_event_cannot_break_sse_framing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dp = DataPlane::start(DataPlaneConfig::new().expect("ports"))
+        .await
+        .expect("start");
+    let mut stream = tokio::net::TcpStream::connect(dp.inbound())
+        .await
+        .expect("connect");
+    let subs = form_encode(r#"[{"eventType":"cr.test"}]"#);
+    stream
+        .write_all(
+            format!(
+                "GET /_rig/v1/connection/sse?subscriptions={subs} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("request");
+    let body = "{\"specversion\":\"1.0\",\r\"type\":\"cr.test\",\r\n\"source\":\"/e2e\",\"id\":\"cr-1\",\r\r\"data\":{\"a\":\"x\"}}";
+    let mut raw = Vec::new();
+    let mut posted = false;
+    let mut buf = [0u8; 4096];
+    // Read the response (past its head) until the event's end, publishing once subscribed.
+    let events = loop {
+        let n = tokio::time::timeout(T, stream.read(&mut buf))
+            .await
+            .expect("bytes in time")
+            .expect("read");
+        assert!(n > 0, "stream ended");
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if !posted && text.contains("rig.subscriptions_set") {
+            let (status, _, answer) = http::post(
+                dp.inbound(),
+                "/_rig/v1/events",
+                "application/cloudevents+json",
+                body,
+            )
+            .await
+            .expect("post");
+            assert_eq!(status, 202, "{answer}");
+            posted = true;
+        }
+        if text.contains("event: cr.test") && text.contains("\"a\":\"x\"}}") {
+            break text;
+        }
+    };
+    let head_end = events.find("\r\n\r\n").expect("response head") + 4;
+    let stream_bytes = &events[head_end..];
+    // Chunked framing uses CRLF around chunks; inside the chunks (the SSE bytes) there is no CR.
+    let sse: String = stream_bytes
+        .split("\r\n")
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, chunk)| chunk)
+        .collect();
+    assert!(!sse.contains('\r'), "a CR reached the SSE stream: {sse:?}");
+    // Reassemble the event's data as the SSE spec does (lines end at CR, LF or CRLF).
+    let block = sse
+        .split("\n\n")
+        .find(|b| b.contains("event: cr.test"))
+        .expect("the event's block");
+    let data: Vec<&str> = block
+        .split(['\n', '\r'])
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    let json: serde_json::Value = serde_json::from_str(&data.join("\n")).expect("valid JSON");
+    assert_eq!(json["data"]["a"], "x");
+    assert_eq!(json["id"], "cr-1");
+}

@@ -441,3 +441,70 @@ async fn a_full_buffer_drops_the_oldest_and_the_next_poll_starts_with_a_gap() {
     publish(&dp, &ce("greeting", "g-6")).await;
     assert_eq!(client.poll_for(1).await.types(), ["greeting"]);
 }
+
+/// A long-polling client resuming from a position 500 events back, with a buffer of 200: the
+/// missed events wait for room (its polls acknowledge them) instead of pushing the oldest out,
+/// so it gets the greetings and all 500, in order, with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_backlog_larger_than_the_buffer_arrives_whole() {
+    let dp = dataplane(&[("RIG_LONGPOLLING_BUFFER", "200")]).await;
+    let subs = json!([{"eventType": "lp.resume"}]);
+    let query = format!("subscriptions={}", form_encode(&subs.to_string()));
+    // The token of the position before every event below (the greeting's).
+    publish(&dp, &ce("lp.other", "before")).await;
+    let mut probe = rig_e2e::sse::open(
+        dp.inbound(),
+        &format!("/_rig/v1/connection/sse?{query}"),
+        &[],
+    )
+    .await
+    .expect("probe");
+    let token = probe
+        .next(T)
+        .await
+        .expect("read")
+        .expect("greeting")
+        .id
+        .expect("token");
+    drop(probe);
+    for i in 0..500 {
+        let body = json!({"specversion": "1.0", "type": "lp.resume", "source": "/e2e", "id": format!("r{i}"), "data": {"i": i}})
+            .to_string();
+        publish(&dp, &body).await;
+    }
+    let mut poller = rig_e2e::clients::Poller::new(
+        dp.inbound(),
+        &format!("{query}&last_event_id={}", form_encode(&token)),
+    );
+    let (status, body) = poller.get().await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "\"ok\""));
+    let mut types = Vec::new();
+    let mut numbers = Vec::new();
+    let deadline = tokio::time::Instant::now() + 2 * T;
+    while numbers.len() < 500 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 500",
+            numbers.len()
+        );
+        let (status, body) = poller.get().await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let answer: Value = serde_json::from_str(&body).expect("poll JSON");
+        for event in answer["events"].as_array().expect("events") {
+            let t = event["type"].as_str().unwrap_or_default().to_owned();
+            if t == "lp.resume" {
+                numbers.push(event["data"]["i"].as_i64().expect("i"));
+            }
+            types.push(t);
+        }
+    }
+    assert_eq!(
+        &types[..2],
+        ["rig.connection.create", "rig.subscriptions_set"]
+    );
+    assert!(
+        !types.iter().any(|t| t == "rig.connection.gap"),
+        "{types:?}"
+    );
+    assert_eq!(numbers, (0..500).collect::<Vec<_>>());
+}

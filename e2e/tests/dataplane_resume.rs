@@ -391,3 +391,108 @@ async fn a_replay_larger_than_the_queue_is_served_as_the_client_reads() {
     assert_eq!(numbers, (1..=MISSED + DURING).collect::<Vec<_>>());
     assert_eq!(dp.metric("rig_queue_drops_total").await, 0.0);
 }
+
+/// A resume token the data plane did not sign with its `RIG_TOKEN_KEY` — edited, signed by another
+/// deployment's key, or unsigned — is not understood: the client gets `rig.connection.gap` first
+/// and nothing of what the token claims is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_foreign_resume_tokens_get_a_gap_and_nothing_else() {
+    let dp = DataPlane::start(
+        DataPlaneConfig::new()
+            .expect("ports")
+            .env("RIG_TOKEN_KEY", "resume-test-key-0123456789"),
+    )
+    .await
+    .expect("start");
+    let other = DataPlane::start(
+        DataPlaneConfig::new()
+            .expect("ports")
+            .env("RIG_TOKEN_KEY", "another-deployments-key-98765"),
+    )
+    .await
+    .expect("start the other deployment");
+    let path = format!("/_rig/v1/connection/sse?{}", subscriptions_query());
+    let greeting_token = |addr| {
+        let path = path.clone();
+        async move {
+            let mut client = sse::open(addr, &path, &[]).await.expect("connect");
+            let create = client.next(T).await.expect("read").expect("greeting");
+            create.id.expect("a token")
+        }
+    };
+    let genuine = greeting_token(dp.inbound()).await;
+    let foreign = greeting_token(other.inbound()).await;
+    // Events the genuine token would replay.
+    for i in 0..3 {
+        let body = serde_json::json!({
+            "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("f{i}"), "data": {"i": i}
+        })
+        .to_string();
+        let (status, _, _) = http::post(
+            dp.inbound(),
+            "/_rig/v1/events",
+            "application/cloudevents+json",
+            body,
+        )
+        .await
+        .expect("post");
+        assert_eq!(status, 202);
+    }
+    // The genuine token replays them, without a gap.
+    let mut client = sse::open(dp.inbound(), &path, &[("last-event-id", &genuine)])
+        .await
+        .expect("resume");
+    let events = client
+        .until(T, |e| e.event == "tick" && e.json()["data"]["i"] == 2)
+        .await
+        .expect("replayed");
+    assert!(events.iter().all(|e| e.event != "rig.connection.gap"));
+    drop(client);
+
+    // An edited body keeps the signature of the original: refused.
+    let (body, tag) = genuine.rsplit_once('~').expect("signed token");
+    let edited = format!("{}0~{tag}", body.trim_end_matches(char::is_numeric));
+    let unsigned = format!("1~{}", body.trim_start_matches("2~"));
+    for (what, token) in [
+        ("edited", edited),
+        ("foreign", foreign),
+        ("unsigned", unsigned),
+    ] {
+        let mut client = sse::open(dp.inbound(), &path, &[("last-event-id", &token)])
+            .await
+            .expect("connect");
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(client.next(T).await.expect("read").expect("event").event);
+        }
+        assert_eq!(
+            seen,
+            [
+                "rig.connection.create",
+                "rig.subscriptions_set",
+                "rig.connection.gap"
+            ],
+            "{what} token"
+        );
+        // Nothing is replayed for it: the next event is a new one.
+        let body = serde_json::json!({
+            "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("{what}-new"), "data": {"i": 100}
+        })
+        .to_string();
+        http::post(
+            dp.inbound(),
+            "/_rig/v1/events",
+            "application/cloudevents+json",
+            body,
+        )
+        .await
+        .expect("post");
+        let next = client.next(T).await.expect("read").expect("event");
+        assert_eq!(
+            next.json()["data"]["i"],
+            100,
+            "{what} token: nothing replayed"
+        );
+    }
+    assert_eq!(dp.metric("rig_replay_misses_total").await, 3.0);
+}

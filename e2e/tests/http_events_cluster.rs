@@ -359,3 +359,52 @@ async fn a_broker_down_refuses_with_503_and_delivers_nothing_for_it() {
         "the refused event was delivered: {got:?}"
     );
 }
+
+/// A keyed HTTP-published event goes to RIG's partition for its key (`murmur3_x86_32(key) mod n`),
+/// where RIG put events of that key: "hello" hashes to 0x248bfa47, partition 6 of 7 (librdkafka's
+/// default CRC32 rule would pick 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_events_go_to_rigs_partition_for_their_key() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let env = Env::load().expect("env");
+    let brokers = env.kafka_brokers().expect("kafka").to_owned();
+    let topic = unique_name("keyed");
+    kafka::create_topics(&brokers, &[&topic], 7)
+        .await
+        .expect("topic");
+    let dp = DataPlane::start(dataplane(&brokers, "pod-0").env("KAFKA_SOURCE_TOPICS", &topic))
+        .await
+        .expect("start");
+    assigned(&dp, 7.0).await;
+    let body = serde_json::json!({
+        "specversion": "1.0", "type": "tick", "source": "/e2e", "id": "keyed-1",
+        "partitionkey": "hello", "data": {"src": "http", "i": 0}
+    })
+    .to_string();
+    assert_eq!(post(dp.inbound(), body).await.0, 202);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique_name("keyed-reader"))
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for p in 0..7 {
+        list.add_partition_offset(&topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&list).expect("assign");
+    let partition = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + T;
+        while std::time::Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
+                return Some(message.partition());
+            }
+        }
+        None
+    })
+    .await
+    .expect("reader")
+    .expect("the event in Kafka");
+    assert_eq!(partition, 6);
+}

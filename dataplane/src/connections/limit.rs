@@ -53,12 +53,11 @@ impl Client {
     /// The client of a request from `peer` whose client-address header's last value is `value`.
     pub fn from_header(peer: SocketAddr, value: Option<&[u8]>) -> Self {
         let forwarded = value.and_then(|v| {
-            std::str::from_utf8(v)
-                .ok()?
-                .rsplit(',')
-                .next()?
-                .trim()
+            let entry = std::str::from_utf8(v).ok()?.rsplit(',').next()?.trim();
+            // `ip`, or `ip:port` / `[v6]:port` as some proxies write it.
+            entry
                 .parse::<IpAddr>()
+                .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
                 .ok()
         });
         Self::of(forwarded.unwrap_or(peer.ip()))
@@ -94,7 +93,13 @@ impl RateLimiter {
     pub fn per_minute(limit: u64, per_client: u64) -> Self {
         Self {
             limit,
-            per_client,
+            // A share of the whole budget (or more) is no share: the budget's own answer (RIG's)
+            // applies, as for tiny budgets whose tenth rounds up to all of it.
+            per_client: if limit > 0 && per_client >= limit {
+                0
+            } else {
+                per_client
+            },
             origin: Instant::now(),
             window: AtomicU64::new(0),
             count: AtomicU64::new(0),
@@ -180,6 +185,14 @@ mod tests {
     }
 
     #[test]
+    fn a_share_of_the_whole_budget_is_no_share() {
+        let limiter = RateLimiter::per_minute(1, 1);
+        let client = ip("10.0.0.1");
+        assert_eq!(limiter.try_acquire_for(client), Ok(()));
+        assert_eq!(limiter.try_acquire_for(client), Err(Refusal::Process));
+    }
+
+    #[test]
     fn zero_means_unlimited() {
         let limiter = RateLimiter::per_minute(0, 0);
         assert!((0..10_000).all(|_| limiter.try_acquire()));
@@ -229,6 +242,16 @@ mod tests {
             ip("203.0.113.7")
         );
         assert_eq!(Client::from_request(peer, None, &headers), ip("192.0.2.9"));
+        headers.insert(&name, "1.1.1.1, 203.0.113.8:4711".parse().expect("value"));
+        assert_eq!(
+            Client::from_request(peer, Some(&name), &headers),
+            ip("203.0.113.8")
+        );
+        headers.insert(&name, "[2001:db8::7]:443".parse().expect("value"));
+        assert_eq!(
+            Client::from_request(peer, Some(&name), &headers),
+            ip("2001:db8::7")
+        );
         headers.insert(&name, "garbage".parse().expect("value"));
         assert_eq!(
             Client::from_request(peer, Some(&name), &headers),

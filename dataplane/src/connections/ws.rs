@@ -29,6 +29,11 @@
 //! process, any id after a restart) yields `rig.connection.gap` before live events, so the client
 //! knows to refetch.
 //!
+//! Known limit: the token found is this process's frontier after the event. Another process (or
+//! this one after a restart, its window read back from Kafka) interleaves partitions differently,
+//! so events of other partitions that the client had not received yet can sit before the event
+//! here and be skipped. Only a signed token (SSE, long-polling) resumes exactly on every pod.
+//!
 //! **Memory and writes.** RFC 6455 is implemented here for a server that only sends (see
 //! [`codec`]); a general library would keep per-connection read and write buffers (tungstenite
 //! allocates its read buffer eagerly and never shrinks its write buffer). Per connection this

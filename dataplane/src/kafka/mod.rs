@@ -4,4 +4,5 @@
 pub mod consumer;
 pub mod every_partition;
 pub mod history;
+pub mod partition;
 pub mod publish;

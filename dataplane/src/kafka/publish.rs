@@ -9,12 +9,15 @@
 //! partition and so the order, is the CloudEvents `partitionkey` extension, else RIG's
 //! `rig.target_partition`, else none (events without a key have no order among each other).
 //!
+//! A keyed event goes to RIG's partition for its key ([`super::partition`]: murmur3), so it
+//! shares a partition, and so an order, with what RIG produced for that key.
+//!
 //! The client gets 202 only once the broker acknowledged (all in-sync replicas, idempotent
-//! producer). A broker that is down or does not acknowledge within `RIG_PUBLISH_TIMEOUT_MS` (the
-//! producer's own `message.timeout.ms`, so nothing is retried after the answer) gets 503: a message
-//! that never reached the broker is never delivered. Only a message the broker wrote but whose
-//! acknowledgement was lost may still arrive after a 503; a client that retries with the same
-//! event `id` lets consumers deduplicate.
+//! producer). A broker that is down or does not acknowledge within `RIG_PUBLISH_TIMEOUT_MS` gets
+//! 503 at that deadline; the producer's own `message.timeout.ms` is the same, so a message that
+//! never reached the broker is dropped, not sent later. A message the broker received but did not
+//! acknowledge in time (a hung broker) may still be delivered after a 503: a client that retries
+//! with the same event `id` lets consumers deduplicate.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +28,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 
+use super::partition::{PartitionCounts, rig_partition};
 use crate::events::CloudEvent;
 use crate::metrics::Metrics;
 
@@ -37,7 +41,9 @@ pub enum PublishError {
     )]
     NoTopic(String),
     /// The broker did not acknowledge it.
-    #[error("Kafka did not acknowledge the event ({0}); it was not published")]
+    #[error(
+        "Kafka did not acknowledge the event ({0}); it was not published (a broker that received it without acknowledging may still deliver it: retry with the same event id)"
+    )]
     Failed(String),
 }
 
@@ -45,6 +51,8 @@ pub enum PublishError {
 pub struct Publisher {
     producer: FutureProducer,
     default_topic: Option<String>,
+    timeout: Duration,
+    partitions: PartitionCounts,
     metrics: Arc<Metrics>,
 }
 
@@ -76,6 +84,8 @@ impl Publisher {
         Ok(Self {
             producer,
             default_topic,
+            timeout,
+            partitions: PartitionCounts::default(),
             metrics,
         })
     }
@@ -97,29 +107,48 @@ impl Publisher {
             key: "content-type",
             value: Some("application/cloudevents+json"),
         });
+        let started = tokio::time::Instant::now();
         let key = partition_key(&event.value);
         let mut record = FutureRecord::<str, [u8]>::to(topic)
             .payload(&event.json[..])
             .headers(headers);
         if let Some(key) = &key {
             record = record.key(key.as_str());
+            let Some(count) = self
+                .partitions
+                .get(&self.producer, topic, self.timeout)
+                .await
+            else {
+                return Err(self.failed(
+                    topic,
+                    event,
+                    "the topic's partitions are unknown (broker unreachable or no such topic)"
+                        .to_owned(),
+                ));
+            };
+            record = record.partition(rig_partition(key.as_bytes(), count));
         }
-        // Bounded by `message.timeout.ms`: the delivery report arrives by then at the latest.
-        match self.producer.send(record, Duration::ZERO).await {
-            Ok(_) => {
+        let left = self.timeout.saturating_sub(started.elapsed());
+        // The answer comes by the deadline whatever librdkafka does meanwhile (a broker that is
+        // down for a while delays its delivery reports beyond `message.timeout.ms`).
+        match tokio::time::timeout(left, self.producer.send(record, Duration::ZERO)).await {
+            Ok(Ok(_)) => {
                 self.metrics
                     .http_events_produced
                     .fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err((error, _)) => {
-                self.metrics
-                    .http_events_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%topic, event_type = %event.event_type, %error, "HTTP-published event not produced");
-                Err(PublishError::Failed(error.to_string()))
-            }
+            Ok(Err((error, _))) => Err(self.failed(topic, event, error.to_string())),
+            Err(_) => Err(self.failed(topic, event, format!("no acknowledgement within {left:?}"))),
         }
+    }
+
+    fn failed(&self, topic: &str, event: &CloudEvent, error: String) -> PublishError {
+        self.metrics
+            .http_events_failed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%topic, event_type = %event.event_type, %error, "HTTP-published event not produced");
+        PublishError::Failed(error)
     }
 }
 

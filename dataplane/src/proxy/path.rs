@@ -28,10 +28,12 @@ pub fn normalize(path: &str) -> Result<Option<String>, Refused> {
     let decoded = decode_unreserved(path)?;
     // `..;x` is no dot segment to RFC 3986, but several servers (Tomcat, Jetty, Spring) strip the
     // parameters and read `..`: refused, since no normal form means the same to every backend.
-    if decoded
-        .split('/')
-        .any(|s| s.contains(';') && matches!(s.split(';').next(), Some("." | "..")))
-    {
+    // An encoded `;` (`%3B`, upper-cased by now) counts too: some servers decode before they
+    // strip parameters.
+    if decoded.split('/').any(|s| {
+        let s = s.replace("%3B", ";");
+        s.contains(';') && matches!(s.split(';').next(), Some("." | ".."))
+    }) {
         return Err(Refused("a dot segment with parameters (`..;`) in the path"));
     }
     let normal = remove_dot_segments(&decoded);
@@ -166,6 +168,8 @@ mod tests {
         for p in [
             "/public/..;/private/x",
             "/public/%2e%2e;x/private",
+            "/public/%2e%2e%3b/private/x",
+            "/public/..%3B/private/x",
             "/a/.;/b",
             "/admin%2Fsecret",
             "/admin%2fsecret",

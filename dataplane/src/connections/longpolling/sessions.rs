@@ -57,6 +57,8 @@ pub struct Session {
     capacity: usize,
     inner: Mutex<Inner>,
     notify: Notify,
+    /// Woken when acknowledged frames leave the buffer (a replay waits for room).
+    room: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -145,6 +147,7 @@ impl Sessions {
                 guard: Some(guard),
             }),
             notify: Notify::new(),
+            room: Notify::new(),
             metrics: self.metrics.clone(),
         });
         // The task holds only a weak reference: removing the session from the map drops it, which
@@ -341,6 +344,7 @@ impl Session {
         // A number this session never issued is not the client's position here: answer everything
         // retained rather than skip frames it cannot have.
         let acked = if acked >= inner.next_seq { 0 } else { acked };
+        let mut released = false;
         while let Some((seq, frame)) = inner.ring.front() {
             if *seq > acked {
                 break;
@@ -349,6 +353,10 @@ impl Session {
                 inner.acked_token = Some((*seq, token.to_owned()));
             }
             inner.ring.pop_front();
+            released = true;
+        }
+        if released {
+            self.room.notify_waiters();
         }
         let answered_newer = match (&inner.answered_token, &inner.acked_token) {
             (Some((answered, _)), Some((known, _))) => *answered <= acked && answered > known,
@@ -408,7 +416,28 @@ impl Session {
 async fn forward(mut rx: crate::connections::feed::Feed, session: Weak<Session>) {
     let mut items = Vec::with_capacity(FORWARD_BATCH);
     loop {
-        if rx.recv_many(&mut items, FORWARD_BATCH).await == 0 {
+        let mut batch = FORWARD_BATCH;
+        if rx.is_replaying() {
+            // A resuming client's missed events wait for room in the buffer (the client's polls
+            // acknowledge what it got) instead of pushing the oldest out: the buffer's
+            // drop-oldest policy is for live events only.
+            loop {
+                let Some(session) = session.upgrade() else {
+                    return;
+                };
+                batch = FORWARD_BATCH.min(session.capacity);
+                let room = session.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                if session.lock().ring.len() + batch <= session.capacity {
+                    break;
+                }
+                // Bounded, so a session that expires meanwhile is noticed (its `Weak` dies once
+                // this strong reference is dropped at the end of the turn).
+                let _ = tokio::time::timeout(Duration::from_secs(1), room).await;
+            }
+        }
+        if rx.recv_many(&mut items, batch).await == 0 {
             // The hub dropped the connection (e.g. shutdown): nothing more will come.
             if let Some(session) = session.upgrade() {
                 session.close();
