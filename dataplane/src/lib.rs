@@ -195,7 +195,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let responses = match state.config.kafka_brokers.clone() {
         Some(brokers) => {
             let producer = proxy::kafka::producer(&brokers).context("Kafka producer")?;
-            let _ = state.proxy.producer.set(proxy::kafka::Producer(producer));
+            let _ = state
+                .proxy
+                .producer
+                .set(proxy::kafka::Producer::new(producer));
             let publisher = kafka::publish::Publisher::new(
                 &brokers,
                 state.config.http_events_topic.clone(),

@@ -787,3 +787,25 @@ async fn rig_definitions_wait_for_the_kafka_response_until_the_responder_stops()
         1.0
     );
 }
+
+/// The message key (`rig.target_partition`) lands on RIG's partition for it,
+/// `murmur3_x86_32(key) mod n`: "hello" on partition 6 of 7 (librdkafka's CRC32 rule: 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_key_lands_on_rigs_partition() {
+    let env = Env::load().expect("env");
+    let requests = topic(&env, "proxy-keyed", 7).await;
+    let responses = topic(&env, "proxy-keyed-responses", 1).await;
+    let routes = kafka_route("keyed", "/keyed", &requests, "Http", "10s", "");
+    let dp = start(Some(&env), None, "kafka-keyed", &routes, &responses).await;
+    let reader = consumer(&env, &requests, 7);
+    let ce = json!({"specversion": "1.0", "type": "order.placed", "source": "/shop", "id": "k-1",
+        "data": {}, "rig": {"target_partition": "hello"}});
+    let (status, _, body) = post(dp.inbound(), "/keyed", ce.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", text(&body));
+    let m = tokio::time::timeout(T, reader.recv())
+        .await
+        .expect("a message in time")
+        .expect("message");
+    assert_eq!(m.key(), Some(&b"hello"[..]));
+    assert_eq!(m.partition(), 6);
+}

@@ -287,8 +287,24 @@ impl Produced {
     }
 }
 
-/// The process's producer (`FutureProducer` has no `Debug`).
-pub struct Producer(pub FutureProducer);
+/// The process's producer (`FutureProducer` has no `Debug`), with the partition counts RIG's
+/// partition rule needs.
+pub struct Producer {
+    /// The producer.
+    pub producer: FutureProducer,
+    /// Partition counts of the topics produced to.
+    pub partitions: crate::kafka::partition::PartitionCounts,
+}
+
+impl Producer {
+    /// A producer with nothing cached yet.
+    pub fn new(producer: FutureProducer) -> Self {
+        Self {
+            producer,
+            partitions: crate::kafka::partition::PartitionCounts::default(),
+        }
+    }
+}
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -315,7 +331,7 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, rdkafka::error::KafkaEr
 
 /// Produce `event` to `topic` and wait (at most `timeout`) for the broker's acknowledgement.
 pub async fn produce(
-    producer: Option<&FutureProducer>,
+    producer: Option<&Producer>,
     produced: &Produced,
     topic: &str,
     event: &Outgoing,
@@ -334,13 +350,32 @@ pub async fn produce(
             key: "traceparent",
             value: Some(event.traceparent.as_str()),
         });
+    let started = tokio::time::Instant::now();
     let mut record = FutureRecord::<str, [u8]>::to(topic)
         .payload(&event.payload)
         .headers(headers);
     if let Some(key) = &event.key {
-        record = record.key(key.as_str());
+        // RIG's partition for the key (murmur3), not librdkafka's CRC32 rule.
+        let Some(count) = producer
+            .partitions
+            .get(&producer.producer, topic, timeout)
+            .await
+        else {
+            produced.count(topic, false);
+            return Err(ProduceError::Failed(
+                "the topic's partitions are unknown (broker unreachable or no such topic)"
+                    .to_owned(),
+            ));
+        };
+        record = record
+            .key(key.as_str())
+            .partition(crate::kafka::partition::rig_partition(
+                key.as_bytes(),
+                count,
+            ));
     }
-    let result = tokio::time::timeout(timeout, producer.send(record, Duration::ZERO)).await;
+    let left = timeout.saturating_sub(started.elapsed());
+    let result = tokio::time::timeout(left, producer.producer.send(record, Duration::ZERO)).await;
     let result = match result {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((error, _))) => Err(ProduceError::Failed(error.to_string())),

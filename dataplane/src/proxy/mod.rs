@@ -619,7 +619,7 @@ async fn kafka_target(
         }
     };
     if let Err(error) = kafka::produce(
-        proxy.producer.get().map(|p| &p.0),
+        proxy.producer.get(),
         &proxy.produced,
         topic,
         &event,
