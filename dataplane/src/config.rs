@@ -359,21 +359,12 @@ impl Config {
                 None => None,
             },
             publish_timeout: Duration::from_millis(
-                match parse(
+                positive(
                     &lookup,
                     ENV_PUBLISH_TIMEOUT_MS,
                     "a positive number of milliseconds",
-                )? {
-                    Some(0) => {
-                        return Err(Error::Invalid {
-                            var: ENV_PUBLISH_TIMEOUT_MS,
-                            value: "0".to_owned(),
-                            reason: "a positive number of milliseconds",
-                        });
-                    }
-                    Some(ms) => ms,
-                    None => DEFAULT_PUBLISH_TIMEOUT_MS,
-                },
+                )?
+                .unwrap_or(DEFAULT_PUBLISH_TIMEOUT_MS),
             ),
             client_ip_header: match lookup(ENV_CLIENT_IP_HEADER).filter(|h| !h.trim().is_empty()) {
                 None => None,
@@ -399,36 +390,32 @@ impl Config {
             subscription_check: check_mode(&lookup, ENV_SUBSCRIPTION_CHECK)?,
             submission_check: check_mode(&lookup, ENV_SUBMISSION_CHECK)?,
             head_timeout: Duration::from_millis(
-                parse(
+                positive(
                     &lookup,
                     ENV_HEAD_TIMEOUT_MS,
                     "a positive number of milliseconds",
                 )?
-                .filter(|ms| *ms > 0)
                 .unwrap_or(DEFAULT_HEAD_TIMEOUT_MS),
             ),
             body_idle_timeout: Duration::from_millis(
-                parse(
+                positive(
                     &lookup,
                     ENV_BODY_IDLE_TIMEOUT_MS,
                     "a positive number of milliseconds",
                 )?
-                .filter(|ms| *ms > 0)
                 .unwrap_or(DEFAULT_BODY_IDLE_TIMEOUT_MS),
             ),
-            max_inbound_connections: parse(
+            max_inbound_connections: positive(
                 &lookup,
                 ENV_MAX_INBOUND_CONNECTIONS,
                 "a positive number",
-            )?
-            .filter(|n: &usize| *n > 0),
+            )?,
             check_timeout: Duration::from_millis(
-                parse(
+                positive(
                     &lookup,
                     ENV_CHECK_TIMEOUT_MS,
                     "a positive number of milliseconds",
                 )?
-                .filter(|ms| *ms > 0)
                 .unwrap_or(DEFAULT_CHECK_TIMEOUT_MS),
             ),
             peers: match lookup(ENV_PEERS) {
@@ -440,19 +427,18 @@ impl Config {
                 })?,
             },
             peer_timeout: Duration::from_millis(
-                parse(
+                positive(
                     &lookup,
                     ENV_PEER_TIMEOUT_MS,
                     "a positive number of milliseconds",
                 )?
-                .filter(|ms| *ms > 0)
                 .unwrap_or(DEFAULT_PEER_TIMEOUT_MS),
             ),
             replay_window: parse(&lookup, ENV_REPLAY_WINDOW, "a non-negative integer")?
                 .unwrap_or(DEFAULT_REPLAY_WINDOW),
-            queue_capacity: parse(&lookup, ENV_QUEUE_CAPACITY, "a positive integer")?
+            queue_capacity: positive(&lookup, ENV_QUEUE_CAPACITY, "a positive integer")?
                 .unwrap_or(DEFAULT_QUEUE_CAPACITY),
-            max_body_bytes: parse(&lookup, ENV_MAX_BODY_BYTES, "a positive integer")?
+            max_body_bytes: positive(&lookup, ENV_MAX_BODY_BYTES, "a positive integer")?
                 .unwrap_or(DEFAULT_MAX_BODY_BYTES),
             longpolling_hold: std::time::Duration::from_millis(
                 parse(&lookup, ENV_LONGPOLLING_HOLD_MS, "a number of milliseconds")?
@@ -484,12 +470,11 @@ impl Config {
                 .filter(|p| !p.trim().is_empty())
                 .map(std::path::PathBuf::from),
             heartbeat_interval: std::time::Duration::from_millis(
-                parse(
+                positive(
                     &lookup,
                     ENV_HEARTBEAT_INTERVAL_MS,
                     "a positive number of milliseconds",
                 )?
-                .filter(|ms: &u64| *ms > 0)
                 .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS),
             ),
             owner: lookup(ENV_POD_NAME)
@@ -497,24 +482,22 @@ impl Config {
                 .unwrap_or_else(random_owner),
             proxy_config: proxy_config(lookup(ENV_PROXY_CONFIG_FILE))?,
             proxy_recv_timeout: Duration::from_millis(
-                parse(
+                positive(
                     &lookup,
                     ENV_PROXY_RECV_TIMEOUT,
                     "a positive number of milliseconds",
                 )?
-                .filter(|ms| *ms > 0)
                 .unwrap_or(DEFAULT_PROXY_RECV_TIMEOUT_MS),
             ),
             proxy_max_body_bytes: parse(&lookup, ENV_PROXY_MAX_BODY_BYTES, "a number of bytes")?
                 .unwrap_or(DEFAULT_PROXY_MAX_BODY_BYTES),
             proxy_tls_ca: tls_ca(lookup(ENV_PROXY_TLS_CA_FILE))?,
             proxy_body_idle_timeout: Duration::from_millis(
-                parse(
+                positive(
                     &lookup,
                     ENV_PROXY_BODY_IDLE_TIMEOUT_MS,
                     "a positive number of milliseconds",
                 )?
-                .filter(|ms| *ms > 0)
                 .unwrap_or(DEFAULT_PROXY_BODY_IDLE_TIMEOUT_MS),
             ),
             host: lookup(ENV_HOST)
@@ -525,21 +508,19 @@ impl Config {
                     .unwrap_or_else(|| DEFAULT_PROXY_KAFKA_RESPONSE_TOPICS.into()),
             ),
             proxy_kafka_response_timeout: Duration::from_millis(
-                parse(
+                positive(
                     &lookup,
                     ENV_PROXY_KAFKA_RESPONSE_TIMEOUT,
                     "a positive number of milliseconds",
                 )?
-                .filter(|ms| *ms > 0)
                 .unwrap_or(DEFAULT_PROXY_RESPONSE_TIMEOUT_MS),
             ),
             proxy_http_async_response_timeout: Duration::from_millis(
-                parse(
+                positive(
                     &lookup,
                     ENV_PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT,
                     "a positive number of milliseconds",
                 )?
-                .filter(|ms| *ms > 0)
                 .unwrap_or(DEFAULT_PROXY_RESPONSE_TIMEOUT_MS),
             ),
         }
@@ -650,6 +631,23 @@ fn random_owner() -> String {
     format!("rig-{:012x}", hasher.finish() & 0xffff_ffff_ffff)
 }
 
+/// [`parse`] of a setting that must be positive: 0 is refused with `reason` (never a silent
+/// default).
+fn positive<T: std::str::FromStr + PartialEq + From<u8>>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    reason: &'static str,
+) -> Result<Option<T>> {
+    match parse::<T>(lookup, var, reason)? {
+        Some(value) if value == T::from(0u8) => Err(Error::Invalid {
+            var,
+            value: "0".to_owned(),
+            reason,
+        }),
+        other => Ok(other),
+    }
+}
+
 fn parse<T: std::str::FromStr>(
     lookup: &impl Fn(&str) -> Option<String>,
     var: &'static str,
@@ -679,6 +677,41 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn zero_is_refused_where_a_positive_value_is_documented() {
+        for var in [
+            "RIG_HEAD_TIMEOUT_MS",
+            "RIG_BODY_IDLE_TIMEOUT_MS",
+            "RIG_MAX_INBOUND_CONNECTIONS",
+            "RIG_CONNECTION_QUEUE",
+            "RIG_PUBLISH_TIMEOUT_MS",
+            "PROXY_RECV_TIMEOUT",
+        ] {
+            let error = config(&[(var, "0")]).expect_err(var).to_string();
+            assert!(error.contains(var) && error.contains("positive"), "{error}");
+            assert!(config(&[(var, "7")]).is_ok(), "{var}=7");
+        }
+        let c = config(&[("MAX_CONNECTIONS_PER_MINUTE", "5")]).expect("valid");
+        assert_eq!(
+            c.max_connections_per_minute_per_client, 1,
+            "a tenth, rounded up"
+        );
+        let c = config(&[
+            ("RIG_HTTP_EVENTS_TOPIC", "posted"),
+            ("KAFKA_SOURCE_TOPICS", "a,b"),
+        ])
+        .expect("valid");
+        assert_eq!(c.http_events_topic.as_deref(), Some("posted"));
+        let c = config(&[("KAFKA_SOURCE_TOPICS", "a,b")]).expect("valid");
+        assert_eq!(
+            c.http_events_topic.as_deref(),
+            Some("a"),
+            "the first source topic"
+        );
+        assert!(config(&[("RIG_HTTP_EVENTS_TOPIC", "a b")]).is_err());
+        assert!(config(&[("RIG_CLIENT_IP_HEADER", "bad header")]).is_err());
     }
 
     #[test]
