@@ -70,6 +70,8 @@ pub const ENV_MAX_CONNECTIONS_PER_SESSION: &str = "MAX_CONNECTIONS_PER_SESSION";
 /// New connections per minute from one client (default: a tenth of `MAX_CONNECTIONS_PER_MINUTE`).
 pub const ENV_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT: &str =
     "RIG_MAX_CONNECTIONS_PER_MINUTE_PER_CLIENT";
+/// The CloudEvents version of the gateway's own events: `0.2` (RIG's format, the default) or `1.0`.
+pub const ENV_OWN_EVENTS_SPECVERSION: &str = "RIG_OWN_EVENTS_SPECVERSION";
 /// The Kafka topic HTTP-published events go to when no `EventRoute` names one.
 pub const ENV_HTTP_EVENTS_TOPIC: &str = "RIG_HTTP_EVENTS_TOPIC";
 /// Milliseconds the broker has to acknowledge an HTTP-published event (503 beyond).
@@ -236,6 +238,8 @@ pub struct Config {
     pub http_events_topic: Option<String>,
     /// `RIG_PUBLISH_TIMEOUT_MS`: how long the broker has to acknowledge an HTTP-published event.
     pub publish_timeout: Duration,
+    /// `RIG_OWN_EVENTS_SPECVERSION`: the format of `rig.*` events.
+    pub own_events_version: crate::events::SpecVersion,
     /// Open connections per JWT session; `None` (the default: RIG has no such limit) = unlimited.
     pub max_connections_per_session: Option<usize>,
     /// Close connections when their JWT expires (`RIG_CLOSE_AT_TOKEN_EXPIRY`, default off).
@@ -343,6 +347,17 @@ impl Config {
             )?
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_MINUTE),
             max_connections_per_minute_per_client: 0,
+            own_events_version: match lookup(ENV_OWN_EVENTS_SPECVERSION).as_deref().map(str::trim) {
+                None | Some("" | "0.2") => crate::events::SpecVersion::V0_2,
+                Some("1.0") => crate::events::SpecVersion::V1_0,
+                Some(other) => {
+                    return Err(Error::Invalid {
+                        var: ENV_OWN_EVENTS_SPECVERSION,
+                        value: other.to_owned(),
+                        reason: "0.2 (RIG's format) or 1.0",
+                    });
+                }
+            },
             http_events_topic: match lookup(ENV_HTTP_EVENTS_TOPIC).filter(|t| !t.trim().is_empty())
             {
                 Some(topic) => {

@@ -32,6 +32,7 @@ pub use config::Config;
 
 /// Bind both listeners, start the event sources, serve until `shutdown` turns true, then drain.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    events::set_own_events_version(config.own_events_version);
     let verifier = config.jwt.verifier().context("JWT configuration")?;
     let tokens =
         auth::TokenCodec::from_key(config.token_key.as_ref()).context("connection token key")?;

@@ -513,3 +513,60 @@ async fn a_carriage_return_in_an_event_cannot_break_sse_framing() {
     assert_eq!(json["data"]["a"], "x");
     assert_eq!(json["id"], "cr-1");
 }
+
+/// The gateway's own events come in RIG's format by default (CloudEvents 0.2, `source` `rig`, a
+/// UUID v4 `id`, `time` with `+00:00`); `RIG_OWN_EVENTS_SPECVERSION=1.0` switches them to
+/// CloudEvents 1.0; another value stops the process at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_events_are_in_rigs_format_unless_configured() {
+    let greeting = |dp: &DataPlane| {
+        let addr = dp.inbound();
+        async move {
+            let mut client = sse::open(addr, "/_rig/v1/connection/sse", &[])
+                .await
+                .expect("connect");
+            let create = client.next(T).await.expect("read").expect("greeting");
+            assert_eq!(create.event, "rig.connection.create");
+            create.json()
+        }
+    };
+    let rig = DataPlane::start(DataPlaneConfig::new().expect("ports"))
+        .await
+        .expect("start");
+    let event = greeting(&rig).await;
+    assert_eq!(event["specversion"], "0.2", "{event}");
+    assert_eq!(event["source"], "rig");
+    let id = event["id"].as_str().expect("id");
+    assert!(id.len() == 36 && &id[14..15] == "4", "a UUID v4: {id}");
+    assert!(event["time"].as_str().expect("time").ends_with("+00:00"));
+    assert!(event["data"]["connection_token"].is_string());
+
+    let new = DataPlane::start(
+        DataPlaneConfig::new()
+            .expect("ports")
+            .env("RIG_OWN_EVENTS_SPECVERSION", "1.0"),
+    )
+    .await
+    .expect("start");
+    let event = greeting(&new).await;
+    assert_eq!(event["specversion"], "1.0", "{event}");
+    assert_eq!(event["source"], "/rig");
+
+    let refused = tokio::process::Command::new(rig_e2e::dataplane::binary().expect("binary"))
+        .env("RIG_BIND_ADDRESS", "127.0.0.1")
+        .env("INBOUND_PORT", "1")
+        .env("API_HTTP_PORT", "2")
+        .env("RIG_OWN_EVENTS_SPECVERSION", "0.3")
+        .kill_on_drop(true)
+        .output();
+    let refused = tokio::time::timeout(T, refused)
+        .await
+        .expect("exits at once")
+        .expect("runs");
+    assert!(
+        !refused.status.success(),
+        "an unknown version must stop the process"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("RIG_OWN_EVENTS_SPECVERSION"), "{stderr}");
+}

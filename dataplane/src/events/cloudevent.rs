@@ -81,33 +81,54 @@ pub struct CloudEvent {
 }
 
 impl CloudEvent {
-    /// A CloudEvents 1.0 event made by the gateway (`rig.connection.create`, `rig.subscriptions_set`,
-    /// `rig.connection.gap`, ...): `source` is `/rig`, `time` is now (RFC 3339, microseconds, UTC),
-    /// `id` is unique within the process and, with overwhelming probability, across processes
-    /// (a per-process random prefix and a counter).
+    /// An event made by the gateway (`rig.connection.create`, `rig.subscriptions_set`,
+    /// `rig.connection.gap`, ...) in the format `RIG_OWN_EVENTS_SPECVERSION` chose
+    /// ([`set_own_events_version`]): RIG's by default.
     pub fn new_rig(event_type: impl Into<String>, data: Value) -> Self {
+        Self::new_rig_as(own_events_version(), event_type, data)
+    }
+
+    /// [`Self::new_rig`] in `version`'s format:
+    /// - 0.2 (RIG's): `source` `rig`, `id` a UUID v4, `time` RFC 3339 with microseconds and
+    ///   `+00:00` (`2019-03-27T11:53:18.435690+00:00`), as RIG sends them;
+    /// - 1.0: `source` `/rig`, `time` with `Z`, `id` unique within the process and, with
+    ///   overwhelming probability, across processes (a per-process random prefix and a counter).
+    pub fn new_rig_as(version: SpecVersion, event_type: impl Into<String>, data: Value) -> Self {
         let event_type = event_type.into();
-        let id = next_rig_id();
+        let now = SystemTime::now();
+        let (version, id, source, time) = match version {
+            SpecVersion::V1_0 => (
+                SpecVersion::V1_0,
+                next_rig_id(),
+                RIG_SOURCE,
+                format_rfc3339(now),
+            ),
+            SpecVersion::V0_1 | SpecVersion::V0_2 => {
+                let mut time = format_rfc3339(now);
+                time.pop();
+                time.push_str("+00:00");
+                (
+                    SpecVersion::V0_2,
+                    crate::support::uuid_v4(),
+                    RIG_SOURCE_0_2,
+                    time,
+                )
+            }
+        };
         let pairs = vec![
-            (
-                "specversion".to_owned(),
-                Value::from(SpecVersion::V1_0.as_str()),
-            ),
+            ("specversion".to_owned(), Value::from(version.as_str())),
             ("id".to_owned(), Value::from(id.clone())),
-            ("source".to_owned(), Value::from(RIG_SOURCE)),
+            ("source".to_owned(), Value::from(source)),
             ("type".to_owned(), Value::from(event_type.clone())),
-            (
-                "time".to_owned(),
-                Value::from(format_rfc3339(SystemTime::now())),
-            ),
+            ("time".to_owned(), Value::from(time)),
             ("data".to_owned(), data),
         ];
         let json = Bytes::from(write_object(&pairs).into_boxed_slice());
         Self {
-            spec_version: SpecVersion::V1_0,
+            spec_version: version,
             event_type,
             id,
-            source: RIG_SOURCE.to_owned(),
+            source: source.to_owned(),
             json,
             value: Value::Object(pairs.into_iter().collect()),
         }
@@ -119,8 +140,26 @@ impl CloudEvent {
     }
 }
 
-/// The `source` of the gateway's own events.
+/// The `source` of the gateway's own events in CloudEvents 1.0.
 const RIG_SOURCE: &str = "/rig";
+/// The `source` of the gateway's own events in RIG's format (CloudEvents 0.2).
+const RIG_SOURCE_0_2: &str = "rig";
+
+/// `RIG_OWN_EVENTS_SPECVERSION`, set once at start; RIG's 0.2 until then.
+static OWN_EVENTS_VERSION: OnceLock<SpecVersion> = OnceLock::new();
+
+/// Choose the format of the gateway's own events for this process (`RIG_OWN_EVENTS_SPECVERSION`);
+/// the first call wins.
+pub fn set_own_events_version(version: SpecVersion) {
+    let _ = OWN_EVENTS_VERSION.set(version);
+}
+
+fn own_events_version() -> SpecVersion {
+    OWN_EVENTS_VERSION
+        .get()
+        .copied()
+        .unwrap_or(SpecVersion::V0_2)
+}
 
 /// Parse a structured-mode JSON CloudEvent (0.1, 0.2 or 1.0); the event keeps a copy of exactly
 /// `body`'s bytes.

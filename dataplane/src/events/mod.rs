@@ -22,7 +22,9 @@ mod http;
 mod kafka;
 
 pub use self::http::{HttpError, from_http};
-pub use cloudevent::{CloudEvent, SpecVersion, parse_structured, parse_structured_bytes};
+pub use cloudevent::{
+    CloudEvent, SpecVersion, parse_structured, parse_structured_bytes, set_own_events_version,
+};
 pub use kafka::from_kafka;
 
 use thiserror::Error;

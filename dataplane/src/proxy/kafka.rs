@@ -19,7 +19,6 @@
 //! alone; other processes' responses are dropped without looking at the body.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -127,7 +126,7 @@ pub fn build_event(body: &[u8], info: &RequestInfo<'_>) -> Result<Outgoing, Body
                     "specversion": "1.0",
                     "type": event_type,
                     "source": "/rig",
-                    "id": uuid(),
+                    "id": crate::support::uuid_v4(),
                     "datacontenttype": "application/json",
                     "data": other,
                 }) else {
@@ -206,27 +205,6 @@ fn remote_ip(peer: SocketAddr) -> String {
             .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
         ip => ip.to_string(),
     }
-}
-
-/// A random UUID v4.
-fn uuid() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        b = n.to_le_bytes();
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let mut s = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        let _ = write!(s, "{byte:02x}");
-    }
-    s
 }
 
 /// Produced-event counters per (target, topic): `rig_produced_events_total` and

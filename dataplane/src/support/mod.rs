@@ -101,6 +101,28 @@ pub fn random_u32() -> u32 {
     u32::from_le_bytes(bytes)
 }
 
+/// A random UUID v4 (RFC 9562), e.g. the `id` of RIG's own events.
+pub fn uuid_v4() -> String {
+    use std::fmt::Write as _;
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b = n.to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        let _ = write!(s, "{byte:02x}");
+    }
+    s
+}
+
 /// A uniform random number in `[0, 1)` (0.5 if the OS has no randomness to give, which only
 /// removes the jitter).
 pub fn random_unit() -> f64 {

@@ -262,8 +262,9 @@ fn binary_errors() {
 
 #[test]
 fn rig_events_are_valid_1_0_with_unique_ids() {
-    let a = CloudEvent::new_rig("rig.connection.create", json!({"connection_token": "tok"}));
-    let b = CloudEvent::new_rig("rig.connection.create", json!({"connection_token": "tok"}));
+    let new = |data| CloudEvent::new_rig_as(SpecVersion::V1_0, "rig.connection.create", data);
+    let a = new(json!({"connection_token": "tok"}));
+    let b = new(json!({"connection_token": "tok"}));
     assert_ne!(a.id, b.id);
     for event in [&a, &b] {
         let parsed = parse_structured(&event.json).expect("own events parse");
@@ -355,5 +356,33 @@ fn an_event_never_keeps_the_buffer_it_arrived_in() {
     assert!(
         !inside.contains(&event.json.as_ptr()),
         "the event must hold its own copy, not a slice of the 1 MiB buffer"
+    );
+}
+
+#[test]
+fn the_gateways_own_events_are_rigs_cloudevents_0_2_or_1_0_on_request() {
+    let rig = CloudEvent::new_rig_as(SpecVersion::V0_2, "rig.connection.create", json!({}));
+    let v = &rig.value;
+    assert_eq!(v["specversion"], "0.2");
+    assert_eq!(v["source"], "rig");
+    let id = v["id"].as_str().expect("id");
+    assert_eq!(id.len(), 36, "{id}");
+    assert_eq!(&id[14..15], "4", "a UUID v4: {id}");
+    let time = v["time"].as_str().expect("time");
+    // 2019-03-27T11:53:18.435690+00:00
+    assert_eq!(time.len(), 32, "{time}");
+    assert!(time.ends_with("+00:00") && time[19..20] == *".", "{time}");
+    // The bytes sent are a valid 0.2 event of the gateway.
+    let again = parse_structured(&rig.json).expect("valid");
+    assert_eq!(again.spec_version, SpecVersion::V0_2);
+
+    let new = CloudEvent::new_rig_as(SpecVersion::V1_0, "rig.connection.create", json!({}));
+    assert_eq!(new.value["specversion"], "1.0");
+    assert_eq!(new.value["source"], "/rig");
+    assert!(new.value["time"].as_str().expect("time").ends_with('Z'));
+    // Unset, RIG's format.
+    assert_eq!(
+        CloudEvent::new_rig("t", json!({})).spec_version,
+        SpecVersion::V0_2
     );
 }
