@@ -570,3 +570,28 @@ async fn the_gateways_own_events_are_in_rigs_format_unless_configured() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("RIG_OWN_EVENTS_SPECVERSION"), "{stderr}");
 }
+
+/// An event without `source` is accepted and delivered as sent, as RIG does (its issue #191):
+/// frontends and backends written for RIG send such events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_without_source_is_accepted_and_delivered_as_rig_does() {
+    let dp = DataPlane::start(DataPlaneConfig::new().expect("ports"))
+        .await
+        .expect("start");
+    let (mut client, _) = subscribe(&dp, serde_json::json!([{"eventType": "greeting"}])).await;
+    let body = r#"{"specversion":"0.2","type":"greeting","id":"x1"}"#;
+    let (status, _, answer) = http::post(
+        dp.inbound(),
+        "/_rig/v1/events",
+        "application/cloudevents+json",
+        body,
+    )
+    .await
+    .expect("post");
+    assert_eq!(status, 202, "{answer}");
+    let event = client
+        .until(T, |e| e.event == "greeting")
+        .await
+        .expect("delivered");
+    assert_eq!(event.last().expect("event").data, body, "the bytes as sent");
+}

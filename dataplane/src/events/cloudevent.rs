@@ -60,7 +60,8 @@ impl fmt::Display for SpecVersion {
 
 /// A validated CloudEvent.
 ///
-/// Guarantees: `event_type`, `id` and `source` are non-empty; `json` is a JSON object whose parse is
+/// Guarantees: `event_type` and `id` are non-empty (`source` is empty when the producer sent none,
+/// which RIG accepts); `json` is a JSON object whose parse is
 /// `value`; for a structured-mode event `json` holds exactly the bytes the producer sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudEvent {
@@ -229,10 +230,16 @@ fn validate(value: &Value) -> Result<Validated> {
             })
     };
     let (type_attribute, id_attribute) = spec_version.type_and_id();
+    // Absent (or null), `source` is accepted as RIG accepts it (RIG issue #191: frontends and
+    // backends written for RIG send events without one); present, it must be a non-empty string.
+    let source = match object.get("source") {
+        None | Some(Value::Null) => String::new(),
+        Some(_) => required("source")?,
+    };
     Ok(Validated {
         spec_version,
         event_type: required(type_attribute)?,
-        source: required("source")?,
+        source,
         id: required(id_attribute)?,
     })
 }

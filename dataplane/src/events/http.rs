@@ -366,6 +366,7 @@ mod tests {
                     ("ce-specversion", "1.0"),
                     ("ce-type", "t"),
                     ("ce-id", "i"),
+                    ("ce-source", ""),
                 ],
                 "x",
                 "Your request looks like it's using the CloudEvents binary content mode but can't be parsed (CloudEvents 1.0 requires \"source\" to be a non-empty string).",

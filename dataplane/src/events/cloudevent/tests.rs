@@ -74,7 +74,7 @@ fn structured_invalid_events_are_rejected_with_a_reason() {
             "CloudEvents 1.0 requires \"type\"",
         ),
         (
-            r#"{"specversion":"1.0","type":"t","id":"i"}"#,
+            r#"{"specversion":"1.0","type":"t","source":7,"id":"i"}"#,
             "CloudEvents 1.0 requires \"source\"",
         ),
         (
@@ -82,7 +82,7 @@ fn structured_invalid_events_are_rejected_with_a_reason() {
             "CloudEvents 1.0 requires \"id\" to be a non-empty string",
         ),
         (
-            r#"{"specversion":"0.2","type":"t","id":"i"}"#,
+            r#"{"specversion":"0.2","type":"t","source":"","id":"i"}"#,
             "CloudEvents 0.2 requires \"source\"",
         ),
         (
@@ -385,4 +385,18 @@ fn the_gateways_own_events_are_rigs_cloudevents_0_2_or_1_0_on_request() {
         CloudEvent::new_rig("t", json!({})).spec_version,
         SpecVersion::V0_2
     );
+}
+
+#[test]
+fn an_event_without_source_is_accepted_as_rig_does() {
+    for body in [
+        r#"{"specversion":"0.2","type":"greeting","id":"x1"}"#,
+        r#"{"specversion":"1.0","type":"greeting","id":"x1","source":null}"#,
+        r#"{"cloudEventsVersion":"0.1","eventType":"greeting","eventID":"x1"}"#,
+    ] {
+        let event = parse_structured(body.as_bytes()).expect(body);
+        assert_eq!(event.source, "", "{body}");
+        assert_eq!(event.event_type, "greeting");
+        assert_eq!(&event.json[..], body.as_bytes(), "forwarded as sent");
+    }
 }
