@@ -28,6 +28,8 @@ while [ $# -gt 0 ]; do
   shift 2
 done
 log() { echo "[hostile-bench] $*" >&2; }
+# busy, replace_section
+. "$root/e2e/bench/section.sh"
 
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -44,7 +46,6 @@ trap cleanup EXIT
 log "starting a private Kafka broker in $run"
 RIG_RUN="$run" bash e2e/env/kafka.sh up >&2
 
-busy() { echo "load average $(cut -d' ' -f1-3 /proc/loadavg), CPU pressure $(sed -n 's/^some //p' /proc/pressure/cpu 2>/dev/null || echo n/a)"; }
 started="$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 busy_before="$(busy)"
 table="$("$target/rig-bench" hostile "${args[@]}" --kafka-run "$run" --kafka-sh "$root/e2e/env/kafka.sh")"
@@ -67,17 +68,6 @@ section="$(
 )"
 printf '%s\n' "$section"
 if [ "$write" = true ]; then
-  work="$(mktemp -d /tmp/rig-hostile-bench.XXXXXX)"
-  printf '%s\n' "$section" >"$work/section.md"
-  if grep -q '<!-- hostile.sh: begin -->' "$out" 2>/dev/null; then
-    awk -v f="$work/section.md" 'BEGIN {while ((getline l < f) > 0) s = s l "\n"}
-      /<!-- hostile.sh: begin -->/ {printf "%s", s; skip = 1; next}
-      /<!-- hostile.sh: end -->/ {skip = 0; next}
-      !skip' "$out" >"$work/results.md"
-    cp "$work/results.md" "$out"
-  else
-    { echo; printf '%s\n' "$section"; } >>"$out"
-  fi
-  rm -rf "$work"
+  replace_section hostile.sh "$out" "$section"
   log "wrote the section to $out"
 fi

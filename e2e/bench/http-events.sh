@@ -26,6 +26,8 @@ while [ $# -gt 0 ]; do
   shift 2
 done
 log() { echo "[http-events-bench] $*" >&2; }
+# busy, replace_section
+. "$root/e2e/bench/section.sh"
 
 build=(cargo build --release -p rig-dataplane -p rig-e2e --bin rig-dataplane --bin rig-bench)
 log "${build[*]}"
@@ -42,7 +44,6 @@ if [ -z "$brokers" ] || ! (exec 3<>"/dev/tcp/${first%:*}/${first##*:}") 2>/dev/n
   bash e2e/env/kafka.sh up >&2
 fi
 
-busy() { echo "load average $(cut -d' ' -f1-3 /proc/loadavg), CPU pressure $(sed -n 's/^some //p' /proc/pressure/cpu 2>/dev/null || echo n/a)"; }
 started="$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 busy_before="$(busy)"
 table="$("$target/rig-bench" http-events "${args[@]}")"
@@ -65,17 +66,6 @@ section="$(
 )"
 printf '%s\n' "$section"
 if [ "$write" = true ]; then
-  work="$(mktemp -d /tmp/rig-http-events-bench.XXXXXX)"
-  printf '%s\n' "$section" >"$work/section.md"
-  if grep -q '<!-- http-events.sh: begin -->' "$out" 2>/dev/null; then
-    awk -v f="$work/section.md" 'BEGIN {while ((getline l < f) > 0) s = s l "\n"}
-      /<!-- http-events.sh: begin -->/ {printf "%s", s; skip = 1; next}
-      /<!-- http-events.sh: end -->/ {skip = 0; next}
-      !skip' "$out" >"$work/results.md"
-    cp "$work/results.md" "$out"
-  else
-    { echo; printf '%s\n' "$section"; } >>"$out"
-  fi
-  rm -rf "$work"
+  replace_section http-events.sh "$out" "$section"
   log "wrote the section to $out"
 fi

@@ -27,6 +27,8 @@ while [ $# -gt 0 ]; do
   shift 2
 done
 log() { echo "[revocation-bench] $*" >&2; }
+# busy, replace_section
+. "$root/e2e/bench/section.sh"
 
 # The background connections are file descriptors in the data plane and in rig-bench.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -37,7 +39,6 @@ log "${build[*]}"
 target="${CARGO_TARGET_DIR:-$root/target}/release"
 export RIG_DATAPLANE_BIN="$target/rig-dataplane"
 
-busy() { echo "load average $(cut -d' ' -f1-3 /proc/loadavg), CPU pressure $(sed -n 's/^some //p' /proc/pressure/cpu 2>/dev/null || echo n/a)"; }
 started="$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 busy_before="$(busy)"
 table="$("$target/rig-bench" revocation "${args[@]}")"
@@ -64,17 +65,6 @@ section="$(
 )"
 printf '%s\n' "$section"
 if [ "$write" = true ]; then
-  work="$(mktemp -d /tmp/rig-revocation-bench.XXXXXX)"
-  trap 'rm -rf "$work"' EXIT
-  printf '%s\n' "$section" >"$work/section.md"
-  if grep -q '<!-- revocation.sh: begin -->' "$out" 2>/dev/null; then
-    awk -v f="$work/section.md" 'BEGIN {while ((getline l < f) > 0) s = s l "\n"}
-      /<!-- revocation.sh: begin -->/ {printf "%s", s; skip = 1; next}
-      /<!-- revocation.sh: end -->/ {skip = 0; next}
-      !skip' "$out" >"$work/results.md"
-    cp "$work/results.md" "$out"
-  else
-    { echo; printf '%s\n' "$section"; } >>"$out"
-  fi
+  replace_section revocation.sh "$out" "$section"
   log "wrote the section to $out"
 fi

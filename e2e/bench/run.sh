@@ -49,7 +49,7 @@ printf '%s\n' "$table"
 
 # The other benchmark scripts (proxy.sh, operator.sh, revocation.sh) keep their own sections
 # between `<!-- name: begin -->` / `<!-- name: end -->` markers: carry them over.
-kept="$(sed -n '/^<!-- [a-z]*\.sh: begin -->$/,$p' "$out" 2>/dev/null || true)"
+kept="$(sed -n '/^<!-- [a-z-]*\.sh: begin -->$/,$p' "$out" 2>/dev/null || true)"
 {
   echo "# Data-plane benchmarks"
   echo

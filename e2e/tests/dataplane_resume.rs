@@ -22,6 +22,23 @@ fn subscriptions_query() -> String {
     "subscriptions=%5B%7B%22eventType%22%3A%22tick%22%7D%5D".to_owned()
 }
 
+/// POST a `tick` event numbered `i` (CloudEvent id `<prefix><i>`) to `addr`; it must be accepted.
+async fn post_tick(addr: std::net::SocketAddr, prefix: &str, i: i64) {
+    let body = serde_json::json!({
+        "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("{prefix}{i}"), "data": {"i": i}
+    })
+    .to_string();
+    let (status, _, answer) = http::post(
+        addr,
+        "/_rig/v1/events",
+        "application/cloudevents+json",
+        body,
+    )
+    .await
+    .expect("post");
+    assert_eq!(status, 202, "{answer}");
+}
+
 async fn wait_assigned(dp: &DataPlane) {
     wait_until("partitions assigned", T, || async {
         (dp.metric("rig_kafka_assigned_partitions").await >= PARTITIONS as f64).then_some(())
@@ -196,24 +213,7 @@ async fn a_position_beyond_the_window_gets_a_gap_event_then_what_is_left() {
     let dp = DataPlane::start(config).await.expect("start");
     let path = format!("/_rig/v1/connection/sse?{}", subscriptions_query());
     let mut client = sse::open(dp.inbound(), &path, &[]).await.expect("connect");
-    let post = |i: i64| {
-        let body = serde_json::json!({
-            "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("h{i}"), "data": {"i": i}
-        })
-        .to_string();
-        let addr = dp.inbound();
-        async move {
-            let (status, _, _) = http::post(
-                addr,
-                "/_rig/v1/events",
-                "application/cloudevents+json",
-                body,
-            )
-            .await
-            .expect("post");
-            assert_eq!(status, 202);
-        }
-    };
+    let post = |i: i64| post_tick(dp.inbound(), "h", i);
     post(0).await;
     let mut seen = BTreeMap::new();
     let (last, _) = read_ticks(&mut client, &mut seen, |s| !s.is_empty()).await;
@@ -261,21 +261,7 @@ async fn http_events_of_a_previous_run_are_a_gap_not_a_silent_loss() {
         .env("RIG_TOKEN_KEY", "resume-test-key-0123456789");
     let dp = DataPlane::start(config).await.expect("start");
     let path = format!("/_rig/v1/connection/sse?{}", subscriptions_query());
-    let post = |addr: std::net::SocketAddr, i: i64| async move {
-        let body = serde_json::json!({
-            "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("r{i}"), "data": {"i": i}
-        })
-        .to_string();
-        let (status, _, _) = http::post(
-            addr,
-            "/_rig/v1/events",
-            "application/cloudevents+json",
-            body,
-        )
-        .await
-        .expect("post");
-        assert_eq!(status, 202);
-    };
+    let post = |addr: std::net::SocketAddr, i: i64| post_tick(addr, "r", i);
     // A client connected before any event: its greeting token names no HTTP stream yet.
     let mut early = sse::open(dp.inbound(), &path, &[]).await.expect("connect");
     let create = early.next(T).await.expect("read").expect("greeting");
@@ -322,24 +308,7 @@ async fn a_replay_larger_than_the_queue_is_served_as_the_client_reads() {
         .env("RIG_REPLAY_WINDOW", "1000")
         .env("RIG_CONNECTION_QUEUE", "8");
     let dp = DataPlane::start(config).await.expect("start");
-    let post = |i: i64| {
-        let body = serde_json::json!({
-            "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("q{i}"), "data": {"i": i}
-        })
-        .to_string();
-        let addr = dp.inbound();
-        async move {
-            let (status, _, _) = http::post(
-                addr,
-                "/_rig/v1/events",
-                "application/cloudevents+json",
-                body,
-            )
-            .await
-            .expect("post");
-            assert_eq!(status, 202);
-        }
-    };
+    let post = |i: i64| post_tick(dp.inbound(), "q", i);
     let path = format!("/_rig/v1/connection/sse?{}", subscriptions_query());
     let mut client = sse::open(dp.inbound(), &path, &[]).await.expect("connect");
     post(0).await;
@@ -357,19 +326,7 @@ async fn a_replay_larger_than_the_queue_is_served_as_the_client_reads() {
     let addr = dp.inbound();
     let publishing = tokio::spawn(async move {
         for i in MISSED + 1..=MISSED + DURING {
-            let body = serde_json::json!({
-                "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("q{i}"), "data": {"i": i}
-            })
-            .to_string();
-            let (status, _, _) = http::post(
-                addr,
-                "/_rig/v1/events",
-                "application/cloudevents+json",
-                body,
-            )
-            .await
-            .expect("post");
-            assert_eq!(status, 202);
+            post_tick(addr, "q", i).await;
         }
     });
     let mut numbers = Vec::new();
@@ -424,19 +381,7 @@ async fn forged_and_foreign_resume_tokens_get_a_gap_and_nothing_else() {
     let foreign = greeting_token(other.inbound()).await;
     // Events the genuine token would replay.
     for i in 0..3 {
-        let body = serde_json::json!({
-            "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("f{i}"), "data": {"i": i}
-        })
-        .to_string();
-        let (status, _, _) = http::post(
-            dp.inbound(),
-            "/_rig/v1/events",
-            "application/cloudevents+json",
-            body,
-        )
-        .await
-        .expect("post");
-        assert_eq!(status, 202);
+        post_tick(dp.inbound(), "f", i).await;
     }
     // The genuine token replays them, without a gap.
     let mut client = sse::open(dp.inbound(), &path, &[("last-event-id", &genuine)])
@@ -475,18 +420,7 @@ async fn forged_and_foreign_resume_tokens_get_a_gap_and_nothing_else() {
             "{what} token"
         );
         // Nothing is replayed for it: the next event is a new one.
-        let body = serde_json::json!({
-            "specversion": "1.0", "type": "tick", "source": "/e2e", "id": format!("{what}-new"), "data": {"i": 100}
-        })
-        .to_string();
-        http::post(
-            dp.inbound(),
-            "/_rig/v1/events",
-            "application/cloudevents+json",
-            body,
-        )
-        .await
-        .expect("post");
+        post_tick(dp.inbound(), &format!("{what}-"), 100).await;
         let next = client.next(T).await.expect("read").expect("event");
         assert_eq!(
             next.json()["data"]["i"],

@@ -304,12 +304,6 @@ impl Fanout {
         true
     }
 
-    /// Note where this process starts reading `stream` (a newly assigned Kafka partition).
-    pub fn start_stream(&self, stream: &Arc<str>, position: i64) {
-        self.lock_window().start_stream(stream, position);
-        self.streams_started.send_modify(|n| *n += 1);
-    }
-
     /// For a client resuming from `last_event_id`: wait (bounded) until every partition of a
     /// consumed topic its token names is assigned, so that right after a restart its replay
     /// includes the history read back and its resume is not reported as a gap for nothing. Returns
