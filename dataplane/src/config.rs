@@ -16,6 +16,22 @@ use crate::peers::PeerMap;
 pub const ENV_INBOUND_PORT: &str = "INBOUND_PORT";
 /// Internal API port: `/v3/...`, `/health`, `/metrics` (RIG's default 4010).
 pub const ENV_API_HTTP_PORT: &str = "API_HTTP_PORT";
+/// TLS inbound port (RIG's default 4001), served when `HTTPS_CERTFILE` and `HTTPS_KEYFILE` are set.
+pub const ENV_INBOUND_HTTPS_PORT: &str = "INBOUND_HTTPS_PORT";
+/// TLS internal API port (RIG's default 4011).
+pub const ENV_API_HTTPS_PORT: &str = "API_HTTPS_PORT";
+/// PEM certificate chain of the TLS ports.
+pub const ENV_HTTPS_CERTFILE: &str = "HTTPS_CERTFILE";
+/// PEM private key of the TLS ports.
+pub const ENV_HTTPS_KEYFILE: &str = "HTTPS_KEYFILE";
+/// Password of an encrypted (PKCS#8) `HTTPS_KEYFILE`.
+pub const ENV_HTTPS_KEYFILE_PASS: &str = "HTTPS_KEYFILE_PASS";
+/// How often the certificate files are compared for a reload (beyond RIG).
+pub const ENV_TLS_RELOAD_INTERVAL_MS: &str = "RIG_TLS_RELOAD_INTERVAL_MS";
+/// RIG's `REQUEST_LOG`: `console`, `kafka`, or both, comma-separated.
+pub const ENV_REQUEST_LOG: &str = "REQUEST_LOG";
+/// RIG's `KAFKA_LOG_TOPIC`: where the `kafka` request log goes.
+pub const ENV_KAFKA_LOG_TOPIC: &str = "KAFKA_LOG_TOPIC";
 /// Address both listeners bind to. Default `0.0.0.0` (a pod must be reachable); tests use loopback.
 pub const ENV_BIND_ADDRESS: &str = "RIG_BIND_ADDRESS";
 /// Value of `access-control-allow-origin` (RIG's `CORS`, default `*`).
@@ -129,6 +145,10 @@ const DEFAULT_PROXY_RESPONSE_TIMEOUT_MS: u64 = 5_000;
 
 const DEFAULT_INBOUND_PORT: u16 = 4000;
 const DEFAULT_API_HTTP_PORT: u16 = 4010;
+const DEFAULT_INBOUND_HTTPS_PORT: u16 = 4001;
+const DEFAULT_API_HTTPS_PORT: u16 = 4011;
+const DEFAULT_TLS_RELOAD_INTERVAL_MS: u64 = 10_000;
+const DEFAULT_KAFKA_LOG_TOPIC: &str = "rig-request-log";
 const DEFAULT_CORS: &str = "*";
 const DEFAULT_SOURCE_TOPICS: &str = "rig";
 const DEFAULT_MAX_CONNECTIONS_PER_MINUTE: u64 = 5000;
@@ -221,6 +241,10 @@ pub struct Config {
     pub inbound: SocketAddr,
     /// Where the internal API listener binds.
     pub internal: SocketAddr,
+    /// The TLS listeners, when `HTTPS_CERTFILE` and `HTTPS_KEYFILE` are set.
+    pub https: Option<Https>,
+    /// `REQUEST_LOG`, `KAFKA_LOG_TOPIC`.
+    pub request_log: RequestLog,
     /// `access-control-allow-origin` value.
     pub cors: String,
     /// Kafka bootstrap servers; `None` when Kafka is off.
@@ -335,6 +359,8 @@ impl Config {
             use_env: UseEnv::default(),
             inbound: SocketAddr::new(bind, inbound_port),
             internal: SocketAddr::new(bind, internal_port),
+            https: https(&lookup, bind)?,
+            request_log: request_log(&lookup)?,
             cors: lookup(ENV_CORS).unwrap_or_else(|| DEFAULT_CORS.to_owned()),
             kafka_brokers: lookup(ENV_KAFKA_BROKERS).filter(|b| !b.trim().is_empty()),
             kafka_source_topics: list(
@@ -609,6 +635,124 @@ fn proxy_config(value: Option<String>) -> Result<Option<String>> {
                 reason: "an inline JSON list or the path of a readable JSON file",
             }),
     }
+}
+
+/// The TLS ports: the inbound and internal listeners again, over TLS.
+#[derive(Debug, Clone)]
+pub struct Https {
+    /// `HTTPS_CERTFILE`, `HTTPS_KEYFILE`, `HTTPS_KEYFILE_PASS`.
+    pub files: crate::http::tls::TlsFiles,
+    /// `INBOUND_HTTPS_PORT` on the bind address.
+    pub inbound: SocketAddr,
+    /// `API_HTTPS_PORT` on the bind address.
+    pub internal: SocketAddr,
+    /// `RIG_TLS_RELOAD_INTERVAL_MS`.
+    pub reload_interval: Duration,
+}
+
+/// As RIG: TLS only when both files are set; one of them alone, or the password alone, stops the
+/// process (a gateway told to serve TLS must not silently serve plain HTTP only); so does a file
+/// that does not exist. Whether the files hold a usable certificate is checked when the listeners
+/// start.
+fn https(lookup: &impl Fn(&str) -> Option<String>, bind: IpAddr) -> Result<Option<Https>> {
+    let set = |var| lookup(var).filter(|v: &String| !v.trim().is_empty());
+    let (cert, key, password) = (
+        set(ENV_HTTPS_CERTFILE),
+        set(ENV_HTTPS_KEYFILE),
+        lookup(ENV_HTTPS_KEYFILE_PASS).filter(|v| !v.is_empty()),
+    );
+    let (cert, key) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) if password.is_none() => return Ok(None),
+        (cert, key) => {
+            let (var, value) = match (&cert, &key) {
+                (Some(_), None) => (ENV_HTTPS_KEYFILE, String::new()),
+                (None, Some(_)) => (ENV_HTTPS_CERTFILE, String::new()),
+                _ => (ENV_HTTPS_CERTFILE, String::new()),
+            };
+            return Err(Error::Invalid {
+                var,
+                value,
+                reason: "HTTPS_CERTFILE and HTTPS_KEYFILE must both be set for TLS (HTTPS_KEYFILE_PASS only with them)",
+            });
+        }
+    };
+    for (var, path) in [(ENV_HTTPS_CERTFILE, &cert), (ENV_HTTPS_KEYFILE, &key)] {
+        if !std::path::Path::new(path.trim()).is_file() {
+            return Err(Error::Invalid {
+                var,
+                value: path.clone(),
+                reason: "the path of an existing PEM file",
+            });
+        }
+    }
+    let inbound = parse(lookup, ENV_INBOUND_HTTPS_PORT, "a port number")?
+        .unwrap_or(DEFAULT_INBOUND_HTTPS_PORT);
+    let internal =
+        parse(lookup, ENV_API_HTTPS_PORT, "a port number")?.unwrap_or(DEFAULT_API_HTTPS_PORT);
+    let reload = positive(
+        lookup,
+        ENV_TLS_RELOAD_INTERVAL_MS,
+        "a positive number of milliseconds",
+    )?
+    .unwrap_or(DEFAULT_TLS_RELOAD_INTERVAL_MS);
+    Ok(Some(Https {
+        files: crate::http::tls::TlsFiles {
+            cert: cert.trim().into(),
+            key: key.trim().into(),
+            password,
+        },
+        inbound: SocketAddr::new(bind, inbound),
+        internal: SocketAddr::new(bind, internal),
+        reload_interval: Duration::from_millis(reload),
+    }))
+}
+
+/// `REQUEST_LOG`: where each proxied API call is logged.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog {
+    /// `console`: a `CALL: …` line on standard output.
+    pub console: bool,
+    /// `kafka`: a `com.rig.proxy.api.call` event to [`RequestLog::topic`].
+    pub kafka: bool,
+    /// `KAFKA_LOG_TOPIC`.
+    pub topic: String,
+}
+
+/// As RIG: a list of `console` and `kafka`; any other value stops the process, and so does `kafka`
+/// without `KAFKA_BROKERS`.
+fn request_log(lookup: &impl Fn(&str) -> Option<String>) -> Result<RequestLog> {
+    let mut log = RequestLog {
+        topic: lookup(ENV_KAFKA_LOG_TOPIC)
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_else(|| DEFAULT_KAFKA_LOG_TOPIC.to_owned()),
+        ..RequestLog::default()
+    };
+    let Some(value) = lookup(ENV_REQUEST_LOG) else {
+        return Ok(log);
+    };
+    for item in list(&value) {
+        match item.as_str() {
+            "console" => log.console = true,
+            "kafka" => log.kafka = true,
+            _ => {
+                return Err(Error::Invalid {
+                    var: ENV_REQUEST_LOG,
+                    value,
+                    reason: "a comma-separated list of console and kafka",
+                });
+            }
+        }
+    }
+    if log.kafka && lookup(ENV_KAFKA_BROKERS).is_none_or(|b| b.trim().is_empty()) {
+        return Err(Error::Invalid {
+            var: ENV_REQUEST_LOG,
+            value,
+            reason: "kafka needs KAFKA_BROKERS",
+        });
+    }
+    Ok(log)
 }
 
 /// `PROXY_TLS_CA_FILE`: every PEM certificate of the file, each usable as a trust anchor; a file

@@ -50,6 +50,26 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         .await
         .with_context(|| format!("binding the internal API port {}", config.internal))?;
     tracing::info!(inbound = %config.inbound, internal = %config.internal, owner = %config.owner, "listening");
+    // The TLS ports (`HTTPS_CERTFILE`, `HTTPS_KEYFILE`): a certificate that cannot be used stops
+    // the process, as RIG does.
+    let tls = match &config.https {
+        Some(https) => {
+            let certs = http::tls::Certificates::load(https.files.clone())
+                .map_err(|e| anyhow::anyhow!("HTTPS_CERTFILE/HTTPS_KEYFILE: {e}"))?;
+            let acceptor = certs
+                .acceptor()
+                .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?;
+            let inbound = TcpListener::bind(https.inbound)
+                .await
+                .with_context(|| format!("binding the inbound HTTPS port {}", https.inbound))?;
+            let internal = TcpListener::bind(https.internal)
+                .await
+                .with_context(|| format!("binding the internal HTTPS port {}", https.internal))?;
+            tracing::info!(inbound = %https.inbound, internal = %https.internal, "listening (TLS)");
+            Some((certs, acceptor, inbound, internal, https.reload_interval))
+        }
+        None => None,
+    };
     let (topics_tx, topics_rx) = watch::channel(routes.topics.clone());
     let state = Arc::new(State::with_topics(
         config,
@@ -237,21 +257,59 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     }
     let inbound_cap =
         cap_max.map(|max| http::server::Cap::new(max, state.metrics.inbound_shed.clone()));
+    let inbound_handler = Arc::new(api::inbound::Inbound::new(state.clone()));
+    let internal_handler = Arc::new(api::internal::Internal::new(state.clone()));
+    // Served like the plain ports, under the same inbound cap.
+    let secure = tls.map(|(certs, acceptor, inbound, internal, reload)| {
+        let watch = tokio::spawn(http::tls::watch(
+            certs,
+            reload,
+            state.metrics.clone(),
+            shutdown.clone(),
+        ));
+        let inbound = http::server::serve(
+            inbound,
+            inbound_handler.clone(),
+            shutdown.clone(),
+            state.config.head_timeout,
+            inbound_cap.clone(),
+            Some(acceptor.clone()),
+        );
+        let internal = http::server::serve(
+            internal,
+            internal_handler.clone(),
+            shutdown.clone(),
+            state.config.head_timeout,
+            None,
+            Some(acceptor),
+        );
+        async move {
+            tokio::join!(inbound, internal);
+            let _ = watch.await;
+        }
+    });
     let inbound = http::server::serve(
         inbound,
-        Arc::new(api::inbound::Inbound::new(state.clone())),
+        inbound_handler,
         shutdown.clone(),
         state.config.head_timeout,
         inbound_cap,
+        None,
     );
     let internal = http::server::serve(
         internal,
-        Arc::new(api::internal::Internal::new(state.clone())),
+        internal_handler,
         shutdown,
         state.config.head_timeout,
         None,
+        None,
     );
-    tokio::join!(inbound, internal);
+    let secure = async move {
+        if let Some(secure) = secure {
+            secure.await;
+        }
+    };
+    tokio::join!(inbound, internal, secure);
     let _ = heartbeat.await;
     let _ = sweeper.await;
     let _ = blacklist_sweeper.await;

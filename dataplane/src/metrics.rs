@@ -66,6 +66,8 @@ pub struct Metrics {
     pub assigned_partitions: AtomicU64,
     /// Messages behind the end of the assigned partitions (sum over partitions).
     pub consumer_lag: AtomicU64,
+    /// Certificate reloads of the TLS ports: succeeded, refused (the previous one stayed).
+    pub tls_reloads: [AtomicU64; 2],
     /// Inbound connections closed at once because the inbound cap was reached.
     pub inbound_shed: std::sync::Arc<AtomicU64>,
     /// 1 while the lag could not be measured (the broker does not answer): the last value stays.
@@ -230,6 +232,23 @@ impl Metrics {
             "Inbound connections closed at once because RIG_MAX_INBOUND_CONNECTIONS was reached.",
             load(&self.inbound_shed),
         );
+        prom::family(
+            &mut out,
+            "rig_tls_reloads_total",
+            prom::Kind::Counter,
+            "Certificate reloads of the TLS ports (error: the files could not be used; the previous certificate stayed).",
+        );
+        for (result, value) in [
+            ("ok", &self.tls_reloads[0]),
+            ("error", &self.tls_reloads[1]),
+        ] {
+            prom::sample(
+                &mut out,
+                "rig_tls_reloads_total",
+                &[("result", result)],
+                load(value),
+            );
+        }
         counter(
             &mut out,
             "rig_config_reloads_total",

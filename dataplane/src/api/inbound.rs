@@ -87,6 +87,10 @@ impl Handler for Inbound {
             }
         };
         if !is_sse {
+            // With REQUEST_LOG on, every proxied call takes the one path that logs it.
+            if self.state.proxy.request_log.enabled() {
+                return Some((stream, Bytes::new()));
+            }
             return crate::proxy::fast::serve(&self.state.proxy, stream, peer, shutdown).await;
         }
         sse_direct::serve(&self.state.connections, stream).await;

@@ -152,6 +152,7 @@ impl State {
             crate::proxy::Settings {
                 owner: config.owner.clone(),
                 inbound: config.inbound,
+                inbound_https: config.https.as_ref().map(|h| h.inbound),
                 kafka_response_timeout: config.proxy_kafka_response_timeout,
                 http_async_response_timeout: config.proxy_http_async_response_timeout,
                 cluster_mode: config.cluster_mode(),
@@ -159,6 +160,7 @@ impl State {
                 head_timeout: config.head_timeout,
                 body_idle_timeout: config.proxy_body_idle_timeout,
                 api_body_idle_timeout: config.body_idle_timeout,
+                request_log: config.request_log.clone(),
             },
             jwt.clone(),
             peers.clone(),

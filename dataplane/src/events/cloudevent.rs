@@ -104,17 +104,12 @@ impl CloudEvent {
                 RIG_SOURCE,
                 format_rfc3339(now),
             ),
-            SpecVersion::V0_1 | SpecVersion::V0_2 => {
-                let mut time = format_rfc3339(now);
-                time.pop();
-                time.push_str("+00:00");
-                (
-                    SpecVersion::V0_2,
-                    crate::support::uuid_v4(),
-                    RIG_SOURCE_0_2,
-                    time,
-                )
-            }
+            SpecVersion::V0_1 | SpecVersion::V0_2 => (
+                SpecVersion::V0_2,
+                crate::support::uuid_v4(),
+                RIG_SOURCE_0_2,
+                rig_time(now),
+            ),
         };
         let pairs = vec![
             ("specversion".to_owned(), Value::from(version.as_str())),
@@ -420,6 +415,15 @@ fn next_rig_id() -> String {
 }
 
 /// RFC 3339 in UTC with microseconds, e.g. `2019-03-27T11:53:18.435690Z`.
+/// `time` as RIG writes it: RFC 3339 with microseconds and `+00:00`
+/// (`2019-03-27T11:53:18.435690+00:00`).
+pub fn rig_time(time: SystemTime) -> String {
+    let mut text = format_rfc3339(time);
+    text.pop();
+    text.push_str("+00:00");
+    text
+}
+
 pub(super) fn format_rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();

@@ -23,7 +23,8 @@ mod kafka;
 
 pub use self::http::{HttpError, from_http};
 pub use cloudevent::{
-    CloudEvent, SpecVersion, parse_structured, parse_structured_bytes, set_own_events_version,
+    CloudEvent, SpecVersion, parse_structured, parse_structured_bytes, rig_time,
+    set_own_events_version,
 };
 pub use kafka::from_kafka;
 

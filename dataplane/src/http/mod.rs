@@ -2,12 +2,17 @@
 //! The routers are in [`crate::api`].
 
 pub mod server;
+pub mod tls;
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
+
+/// A request extension: the request came over TLS (`INBOUND_HTTPS_PORT`, `API_HTTPS_PORT`).
+#[derive(Debug, Clone, Copy)]
+pub struct Secure;
 
 /// The response body type of every handler: buffered or streamed bytes, never failing.
 pub type Body = BoxBody<Bytes, Infallible>;

@@ -65,6 +65,7 @@ pub async fn serve<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
     head_timeout: Duration,
     cap: Option<Cap>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let (drained_tx, drained_rx) = watch::channel(());
     loop {
@@ -98,6 +99,30 @@ pub async fn serve<H: Handler>(
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         let drained = drained_rx.clone();
+        if let Some(acceptor) = tls.clone() {
+            tokio::spawn(async move {
+                let _slot = slot;
+                // The handshake counts as the head: a client that does not finish it in time
+                // is closed.
+                match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        Box::pin(serve_http(
+                            stream,
+                            peer,
+                            handler,
+                            shutdown,
+                            head_timeout,
+                            true,
+                        ))
+                        .await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
+                }
+                drop(drained);
+            });
+            continue;
+        }
         tokio::spawn(async move {
             let _slot = slot;
             let taken = handler
@@ -123,7 +148,7 @@ pub async fn serve<H: Handler>(
                     read,
                     inner: stream,
                 };
-                Box::pin(serve_http(io, peer, handler, shutdown, head_timeout)).await;
+                Box::pin(serve_http(io, peer, handler, shutdown, head_timeout, false)).await;
             }
             drop(drained);
         });
@@ -134,20 +159,28 @@ pub async fn serve<H: Handler>(
 }
 
 /// Serve one connection as HTTP/1.1 or HTTP/2 until it ends or, after `shutdown`, gracefully.
-async fn serve_http<H: Handler>(
-    stream: Prefixed,
+/// Requests of a TLS connection (`secure`) carry the [`super::Secure`] extension.
+async fn serve_http<H, I>(
+    stream: I,
     peer: SocketAddr,
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
     head_timeout: Duration,
-) {
+    secure: bool,
+) where
+    H: Handler,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // HTTP/2 has no head timeout in hyper: its connection must start a request within the head
     // timeout, and a peer that stops answering pings is dropped.
     let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = requested.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: Request<Incoming>| {
         let handler = handler.clone();
         seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        if secure {
+            req.extensions_mut().insert(super::Secure);
+        }
         async move { Ok::<_, std::convert::Infallible>(handler.handle(req, peer).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());

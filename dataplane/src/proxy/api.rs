@@ -189,8 +189,12 @@ fn bump(definition: &mut Value, previous: Option<&Value>) {
 }
 
 fn create(proxy: &Proxy, body: Value) -> Response<Body> {
+    // RIG validates what was sent (every problem at once), before defaults and before looking the
+    // id up.
+    if let Err(errors) = proxy.compile_rig(&rig::as_sent(body.clone())) {
+        return json(StatusCode::BAD_REQUEST, &Value::Object(errors));
+    }
     let mut definition = rig::with_defaults(body);
-    // RIG validates before looking the id up.
     let api = match proxy.compile_rig(&definition) {
         Ok(api) => api,
         Err(errors) => return json(StatusCode::BAD_REQUEST, &Value::Object(errors)),
@@ -236,8 +240,8 @@ fn update(proxy: &Proxy, id: &str, body: Value) -> Response<Body> {
         );
     };
     changes.insert("id".into(), id.into());
-    // RIG validates the body (with the path's id) before looking the API up.
-    if let Err(errors) = proxy.compile_rig(&rig::with_defaults(Value::Object(changes.clone()))) {
+    // RIG validates the body as sent (with the path's id) before looking the API up.
+    if let Err(errors) = proxy.compile_rig(&rig::as_sent(Value::Object(changes.clone()))) {
         return json(StatusCode::BAD_REQUEST, &Value::Object(errors));
     }
     if manifest_ids(proxy).iter().any(|m| m == id) {

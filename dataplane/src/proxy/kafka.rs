@@ -92,6 +92,8 @@ pub struct RequestInfo<'a> {
     pub query: &'a str,
     /// The request headers (after the route's added headers).
     pub headers: &'a HeaderMap,
+    /// `http`, or `https` on the TLS port.
+    pub scheme: &'a str,
     /// The inbound port (when `host` names none).
     pub port: u16,
     /// The route's wrap settings: `Some(type)` when plain JSON is wrapped.
@@ -167,7 +169,7 @@ pub fn build_event(body: &[u8], info: &RequestInfo<'_>) -> Result<Outgoing, Body
         "remoteip": remote_ip(info.peer),
         "host": host,
         "port": port,
-        "scheme": "http",
+        "scheme": info.scheme,
         "headers": headers,
         "method": info.method.as_str(),
         "path": info.path,
@@ -198,7 +200,7 @@ pub fn build_event(body: &[u8], info: &RequestInfo<'_>) -> Result<Outgoing, Body
     })
 }
 
-fn remote_ip(peer: SocketAddr) -> String {
+pub(crate) fn remote_ip(peer: SocketAddr) -> String {
     match peer.ip() {
         std::net::IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
@@ -468,6 +470,7 @@ mod tests {
             path: "/orders",
             query: "a=1",
             headers,
+            scheme: "http",
             port: 4000,
             wrap,
         }

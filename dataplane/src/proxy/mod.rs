@@ -28,6 +28,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod path;
 pub mod pool;
+pub mod request_log;
 pub mod rig;
 pub mod routes;
 
@@ -62,6 +63,8 @@ pub struct Settings {
     pub owner: String,
     /// The inbound address (the `rig` extension's host and port of Kafka-target events).
     pub inbound: SocketAddr,
+    /// The inbound TLS listener's address, when TLS is served.
+    pub inbound_https: Option<SocketAddr>,
     /// `PROXY_KAFKA_RESPONSE_TIMEOUT` (RIG definitions).
     pub kafka_response_timeout: Duration,
     /// `PROXY_HTTP_ASYNC_RESPONSE_TIMEOUT` (RIG definitions).
@@ -76,6 +79,8 @@ pub struct Settings {
     pub body_idle_timeout: Duration,
     /// `/v3/apis` definitions: `RIG_BODY_IDLE_TIMEOUT_MS`.
     pub api_body_idle_timeout: Duration,
+    /// `REQUEST_LOG`, `KAFKA_LOG_TOPIC`.
+    pub request_log: crate::config::RequestLog,
 }
 
 /// The proxy: route table, upstream client, metrics, and the handles it needs (JWT verification
@@ -114,6 +119,8 @@ pub struct Proxy {
     pub response_partitions: AtomicU64,
     /// Verified JWTs of `secured` endpoints.
     jwt_cache: jwt_cache::JwtCache,
+    /// `REQUEST_LOG`.
+    pub request_log: request_log::RequestLog,
 }
 
 impl Proxy {
@@ -130,7 +137,6 @@ impl Proxy {
         upstream: http::Upstream,
     ) -> Self {
         Self {
-            settings,
             jwt,
             peers,
             table: RwLock::new(Arc::new(Table::default())),
@@ -148,6 +154,8 @@ impl Proxy {
             producer: OnceLock::new(),
             response_partitions: AtomicU64::new(0),
             jwt_cache: jwt_cache::JwtCache::default(),
+            request_log: request_log::RequestLog::new(&settings.request_log),
+            settings,
         }
     }
 
@@ -248,6 +256,7 @@ impl Proxy {
         self.metrics.render(out);
         self.correlations.render(out);
         self.produced.render(out);
+        self.request_log.render(out);
         crate::support::prom::counter(
             out,
             "rig_proxy_request_body_timeouts_total",
@@ -313,6 +322,17 @@ pub async fn handle(
                 tracing::info!(api = %api.shared.id, endpoint = %endpoint.id, "proxy request without a valid JWT");
                 return unauthorized(&proxy.cors);
             }
+            // Logged as RIG logs it: matched, past the JWT check, before it is forwarded.
+            request_log::RequestLog::call(
+                proxy,
+                &api.shared,
+                endpoint,
+                req.uri().path(),
+                peer,
+                req.headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok()),
+            );
             match (
                 endpoint.target(&api.shared),
                 endpoint.response_from(&api.shared),
@@ -558,15 +578,6 @@ async fn kafka_target(
         *res.status_mut() = StatusCode::NO_CONTENT;
         return with_cors(res, &proxy.cors, ALLOW);
     }
-    if proxy.producer.get().is_none() {
-        // Checked before the body is read: the route cannot be served at all.
-        proxy.produced.count(topic, false);
-        endpoint.counters.count(Status::Unreachable);
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            kafka::ProduceError::NotConfigured.to_string(),
-        );
-    }
     let (mut parts, body) = req.into_parts();
     let limit = usize::try_from(proxy.max_body).unwrap_or(usize::MAX);
     let body = match crate::http::read_body(body, limit, proxy.settings.body_idle_timeout).await {
@@ -580,6 +591,42 @@ async fn kafka_target(
         for (name, value) in &api.shared.add_headers {
             parts.headers.insert(name.clone(), value.clone());
         }
+    }
+    let path = endpoint.rewrite(parts.uri.path());
+    let (scheme, port) = match proxy.settings.inbound_https {
+        Some(tls) if parts.extensions.get::<crate::http::Secure>().is_some() => {
+            ("https", tls.port())
+        }
+        _ => ("http", proxy.settings.inbound.port()),
+    };
+    let request_info = |correlation| kafka::RequestInfo {
+        correlation,
+        peer,
+        method: &parts.method,
+        path: &path,
+        query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        scheme,
+        port,
+        wrap,
+    };
+    if proxy.producer.get().is_none() {
+        // A body RIG would refuse gets RIG's 400 first; only one it would accept is 503.
+        let probe = proxy.correlations.fresh_id(&proxy.settings.owner);
+        return match kafka::build_event(&body, &request_info(&probe)) {
+            Err(error) => {
+                endpoint.counters.count(Status::BadRequest);
+                text(StatusCode::BAD_REQUEST, error.to_string())
+            }
+            Ok(_) => {
+                proxy.produced.count(topic, false);
+                endpoint.counters.count(Status::Unreachable);
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    kafka::ProduceError::NotConfigured.to_string(),
+                )
+            }
+        };
     }
     let pending = if waits {
         match proxy.correlations.register(&proxy.settings.owner) {
@@ -600,18 +647,7 @@ async fn kafka_target(
             fresh.as_str()
         }
     };
-    let path = endpoint.rewrite(parts.uri.path());
-    let info = kafka::RequestInfo {
-        correlation,
-        peer,
-        method: &parts.method,
-        path: &path,
-        query: parts.uri.query().unwrap_or(""),
-        headers: &parts.headers,
-        port: proxy.settings.inbound.port(),
-        wrap,
-    };
-    let event = match kafka::build_event(&body, &info) {
+    let event = match kafka::build_event(&body, &request_info(correlation)) {
         Ok(e) => e,
         Err(error) => {
             endpoint.counters.count(Status::BadRequest);

@@ -99,6 +99,8 @@ pub fn parse_list(
     };
     let mut out: Vec<(Value, Api)> = Vec::with_capacity(list.len());
     for item in list {
+        // As sent first (see `as_sent`), then with the defaults.
+        compile(&as_sent(item.clone()), env, default_timeout, metrics)?;
         let definition = with_defaults(item);
         let api = compile(&definition, env, default_timeout, metrics)?;
         if out.iter().any(|(_, a)| a.shared.id == api.shared.id) {
@@ -118,7 +120,8 @@ pub fn parse_list(
 /// RIG's defaults on create: `active`, `auth_type`, `auth`, `proxy.use_env`, `ref_number`,
 /// `timestamp`, `versioned`; methods upper-cased. `auth_type: "jwt"` forces the header
 /// `Authorization` (RIG).
-pub fn with_defaults(mut definition: Value) -> Value {
+pub fn with_defaults(definition: Value) -> Value {
+    let mut definition = as_sent(definition);
     let Some(obj) = definition.as_object_mut() else {
         return definition;
     };
@@ -147,7 +150,14 @@ pub fn with_defaults(mut definition: Value) -> Value {
     if let Some(proxy) = obj.get_mut("proxy").and_then(Value::as_object_mut) {
         proxy.entry("use_env").or_insert(Value::Bool(false));
     }
-    if let Some(endpoints) = obj
+    definition
+}
+
+/// A definition as sent, to be validated before any default fills a gap (RIG validates what the
+/// client sent: `auth_type: "jwt"` with `use_header: true` and no `header_name` is refused, not
+/// given `Authorization`). Only methods are upper-cased (`get` is `GET`, as RIG reads them).
+pub fn as_sent(mut definition: Value) -> Value {
+    if let Some(endpoints) = definition
         .get_mut("version_data")
         .and_then(|v| v.get_mut("default"))
         .and_then(|d| d.get_mut("endpoints"))
@@ -164,7 +174,7 @@ pub fn with_defaults(mut definition: Value) -> Value {
     definition
 }
 
-/// Validate one definition (defaults already applied) and compile it.
+/// Validate one definition (as sent, or with defaults applied) and compile it.
 pub fn compile(
     definition: &Value,
     env: &dyn Fn(&str) -> Option<String>,
@@ -320,7 +330,7 @@ pub fn compile(
         Some(None | Some(Value::Null)) => errors.add("api", "endpoints", PRESENT),
         Some(Some(Value::Array(list))) => {
             for e in list {
-                if let Some(endpoint) = endpoint(&mut errors, &id, jwt, e, &auth, metrics) {
+                if let Some(endpoint) = endpoint(&mut errors, &id, jwt, e, metrics) {
                     endpoints.push(endpoint);
                 }
             }
@@ -362,7 +372,6 @@ fn endpoint(
     api_id: &str,
     jwt: bool,
     value: &Value,
-    auth: &Auth,
     metrics: &ProxyMetrics,
 ) -> Option<Endpoint> {
     let Some(e) = value.as_object() else {
@@ -412,9 +421,6 @@ fn endpoint(
     let secured = bool_field(e, "secured");
     if secured && !jwt {
         errors.add(&key, "auth_type", r#"must be one of ["jwt"]"#);
-    }
-    if secured && jwt && auth.header.is_none() && auth.query.is_none() {
-        errors.add(&key, "auth", "must name a header or a query parameter");
     }
     let target_kind = errors.opt_string(&key, e, "target", "http");
     let topic = e.get("topic").and_then(Value::as_str).unwrap_or_default();
@@ -545,6 +551,38 @@ mod tests {
                 {"id": NON_EMPTY}, {"name": PRESENT}, {"proxy": PRESENT},
                 {"version_data": "must have at least one version, e.g. default"}
             ])
+        );
+    }
+
+    #[test]
+    fn a_definition_is_validated_as_sent_with_every_problem_at_once() {
+        let metrics = ProxyMetrics::default();
+        let sent = json!({
+            "id": "invalid-config", "name": "n", "auth_type": "jwt",
+            "auth": {"use_header": true},
+            "version_data": {"default": {"endpoints": [
+                {"id": "e1", "method": "get", "path_regex": "/x"}
+            ]}},
+            "proxy": {}
+        });
+        let compile = |v: Value| compile(&v, &|_| None, Duration::from_secs(5), &metrics);
+        let errors = compile(as_sent(sent.clone())).expect_err("as sent");
+        assert_eq!(errors["invalid-config"], json!([{"header_name": PRESENT}]));
+        assert_eq!(
+            errors["api"],
+            json!([{"target_url": PRESENT}, {"port": PRESENT}])
+        );
+        // The defaults would have hidden the missing header name.
+        let mut fixed = sent;
+        fixed["proxy"] = json!({"target_url": "h", "port": 80});
+        assert!(compile(with_defaults(fixed.clone())).is_ok());
+        assert!(compile(as_sent(fixed.clone())).is_err());
+        fixed["auth"]["header_name"] = "Authorization".into();
+        let api = compile(as_sent(fixed)).expect("valid as sent");
+        assert_eq!(
+            api.endpoints[0].method,
+            Method::GET,
+            "methods are read upper-cased"
         );
     }
 
