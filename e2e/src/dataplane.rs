@@ -20,6 +20,8 @@ pub struct DataPlaneConfig {
     pub inbound: SocketAddr,
     /// Internal API address.
     pub internal: SocketAddr,
+    /// A file the process's standard output goes to (else the test's).
+    pub stdout: Option<PathBuf>,
 }
 
 impl DataPlaneConfig {
@@ -29,7 +31,14 @@ impl DataPlaneConfig {
             env: BTreeMap::new(),
             inbound: free_addr()?,
             internal: free_addr()?,
+            stdout: None,
         })
+    }
+
+    /// Send the process's standard output to `path` (appended across restarts).
+    pub fn stdout_to(mut self, path: PathBuf) -> Self {
+        self.stdout = Some(path);
+        self
     }
 
     /// Add an environment variable.
@@ -79,6 +88,36 @@ fn getrandom_fill(out: &mut [u8; 4]) {
     *out = (nanos ^ std::process::id().rotate_left(16) ^ 0x9e37_79b9).to_le_bytes();
 }
 
+/// Run the binary with `env` (on unused loopback ports) and expect it to refuse to start: it must
+/// exit unsuccessfully within 30 s. Returns its standard error.
+pub async fn refused(env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(binary().expect("binary"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RIG_BIND_ADDRESS", "127.0.0.1")
+        .env(
+            "INBOUND_PORT",
+            free_addr().expect("port").port().to_string(),
+        )
+        .env(
+            "API_HTTP_PORT",
+            free_addr().expect("port").port().to_string(),
+        )
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("the process exits at start")
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "the process must refuse to start with {env:?}; stderr: {stderr}"
+    );
+    stderr
+}
+
 /// The `rig-dataplane` binary next to the test executable (`e2e/test.sh` builds it first), or
 /// `RIG_DATAPLANE_BIN`.
 pub fn binary() -> Result<PathBuf> {
@@ -100,7 +139,16 @@ impl DataPlane {
             .env("API_HTTP_PORT", config.internal.port().to_string())
             .envs(&config.env)
             .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
+            .stdout(match &config.stdout {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .context("the data plane's stdout file")?,
+                ),
+                None => Stdio::inherit(),
+            })
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         let child = cmd.spawn().context("starting rig-dataplane")?;

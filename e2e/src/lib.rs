@@ -12,6 +12,7 @@ pub mod http;
 pub mod kafka;
 pub mod kube_env;
 pub mod operator;
+pub mod pki;
 pub mod sse;
 pub mod wait;
 

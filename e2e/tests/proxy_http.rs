@@ -403,9 +403,13 @@ async fn routing_first_match_rewrite_query_404_and_405() {
     // The backend's status passes through; a Kafka target without KAFKA_BROKERS says so.
     let (status, _, _) = call(&s.dp, Method::POST, "/status/201", &[], "x").await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, _, body) = call(&s.dp, Method::POST, "/orders", &[], "{}").await;
+    let event = r#"{"specversion":"1.0","type":"order","source":"s","id":"1"}"#;
+    let (status, _, body) = call(&s.dp, Method::POST, "/orders", &[], event).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(String::from_utf8_lossy(&body).contains("KAFKA_BROKERS"));
+    // A body RIG refuses is its 400 first, broker or not.
+    let (status, _, _) = call(&s.dp, Method::POST, "/orders", &[], "{}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -755,6 +759,51 @@ async fn apis_crud_with_rigs_statuses_and_error_maps() {
             "bad/e1": [{"path_regex": "must be present"}, {"auth_type": "must be one of [\"jwt\"]"}],
         })
     );
+    // Validated as sent, before defaults (RIG's `auth_type: jwt` default header must not hide a
+    // missing `header_name`), with every problem at once.
+    let (status, body) = internal(
+        &s.dp,
+        Method::POST,
+        "/v3/apis",
+        Some(
+            json!({"id": "invalid-config", "name": "n", "auth_type": "jwt",
+            "auth": {"use_header": true},
+            "version_data": {"default": {"endpoints": [
+                {"id": "e1", "method": "GET", "path_regex": "/ic"}]}},
+            "proxy": {"target_url": "127.0.0.1", "port": 80}}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, as_json(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"invalid-config": [{"header_name": "must be present"}]})
+        )
+    );
+    let (status, body) = internal(
+        &s.dp,
+        Method::POST,
+        "/v3/apis",
+        Some(json!({"id": "empty-proxy", "name": "n", "auth_type": "jwt",
+            "auth": {"use_query": true},
+            "version_data": {"default": {"endpoints": [{"id": "e1", "method": "GET"}]}},
+            "proxy": {}})),
+    )
+    .await;
+    assert_eq!(
+        (status, as_json(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({
+                "empty-proxy": [{"query_name": "must be present"}],
+                "api": [{"target_url": "must be present"}, {"port": "must be present"}],
+                "empty-proxy/e1": [{"path_regex": "must be present"}],
+            })
+        )
+    );
+    let (status, _) = internal(&s.dp, Method::GET, "/v3/apis/invalid-config", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
 
     let port = s.two.addr.port();
     let def = |replacement: &str| {
@@ -1077,95 +1126,12 @@ async fn versioned(
     Ok(Response::new(Full::new(Bytes::from(answer.to_string()))))
 }
 
-/// A private CA and a server certificate it signed for 127.0.0.1 / localhost, made with the
-/// `openssl` command into `dir`: `(ca.pem path, server config without ALPN)`.
+/// A private CA and a server certificate it signed for 127.0.0.1 / localhost:
+/// `(ca.pem path, server config without ALPN)`.
 fn test_pki(dir: &std::path::Path) -> (PathBuf, rustls::ServerConfig) {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl command runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=rig-e2e-ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(&ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(&csr);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
-        .expect("server.pem")
-        .collect::<Result<_, _>>()
-        .expect("certificates");
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server certificate");
-    (dir.join("ca.pem"), config)
+    let pki = rig_e2e::pki::Pki::new(dir);
+    let config = pki.server_config("server");
+    (pki.ca(), config)
 }
 
 /// A TLS backend offering `alpn`.

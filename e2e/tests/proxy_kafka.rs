@@ -402,6 +402,18 @@ async fn without_a_reachable_broker_the_kafka_target_answers_503_never_202() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(text(&body).contains("KAFKA_BROKERS"), "{}", text(&body));
+    // Bodies RIG refuses get its 400 whether a broker is configured or not: 503 is only for
+    // bodies it would have accepted.
+    for refused in ["not json", r#"{"no":"cloudevent"}"#, "[1,2]"] {
+        let (status, _, body) = post(dp.inbound(), "/down", refused, &[]).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{refused}: {}",
+            text(&body)
+        );
+        assert!(!text(&body).contains("KAFKA_BROKERS"), "{}", text(&body));
+    }
     // A broker address where nothing listens: no acknowledgement within the route timeout.
     let closed = dataplane::free_addr().expect("port").to_string();
     let dp = start(None, Some(&closed), "dead-kafka", &routes, "unused").await;
@@ -808,4 +820,118 @@ async fn the_message_key_lands_on_rigs_partition() {
         .expect("message");
     assert_eq!(m.key(), Some(&b"hello"[..]));
     assert_eq!(m.partition(), 6);
+}
+
+/// A backend that answers every request 200 `ok`.
+async fn ok_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// RIG's `REQUEST_LOG`: every proxied call that passed its JWT check is logged to the console
+/// (`CALL: [<endpoint id>] <METHOD> <path_regex> => <target>`) and produced to `KAFKA_LOG_TOPIC`
+/// as a CloudEvents 0.2 `com.rig.proxy.api.call` event, keyed `partition`, read back here from the
+/// real broker. A refused call (401) is not logged; unknown values and `kafka` without a broker
+/// stop the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_log_goes_to_the_console_and_to_kafka_as_rig_logs_it() {
+    let env = Env::load().expect("env");
+    let log_topic = topic(&env, "request-log", 3).await;
+    let backend = ok_backend().await;
+    let apis = json!([{
+        "id": "logged", "name": "logged", "auth_type": "jwt",
+        "auth": {"use_header": true, "header_name": "Authorization"},
+        "version_data": {"default": {"endpoints": [
+            {"id": "e-log", "method": "GET", "path_regex": "/log/(.*)"},
+            {"id": "e-secret", "method": "GET", "path_regex": "/secret", "secured": true}
+        ]}},
+        "proxy": {"target_url": "127.0.0.1", "port": backend.port()}
+    }]);
+    let stdout = temp_dir().join("stdout.log");
+    let dp = DataPlane::start(
+        DataPlaneConfig::new()
+            .expect("ports")
+            .env("KAFKA_BROKERS", brokers(&env))
+            .env("KAFKA_SOURCE_TOPICS", unique_name("unused-events"))
+            .env("JWT_SECRET_KEY", "request-log-secret")
+            .env("REQUEST_LOG", "console,kafka")
+            .env("KAFKA_LOG_TOPIC", &log_topic)
+            .env("PROXY_CONFIG_FILE", apis.to_string())
+            .stdout_to(stdout.clone()),
+    )
+    .await
+    .expect("start");
+
+    let get = |path: &'static str| {
+        let addr = dp.inbound();
+        async move {
+            let req = client::request(Method::GET, addr, path)
+                .header("traceparent", TRACEPARENT)
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            client::send(addr, req).await.expect("answer").0
+        }
+    };
+    assert_eq!(get("/log/first").await, StatusCode::OK);
+    assert_eq!(get("/secret").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(get("/log/second").await, StatusCode::OK);
+
+    let reader = consumer(&env, &log_topic, 3);
+    let first = next(&reader).await;
+    let second = next(&reader).await;
+    for (event, path) in [(&first, "/log/first"), (&second, "/log/second")] {
+        let json = &event.json;
+        assert_eq!(json["specversion"], "0.2", "{json}");
+        assert_eq!(json["type"], "com.rig.proxy.api.call");
+        assert_eq!(json["source"], "/rig");
+        assert_eq!(json["contenttype"], "application/json");
+        assert_eq!(json["traceparent"], TRACEPARENT);
+        assert!(
+            json["time"].as_str().is_some_and(|t| t.ends_with("+00:00")),
+            "{json}"
+        );
+        assert_eq!(json["data"]["request_path"], path);
+        assert_eq!(json["data"]["remote_ip"], "127.0.0.1");
+        assert_eq!(json["data"]["endpoint"]["id"], "e-log");
+        assert_eq!(json["data"]["endpoint"]["method"], "GET");
+        assert_eq!(json["data"]["endpoint"]["path_regex"], "/log/(.*)");
+        assert_eq!(event.key.as_deref(), Some("partition"));
+    }
+    assert_ne!(first.json["id"], second.json["id"]);
+    wait_until("the produced log events counted", T, || async {
+        (dp.metric("rig_request_log_events_total{result=\"produced\"}")
+            .await
+            == 2.0)
+            .then_some(())
+    })
+    .await;
+
+    let console = std::fs::read_to_string(&stdout).expect("stdout");
+    let line = format!(
+        "CALL: [e-log] GET /log/(.*) => http://127.0.0.1:{}",
+        backend.port()
+    );
+    assert_eq!(console.matches(&line).count(), 2, "{console}");
+    assert!(
+        !console.contains("e-secret"),
+        "a refused call is not logged: {console}"
+    );
+
+    let stderr = dataplane::refused(&[("REQUEST_LOG", "console,syslog")]).await;
+    assert!(stderr.contains("REQUEST_LOG"), "{stderr}");
+    let stderr = dataplane::refused(&[("REQUEST_LOG", "kafka")]).await;
+    assert!(stderr.contains("KAFKA_BROKERS"), "{stderr}");
 }

@@ -122,7 +122,7 @@ fn read(files: &TlsFiles, provider: &CryptoProvider) -> Result<(CertifiedKey, us
     let certified = CertifiedKey::new(chain, signing);
     certified.keys_match().map_err(|e| {
         format!(
-            "{} does not belong to the certificate in {} ({e})",
+            "{} does not belong to the certificate in {}, or the certificate cannot be read ({e})",
             show(&files.key),
             show(&files.cert)
         )
