@@ -43,6 +43,12 @@ dataplane:
     sessionField: /sid
   tokenKey:
     secretKeyRef: {name: rig-token, key: token}
+  tls:
+    secretName: rig-tls
+    inboundHttpsPort: 8443
+    internalHttpsPort: 8444
+    keyPassword: {secretKeyRef: {name: rig-tls-pass, key: pass}}
+    reloadIntervalMs: 5000
   snapshotCache: {enabled: false}
   logLevel: warn
   env: {MAX_CONNECTIONS_PER_SESSION: "3"}
@@ -599,6 +605,9 @@ fn default_values_render_the_contract_and_the_apiserver_accepts_them() {
         "JWT_JWKS",
         "JWT_SESSION_FIELD",
         "KAFKA_SOURCE_TOPICS",
+        "HTTPS_CERTFILE",
+        "HTTPS_KEYFILE",
+        "HTTPS_KEYFILE_PASS",
     ] {
         assert!(!has_env(dp, unset), "{unset}: the data plane's default");
     }
@@ -755,7 +764,37 @@ fn custom_values_render_what_they_say_and_the_apiserver_accepts_them() {
     );
     assert_eq!(env_value(dp, "RUST_LOG"), "warn");
     assert!(!has_env(dp, "RIG_SNAPSHOT_CACHE"), "cache disabled");
-    assert!(dataplane["spec"]["template"]["spec"]["volumes"].is_null());
+    // TLS from the Secret, mounted whole (a renewal reaches the pod), on its own ports.
+    assert_eq!(
+        dataplane["spec"]["template"]["spec"]["volumes"],
+        json!([{"name": "tls", "secret": {"secretName": "rig-tls"}}])
+    );
+    assert_eq!(
+        dp["volumeMounts"],
+        json!([{"name": "tls", "mountPath": "/etc/rig/tls", "readOnly": true}])
+    );
+    assert_eq!(env_value(dp, "HTTPS_CERTFILE"), "/etc/rig/tls/tls.crt");
+    assert_eq!(env_value(dp, "HTTPS_KEYFILE"), "/etc/rig/tls/tls.key");
+    assert_eq!(env_value(dp, "INBOUND_HTTPS_PORT"), "8443");
+    assert_eq!(env_value(dp, "API_HTTPS_PORT"), "8444");
+    assert_eq!(env_value(dp, "RIG_TLS_RELOAD_INTERVAL_MS"), "5000");
+    assert_eq!(
+        env_var(dp, "HTTPS_KEYFILE_PASS")["valueFrom"]["secretKeyRef"],
+        json!({"name": "rig-tls-pass", "key": "pass"})
+    );
+    let ports: Vec<(String, u64)> = dp["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_owned(),
+                p["containerPort"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(ports.contains(&("inbound-tls".into(), 8443)), "{ports:?}");
+    assert!(ports.contains(&("internal-tls".into(), 8444)), "{ports:?}");
     assert!(dp["lifecycle"].is_null(), "preStopSleepSeconds 0: no hook");
     let pod = &dataplane["spec"]["template"]["spec"];
     assert_eq!(pod["terminationGracePeriodSeconds"], 45);
@@ -774,6 +813,12 @@ fn custom_values_render_what_they_say_and_the_apiserver_accepts_them() {
     let inbound = find(&objects, "Service", "edge-rig-inbound");
     assert_eq!(inbound["spec"]["type"], "NodePort");
     assert_eq!(inbound["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(
+        inbound["spec"]["ports"][1],
+        json!({"name": "inbound-tls", "port": 8443, "targetPort": "inbound-tls", "protocol": "TCP"})
+    );
+    let internal = find(&objects, "Service", "edge-rig-internal");
+    assert_eq!(internal["spec"]["ports"][1]["port"], 8444);
     assert_eq!(
         inbound["metadata"]["annotations"]["example.com/lb"],
         "internal"
