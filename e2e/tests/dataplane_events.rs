@@ -595,3 +595,83 @@ async fn an_event_without_source_is_accepted_and_delivered_as_rig_does() {
         .expect("delivered");
     assert_eq!(event.last().expect("event").data, body, "the bytes as sent");
 }
+
+/// RIG puts the request's trace context on its own events: a connect request (SSE, WebSocket)
+/// with a valid W3C `traceparent` gets it on `rig.connection.create` and `rig.subscriptions_set`,
+/// a subscription update with one on its `rig.subscriptions_set`; without one (or with an invalid
+/// one) the events carry none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_events_carry_the_requests_trace_context() {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const TP2: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let dp = DataPlane::start(DataPlaneConfig::new().expect("ports"))
+        .await
+        .expect("start");
+    let (mut traced, token, _) = sse::open_greeted(
+        dp.inbound(),
+        "/_rig/v1/connection/sse",
+        &[("traceparent", TP)],
+        T,
+    )
+    .await
+    .expect("connect");
+    // open_greeted consumed the greetings: read them again on a second traced connection.
+    let mut second = sse::open(
+        dp.inbound(),
+        "/_rig/v1/connection/sse",
+        &[("traceparent", TP)],
+    )
+    .await
+    .expect("connect");
+    for expected in ["rig.connection.create", "rig.subscriptions_set"] {
+        let event = second.next(T).await.expect("read").expect("greeting");
+        assert_eq!(event.event, expected);
+        assert_eq!(event.json()["traceparent"], TP, "{}", event.data);
+    }
+    for headers in [&[][..], &[("traceparent", "not-a-trace")][..]] {
+        let mut plain = sse::open(dp.inbound(), "/_rig/v1/connection/sse", headers)
+            .await
+            .expect("connect");
+        let event = plain.next(T).await.expect("read").expect("greeting");
+        assert!(event.json()["traceparent"].is_null(), "{}", event.data);
+    }
+
+    // A subscription update's own trace context.
+    let req = http::request(
+        ::http::Method::PUT,
+        dp.inbound(),
+        &format!("/_rig/v1/connection/sse/{token}/subscriptions"),
+    )
+    .header("content-type", "application/json")
+    .header("traceparent", TP2)
+    .body(http_body_util::Full::new(bytes::Bytes::from(
+        r#"{"subscriptions":[{"eventType":"greeting"}]}"#,
+    )))
+    .expect("request");
+    let (status, _, _) = http::send(dp.inbound(), req).await.expect("put");
+    assert_eq!(status, 204);
+    let set = traced.next(T).await.expect("read").expect("set");
+    assert_eq!(set.event, "rig.subscriptions_set");
+    assert_eq!(set.json()["traceparent"], TP2, "{}", set.data);
+
+    // WebSocket: the handshake's header.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/_rig/v1/connection/ws",
+            dp.inbound()
+        ))
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("traceparent", TP.parse().expect("header"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("ws");
+    let frame = tokio::time::timeout(T, futures::StreamExt::next(&mut ws))
+        .await
+        .expect("frame in time")
+        .expect("open")
+        .expect("frame");
+    let json: serde_json::Value =
+        serde_json::from_str(frame.to_text().expect("text")).expect("json");
+    assert_eq!(json["type"], "rig.connection.create");
+    assert_eq!(json["traceparent"], TP);
+}

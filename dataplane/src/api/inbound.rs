@@ -104,6 +104,7 @@ async fn connect_sse(
     peer: SocketAddr,
 ) -> Response<Body> {
     let mut params = open::ConnectParams::from_query(req.uri().query());
+    params.trace(req.headers().get("traceparent").map(|v| v.as_bytes()));
     params.client = Some(state.connections.client_of(peer, req.headers()));
     if let Some(id) = req
         .headers()

@@ -298,8 +298,8 @@ mod tests {
     #[tokio::test]
     async fn revoking_kills_live_connections_and_a_late_joiner_is_killed_on_joining() {
         let state = state();
-        let (mut x, _) = state.fanout.register(Transport::Sse, &[], None);
-        let (y, _) = state.fanout.register(Transport::Sse, &[], None);
+        let (mut x, _) = state.fanout.register(Transport::Sse, &[], None, None);
+        let (y, _) = state.fanout.register(Transport::Sse, &[], None, None);
         assert_eq!(
             state.fanout.join_sessions(x.id, &[Arc::from("x")], None),
             Ok(true)
@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(state.metrics.sessions_killed.load(Ordering::Relaxed), 1);
 
         // A connection whose token was verified before the revocation, joining after it.
-        let (mut late, _) = state.fanout.register(Transport::Ws, &[], None);
+        let (mut late, _) = state.fanout.register(Transport::Ws, &[], None, None);
         assert_eq!(
             state.fanout.join_sessions(late.id, &[Arc::from("x")], None),
             Ok(true)
@@ -339,7 +339,7 @@ mod tests {
         let state = state();
         let now = std::time::SystemTime::now();
         let hour = std::time::Duration::from_secs(3600);
-        let (mut m, _) = state.fanout.register(Transport::Sse, &[], None);
+        let (mut m, _) = state.fanout.register(Transport::Sse, &[], None, None);
         assert_eq!(
             state.fanout.join_sessions(m.id, &[Arc::from("m")], None),
             Ok(true)

@@ -233,6 +233,7 @@ impl Fanout {
         transport: Transport,
         subs: &[Subscription],
         last_event_id: Option<&str>,
+        traceparent: Option<&str>,
     ) -> (Registration, String) {
         // Holding the window lock keeps publishers out until the connection is in place.
         let window = self.lock_window();
@@ -242,11 +243,16 @@ impl Fanout {
         let mut registration = self.hub.register(transport, subs, !catching_up);
         let token = self.tokens.encode(&self.owner, registration.id);
         let position = window.token();
-        let create = CloudEvent::new_rig(
+        let create = CloudEvent::new_rig_traced(
             "rig.connection.create",
             serde_json::json!({ "connection_token": token }),
+            traceparent,
         );
-        let set = CloudEvent::new_rig("rig.subscriptions_set", subscriptions::to_json(subs));
+        let set = CloudEvent::new_rig_traced(
+            "rig.subscriptions_set",
+            subscriptions::to_json(subs),
+            traceparent,
+        );
         let mut frames = vec![
             Frame::new(&create, Some(&position)),
             Frame::new(&set, Some(&position)),
@@ -284,12 +290,21 @@ impl Fanout {
     /// set) to it; `false` when the connection is not (or no longer) here. Atomic with respect to
     /// event publication: events published before get the old set's matches, events after the
     /// new set's, and they reach the queue after the `rig.subscriptions_set` frame.
-    pub fn set_subscriptions(&self, id: ConnId, subs: &[Subscription]) -> bool {
+    pub fn set_subscriptions(
+        &self,
+        id: ConnId,
+        subs: &[Subscription],
+        traceparent: Option<&str>,
+    ) -> bool {
         let window = self.lock_window();
         if !self.hub.set_subscriptions(id, subs) {
             return false;
         }
-        let set = CloudEvent::new_rig("rig.subscriptions_set", subscriptions::to_json(subs));
+        let set = CloudEvent::new_rig_traced(
+            "rig.subscriptions_set",
+            subscriptions::to_json(subs),
+            traceparent,
+        );
         let frame = Frame::new(&set, Some(&window.token()));
         let queued = self.hub.send_to(id, Outbound::Frame(Arc::new(frame)));
         drop(window);

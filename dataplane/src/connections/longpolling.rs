@@ -126,6 +126,7 @@ async fn connect(
     peer: std::net::SocketAddr,
 ) -> Response<Body> {
     let mut params = ConnectParams::from_query(req.uri().query());
+    params.trace(req.headers().get("traceparent").map(|v| v.as_bytes()));
     params.client = Some(conns.client_of(peer, req.headers()));
     match open::open_resumed(conns, Transport::LongPolling, &params).await {
         Ok(opened) => {

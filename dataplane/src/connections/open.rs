@@ -59,9 +59,21 @@ pub struct ConnectParams {
     pub last_event_id: Option<String>,
     /// Who connects, for the per-client share of `MAX_CONNECTIONS_PER_MINUTE`.
     pub client: Option<super::limit::Client>,
+    /// The connect request's W3C `traceparent`, when valid: RIG puts the trace context on the
+    /// greetings (`rig.connection.create`, `rig.subscriptions_set`).
+    pub traceparent: Option<String>,
 }
 
 impl ConnectParams {
+    /// Keep `value` as the trace context when it is a valid W3C `traceparent`.
+    pub fn trace(&mut self, value: Option<&[u8]>) {
+        self.traceparent = value
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::trim)
+            .filter(|v| crate::proxy::http::valid_traceparent(v))
+            .map(str::to_owned);
+    }
+
     /// Read the parameters from a query string.
     pub fn from_query(query: Option<&str>) -> Self {
         let mut params = Self::default();
@@ -234,10 +246,12 @@ fn admit(
             });
         }
     }
-    let (registration, token) =
-        conns
-            .fanout
-            .register(transport, subs, params.last_event_id.as_deref());
+    let (registration, token) = conns.fanout.register(
+        transport,
+        subs,
+        params.last_event_id.as_deref(),
+        params.traceparent.as_deref(),
+    );
     if let Some(session) = session {
         let limit = conns.settings.max_connections_per_session;
         if let Err(full) = conns

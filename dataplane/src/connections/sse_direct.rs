@@ -260,6 +260,12 @@ fn parse_head(
     {
         params.last_event_id = Some(id.to_owned());
     }
+    params.trace(
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("traceparent"))
+            .map(|h| h.value),
+    );
     // The last value of the client-address header, when one is configured.
     let client_value = client_header.and_then(|name| {
         req.headers

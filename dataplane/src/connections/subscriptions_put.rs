@@ -280,7 +280,12 @@ async fn answer(
     let set: Vec<Subscription> = subscriptions::dedup(set);
 
     // 9.
-    if !conns.fanout.set_subscriptions(conn.conn, &set) {
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| crate::proxy::http::valid_traceparent(v));
+    if !conns.fanout.set_subscriptions(conn.conn, &set, traceparent) {
         return text(StatusCode::GONE, "Connection no longer exists.");
     }
     // No limit here: the connection exists already, a subscription update only adds sessions.

@@ -117,6 +117,7 @@ pub fn connect(
         Err(error) => return handshake_refused(&error),
     };
     let mut params = ConnectParams::from_query(req.uri().query());
+    params.trace(req.headers().get("traceparent").map(|v| v.as_bytes()));
     params.last_event_id = params.last_event_id.filter(|id| !id.is_empty());
     params.client = Some(conns.client_of(peer, req.headers()));
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -89,13 +89,31 @@ impl CloudEvent {
         Self::new_rig_as(own_events_version(), event_type, data)
     }
 
+    /// [`Self::new_rig`] with the request's trace context as a top-level `traceparent`, as RIG
+    /// adds it when one exists.
+    pub fn new_rig_traced(
+        event_type: impl Into<String>,
+        data: Value,
+        traceparent: Option<&str>,
+    ) -> Self {
+        Self::build_rig(own_events_version(), event_type.into(), data, traceparent)
+    }
+
     /// [`Self::new_rig`] in `version`'s format:
     /// - 0.2 (RIG's): `source` `rig`, `id` a UUID v4, `time` RFC 3339 with microseconds and
     ///   `+00:00` (`2019-03-27T11:53:18.435690+00:00`), as RIG sends them;
     /// - 1.0: `source` `/rig`, `time` with `Z`, `id` unique within the process and, with
     ///   overwhelming probability, across processes (a per-process random prefix and a counter).
     pub fn new_rig_as(version: SpecVersion, event_type: impl Into<String>, data: Value) -> Self {
-        let event_type = event_type.into();
+        Self::build_rig(version, event_type.into(), data, None)
+    }
+
+    fn build_rig(
+        version: SpecVersion,
+        event_type: String,
+        data: Value,
+        traceparent: Option<&str>,
+    ) -> Self {
         let now = SystemTime::now();
         let (version, id, source, time) = match version {
             SpecVersion::V1_0 => (
@@ -111,7 +129,7 @@ impl CloudEvent {
                 rig_time(now),
             ),
         };
-        let pairs = vec![
+        let mut pairs = vec![
             ("specversion".to_owned(), Value::from(version.as_str())),
             ("id".to_owned(), Value::from(id.clone())),
             ("source".to_owned(), Value::from(source)),
@@ -119,6 +137,9 @@ impl CloudEvent {
             ("time".to_owned(), Value::from(time)),
             ("data".to_owned(), data),
         ];
+        if let Some(tp) = traceparent {
+            pairs.push(("traceparent".to_owned(), Value::from(tp)));
+        }
         let json = Bytes::from(write_object(&pairs).into_boxed_slice());
         Self {
             spec_version: version,
