@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rig_e2e::dataplane::{DataPlane, DataPlaneConfig};
-use rig_e2e::http::form_encode;
+use rig_e2e::http::{self, form_encode};
 use rig_e2e::kafka;
 use rig_e2e::{Env, unique_name, wait_until};
 use tokio::net::TcpListener;
@@ -410,4 +410,114 @@ async fn browser_eventsource_receives_kafka_events_and_resumes_across_a_restart(
         dp.metric("rig_replay_hits_total").await >= 1.0,
         "the reconnect carried Last-Event-ID and was replayed without a gap"
     );
+}
+
+/// A frontend written for RIG, unchanged: it connects without subscriptions, takes the
+/// connection token from `rig.connection.create`, `PUT`s its subscriptions cross-origin (a CORS
+/// preflight first), and receives events — once with `EventSource`, once with a `WebSocket`.
+const RIG_FLOW_PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8">
+<title>rig frontend flow</title>
+<script>
+"use strict";
+const BASE = "__BASE__";
+let seq = 0;
+function report(kind, fields) {
+  const body = JSON.stringify(Object.assign({ seq: seq++, kind }, fields));
+  fetch("/report", { method: "POST", body }).catch((e) => console.error("report failed", e));
+}
+async function subscribe(transport, token) {
+  const res = await fetch(`${BASE}/_rig/v1/connection/${transport}/${token}/subscriptions`, {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ subscriptions: [{ eventType: "greeting" }] }),
+  });
+  report(`${transport}:put`, { status: res.status });
+}
+const es = new EventSource(`${BASE}/_rig/v1/connection/sse`);
+es.addEventListener("rig.connection.create", (e) => {
+  const event = JSON.parse(e.data);
+  report("sse:rig.connection.create", { data: e.data });
+  subscribe("sse", event.data.connection_token).catch((err) => report("sse:put-failed", { error: String(err) }));
+});
+for (const type of ["rig.subscriptions_set", "greeting"]) {
+  es.addEventListener(type, (e) => report(`sse:${type}`, { data: e.data }));
+}
+es.onerror = () => report("sse:error", { readyState: es.readyState });
+const ws = new WebSocket(`${BASE.replace("http", "ws")}/_rig/v1/connection/ws`);
+ws.onmessage = (m) => {
+  const event = JSON.parse(m.data);
+  report(`ws:${event.type}`, { data: m.data });
+  if (event.type === "rig.connection.create") {
+    subscribe("ws", event.data.connection_token).catch((err) => report("ws:put-failed", { error: String(err) }));
+  }
+};
+ws.onclose = (e) => report("ws:close", { code: e.code });
+</script>
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rig_frontend_flow_works_unchanged_over_eventsource_and_websocket() {
+    let env = Env::load().expect("env");
+    let dp = DataPlane::start(DataPlaneConfig::new().expect("ports"))
+        .await
+        .expect("data plane");
+    let base = format!("http://{}", dp.inbound());
+    let reports = Reports::default();
+    let page_addr = page_server(RIG_FLOW_PAGE.replace("__BASE__", &base), reports.clone()).await;
+    let mut browser = Browser::start(&chromium(&env), &format!("http://{page_addr}/page.html"));
+
+    // Each transport: create, the PUT answered 204, then the new set naming `greeting`.
+    for transport in ["sse", "ws"] {
+        wait_for_page(
+            &format!("{transport}: the subscription set after the PUT"),
+            &mut browser,
+            &reports,
+            |r| {
+                r.of_kind(&format!("{transport}:rig.subscriptions_set"))
+                    .iter()
+                    .any(|s| s["data"].as_str().is_some_and(|d| d.contains("greeting")))
+                    .then_some(())
+            },
+        )
+        .await;
+        let puts = reports.of_kind(&format!("{transport}:put"));
+        assert_eq!(puts.len(), 1, "{:#?}", reports.all());
+        assert_eq!(puts[0]["status"], 204, "{:#?}", reports.all());
+        let create = &reports.of_kind(&format!("{transport}:rig.connection.create"))[0];
+        let create: serde_json::Value =
+            serde_json::from_str(create["data"].as_str().unwrap_or_default()).expect("JSON");
+        assert_eq!(create["specversion"], "0.2", "RIG's format: {create}");
+        assert_eq!(create["source"], "rig");
+    }
+
+    let event = r#"{"specversion":"0.2","type":"greeting","source":"backend","id":"flow-1","data":{"hi":1}}"#;
+    let (status, _, answer) = http::post(
+        dp.inbound(),
+        "/_rig/v1/events",
+        "application/cloudevents+json",
+        event,
+    )
+    .await
+    .expect("post");
+    assert_eq!(status, 202, "{answer}");
+    for transport in ["sse", "ws"] {
+        let kind = format!("{transport}:greeting");
+        wait_for_page(
+            &format!("{kind} in the page"),
+            &mut browser,
+            &reports,
+            |r| (!r.of_kind(&kind).is_empty()).then_some(()),
+        )
+        .await;
+        let got = reports.of_kind(&kind);
+        assert_eq!(got.len(), 1, "{:#?}", reports.all());
+        assert_eq!(got[0]["data"], event, "delivered as sent");
+    }
+    assert!(
+        reports.of_kind("ws:close").is_empty() && reports.of_kind("sse:put-failed").is_empty(),
+        "{:#?}",
+        reports.all()
+    );
+    browser.assert_running();
 }
