@@ -881,6 +881,82 @@ mod tests {
         assert_eq!(c.cors, "*");
         assert_eq!(c.max_connections_per_session, None, "no per-session limit");
         assert!(!c.close_at_token_expiry, "connections outlive their token");
+        // RIG's defaults of its other variables.
+        assert_eq!(c.kafka_source_topics, ["rig"]);
+        assert_eq!(c.host, "localhost");
+        assert_eq!(c.max_connections_per_minute, 5000);
+        assert_eq!(c.max_connections_per_minute_per_client, 500, "a tenth");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(15));
+        assert_eq!(c.proxy_recv_timeout, Duration::from_secs(5));
+        assert_eq!(c.proxy_kafka_response_timeout, Duration::from_secs(5));
+        assert_eq!(c.proxy_http_async_response_timeout, Duration::from_secs(5));
+        assert_eq!(c.proxy_kafka_response_topics, ["rig-proxy-response"]);
+        assert!(c.https.is_none(), "no TLS without the files");
+        assert!(!c.request_log.console && !c.request_log.kafka);
+        assert_eq!(c.request_log.topic, "rig-request-log");
+    }
+
+    #[test]
+    fn tls_ports_default_to_rigs_and_need_both_files() {
+        let dir = std::env::temp_dir().join(format!("rig-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&cert, "c").expect("write");
+        std::fs::write(&key, "k").expect("write");
+        let (cert, key) = (
+            cert.to_string_lossy().into_owned(),
+            key.to_string_lossy().into_owned(),
+        );
+        let c = config(&[("HTTPS_CERTFILE", &cert), ("HTTPS_KEYFILE", &key)]).expect("TLS");
+        let https = c.https.expect("TLS on");
+        assert_eq!(https.inbound.port(), 4001);
+        assert_eq!(https.internal.port(), 4011);
+        assert_eq!(https.reload_interval, Duration::from_secs(10));
+        assert!(https.files.password.is_none());
+        let c = config(&[
+            ("HTTPS_CERTFILE", &cert),
+            ("HTTPS_KEYFILE", &key),
+            ("HTTPS_KEYFILE_PASS", "p"),
+            ("INBOUND_HTTPS_PORT", "8443"),
+            ("API_HTTPS_PORT", "8444"),
+        ])
+        .expect("TLS");
+        let https = c.https.expect("TLS on");
+        assert_eq!((https.inbound.port(), https.internal.port()), (8443, 8444));
+        assert_eq!(https.files.password.as_deref(), Some("p"));
+        assert!(
+            !format!("{:?}", https.files).contains("\"p\""),
+            "the password is not logged"
+        );
+        for bad in [
+            vec![("HTTPS_CERTFILE", cert.as_str())],
+            vec![("HTTPS_KEYFILE", key.as_str())],
+            vec![("HTTPS_KEYFILE_PASS", "p")],
+            vec![
+                ("HTTPS_CERTFILE", "/nonexistent"),
+                ("HTTPS_KEYFILE", key.as_str()),
+            ],
+            vec![
+                ("HTTPS_CERTFILE", cert.as_str()),
+                ("HTTPS_KEYFILE", key.as_str()),
+                ("RIG_TLS_RELOAD_INTERVAL_MS", "0"),
+            ],
+        ] {
+            assert!(config(&bad).is_err(), "{bad:?}");
+        }
+        for (value, ok) in [
+            ("console", true),
+            ("console, kafka", false),
+            ("syslog", false),
+        ] {
+            assert_eq!(config(&[("REQUEST_LOG", value)]).is_ok(), ok, "{value}");
+        }
+        let c = config(&[
+            ("REQUEST_LOG", "kafka,console"),
+            ("KAFKA_BROKERS", "b:9092"),
+        ])
+        .expect("with a broker");
+        assert!(c.request_log.console && c.request_log.kafka);
     }
 
     #[test]

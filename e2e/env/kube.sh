@@ -105,6 +105,50 @@ install_kube_apiserver() {
   touch "$marker"
 }
 
+# The node's Kubernetes commands for the kind path (e2e/kind/offline.sh), from the same wrapper
+# module, version and stamp as kube-apiserver, in one `go build` (they share most packages), into
+# $KUBE_NODE_DIR. CGO off: they run in images with no C library.
+KUBE_NODE_DIR="$BIN_DIR/kubernetes-$K8S_VERSION"
+KUBE_NODE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubeadm kubectl)
+
+install_kube_node() {
+  local marker="$KUBE_NODE_DIR/.ok"
+  [ -f "$marker" ] && return 0
+  local gomod staging_version replaces minor="${K8S_VERSION#v1.}" ldflags="-s -w" p c
+  gomod="$(gomod_of "k8s.io/kubernetes@$K8S_VERSION")" && [ -f "$gomod" ] ||
+    die "install kubernetes node" "cannot download k8s.io/kubernetes@$K8S_VERSION go.mod"
+  staging_version="v0.${K8S_VERSION#v1.}"
+  replaces="$(relative_replaces "$gomod" | awk -v v="$staging_version" '$1 ~ /^k8s\.io\// { printf "\t%s => %s %s\n", $1, $1, v }')"
+  minor="${minor%%.*}"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  local dir="$BUILD_DIR/kubernetes-node-$K8S_VERSION" logf="$BUILD_DIR/kubernetes-node-$K8S_VERSION.log"
+  mkdir -p "$dir" "$KUBE_NODE_DIR"
+  rm -f "$dir/go.mod" "$dir/go.sum"
+  {
+    printf 'module rigwrapper/kubernetes-node\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes %s\n' "$K8S_VERSION"
+    printf '\nreplace (\n%s\n)\n' "$replaces"
+  } >"$dir/go.mod"
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for c in "${KUBE_NODE_CMDS[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+    printf ')\n'
+  } >"$dir/tools.go"
+  local pkgs=()
+  for c in "${KUBE_NODE_CMDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  log "building the Kubernetes $K8S_VERSION node commands (the slow part of a cold kind run; log: $logf)"
+  local t0=$SECONDS
+  (
+    cd "$dir"
+    export CGO_ENABLED=0
+    go mod tidy -e &&
+      go build -trimpath -mod=mod -ldflags="$ldflags" -o "$KUBE_NODE_DIR/" "${pkgs[@]}"
+  ) >"$logf" 2>&1 || die "install kubernetes node" "go build failed; see $logf"
+  touch "$marker"
+  log "built the node commands in $((SECONDS - t0))s"
+}
+
 install_etcd() {
   local marker="$ETCD_BIN.ok"
   [ -x "$ETCD_BIN" ] && [ -f "$marker" ] && return 0
@@ -136,6 +180,16 @@ cmd_install() {
   install_etcd
   install_helm
   install_kube_apiserver
+}
+
+cmd_install_node() {
+  command -v go >/dev/null || die "install" "go is not on PATH"
+  mkdir -p "$BUILD_DIR" "$BIN_DIR"
+  exec 9>"$BUILD_DIR/.lock"
+  flock -w 3600 9 || die "install" "another install holds $BUILD_DIR/.lock"
+  install_etcd
+  install_helm
+  install_kube_node
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -315,9 +369,10 @@ cmd_down() {
 main() {
   case "${1:-}" in
     install) cmd_install ;;
+    install-node) cmd_install_node ;;
     up) cmd_up ;;
     down) cmd_down ;;
-    *) echo "usage: $0 install|up|down" >&2; return 2 ;;
+    *) echo "usage: $0 install|install-node|up|down" >&2; return 2 ;;
   esac
 }
 

@@ -58,7 +58,7 @@ impl Handler for Internal {
                 );
                 res
             }
-            (&Method::POST, "/v3/responses") => {
+            (&Method::POST, "/v3/responses" | "/v2/responses") => {
                 crate::proxy::responses(&self.state.proxy, req).await
             }
             // RIG serves `/v2/...` like `/v3/...`.

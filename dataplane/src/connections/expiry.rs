@@ -145,7 +145,7 @@ impl Expiries {
 /// `rig_connections_expired_total` and logged. Returns how many were closed and the next
 /// deadline.
 pub fn sweep(hub: &Hub, metrics: &Metrics, now: Instant) -> (usize, Option<Instant>) {
-    let event = CloudEvent::new_rig(SESSION_EXPIRED, serde_json::json!({}));
+    let event = CloudEvent::new_rig(SESSION_EXPIRED, serde_json::Value::Null);
     let frame = Arc::new(Frame::new(&event, None));
     let (closed, next) = hub.expire_due(now, &frame);
     let mut total = 0;

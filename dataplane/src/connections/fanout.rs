@@ -170,7 +170,7 @@ impl Fanout {
     /// `rig.session_killed`, WebSocket close 1000 `Session killed.`. Counted in
     /// `rig_sessions_killed_total`; returns how many were closed.
     pub fn kill_session(&self, session: &str) -> usize {
-        let event = CloudEvent::new_rig(super::SESSION_KILLED, serde_json::json!({}));
+        let event = CloudEvent::new_rig(super::SESSION_KILLED, serde_json::Value::Null);
         let frame = Arc::new(Frame::new(&event, None));
         let killed = self.hub.kill_session(session, &frame);
         if killed > 0 {

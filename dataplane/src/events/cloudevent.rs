@@ -135,8 +135,11 @@ impl CloudEvent {
             ("source".to_owned(), Value::from(source)),
             ("type".to_owned(), Value::from(event_type.clone())),
             ("time".to_owned(), Value::from(time)),
-            ("data".to_owned(), data),
         ];
+        // `null`: an event without data (`rig.session_killed`, as RIG sends it).
+        if !data.is_null() {
+            pairs.push(("data".to_owned(), data));
+        }
         if let Some(tp) = traceparent {
             pairs.push(("traceparent".to_owned(), Value::from(tp)));
         }

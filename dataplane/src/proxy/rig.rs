@@ -352,6 +352,10 @@ pub fn compile(
             kind: "none".into(),
         },
     };
+    // RIG's router skips `versioned: true` APIs: kept (listed, updatable), never routed.
+    if bool_field(obj, "versioned") {
+        endpoints.clear();
+    }
     Ok(Api {
         shared: ApiShared {
             id,
