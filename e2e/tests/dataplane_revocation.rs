@@ -503,3 +503,33 @@ async fn the_per_session_connection_limit_answers_429() {
     )
     .await;
 }
+
+/// Deliberately different from RIG (which checked only `jti`): the session claim is the one
+/// `JWT_SESSION_FIELD` names, for revocation everywhere. With `/sid`, revoking the token's `jti`
+/// does nothing; revoking its `sid` ends its connection and refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_claim_is_the_one_jwt_session_field_names() {
+    let dp = dataplane(&[("JWT_SESSION_FIELD", "/sid")]).await;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"exp": exp, "jti": "token-j1", "sid": "session-s1"}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign");
+    let (mut client, _) = sse_open(&dp, Some(&jwt)).await;
+    revoke(&dp, "token-j1", json!(60)).await;
+    // The stream still gets events after the jti's revocation.
+    publish(&dp, "after-jti").await;
+    let event = sse_until(&mut client, "news").await;
+    assert_eq!(event.json()["id"], "after-jti");
+    revoke(&dp, "session-s1", json!(60)).await;
+    sse_until(&mut client, "rig.session_killed").await;
+    let (status, text) = sse_refused(&dp, &jwt).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("session-s1"), "{text}");
+}

@@ -890,8 +890,10 @@ async fn request_log_goes_to_the_console_and_to_kafka_as_rig_logs_it() {
     assert_eq!(get("/log/second").await, StatusCode::OK);
 
     let reader = consumer(&env, &log_topic, 3);
-    let first = next(&reader).await;
-    let second = next(&reader).await;
+    // Produced as the calls come, not held back for each other: any order.
+    let mut logged = [next(&reader).await, next(&reader).await];
+    logged.sort_by_key(|c| c.json["data"]["request_path"].as_str().map(str::to_owned));
+    let [first, second] = logged;
     for (event, path) in [(&first, "/log/first"), (&second, "/log/second")] {
         let json = &event.json;
         assert_eq!(json["specversion"], "0.2", "{json}");
@@ -934,4 +936,99 @@ async fn request_log_goes_to_the_console_and_to_kafka_as_rig_logs_it() {
     assert!(stderr.contains("REQUEST_LOG"), "{stderr}");
     let stderr = dataplane::refused(&[("REQUEST_LOG", "kafka")]).await;
     assert!(stderr.contains("KAFKA_BROKERS"), "{stderr}");
+}
+
+/// RIG's documented http→kafka combination: an HTTP target with `response_from: kafka`. The
+/// backend answers 202 and the response arrives on `PROXY_KAFKA_RESPONSE_TOPICS` with the
+/// correlation id the backend was given (`?correlation=`); a backend answering otherwise is
+/// passed through at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_target_waits_for_its_response_from_kafka() {
+    let env = Env::load().expect("env");
+    let responses = topic(&env, "http-kafka-responses", 1).await;
+    let (tx, mut correlations) = mpsc::unbounded_channel::<String>();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        if req.uri().path() == "/direct" {
+                            return Ok::<_, Infallible>(Response::new(Full::new(
+                                Bytes::from_static(b"direct"),
+                            )));
+                        }
+                        let correlation = req
+                            .uri()
+                            .query()
+                            .and_then(|q| {
+                                q.split('&').find_map(|kv| kv.strip_prefix("correlation="))
+                            })
+                            .unwrap_or_default()
+                            .to_owned();
+                        let _ = tx.send(correlation);
+                        Ok(Response::builder()
+                            .status(202)
+                            .body(Full::new(Bytes::new()))
+                            .expect("response"))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let definitions = json!([{
+        "id": "http-kafka", "name": "http-kafka",
+        "version_data": {"default": {"endpoints": [
+            {"id": "ask", "method": "GET", "path_regex": "/ask", "response_from": "kafka"},
+            {"id": "direct", "method": "GET", "path_regex": "/direct", "response_from": "kafka"}
+        ]}},
+        "proxy": {"target_url": "127.0.0.1", "port": backend.port()}
+    }]);
+    let config = config(Some(&env), None, "http-kafka", "", &responses)
+        .env("PROXY_CONFIG_FILE", definitions.to_string())
+        .env("PROXY_KAFKA_RESPONSE_TIMEOUT", "20000");
+    let dp = DataPlane::start(config).await.expect("data plane");
+    wait_response_partitions(&dp, 1).await;
+
+    let (status, _, body) = {
+        let req = client::request(Method::GET, dp.inbound(), "/direct")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        client::send(dp.inbound(), req).await.expect("answer")
+    };
+    assert_eq!((status, text(&body)), (StatusCode::OK, "direct".into()));
+
+    let inbound = dp.inbound();
+    let waiting = tokio::spawn(async move {
+        let req = client::request(Method::GET, inbound, "/ask")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        client::send(inbound, req).await.expect("answer")
+    });
+    let correlation = tokio::time::timeout(T, correlations.recv())
+        .await
+        .expect("the backend was called in time")
+        .expect("correlation");
+    assert!(!correlation.is_empty());
+    // Correlation ids are URL-safe (`<pod>.<counter>.<random>`): the query carries them as is.
+    respond(
+        &producer(&env),
+        &responses,
+        &correlation,
+        "201",
+        r#"{"from":"kafka"}"#,
+        "9",
+    )
+    .await;
+    let (status, headers, body) = waiting.await.expect("client");
+    assert_eq!(status, StatusCode::CREATED, "{}", text(&body));
+    assert_eq!(text(&body), r#"{"from":"kafka"}"#);
+    assert_eq!(headers["x-request"], "9");
+    assert_eq!(headers["access-control-allow-origin"], CORS);
 }

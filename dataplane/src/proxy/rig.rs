@@ -512,6 +512,31 @@ mod tests {
     }
 
     #[test]
+    fn use_env_names_a_variable_and_an_unset_one_means_localhost() {
+        let metrics = ProxyMetrics::default();
+        let mut def = valid();
+        def["proxy"] = json!({"use_env": true, "target_url": "BOOKS_HOST", "port": 3000});
+        let def = with_defaults(def);
+        let env = |k: &str| (k == "BOOKS_HOST").then(|| "https://books.internal".to_owned());
+        let api = compile(&def, &env, Duration::from_secs(5), &metrics).expect("valid");
+        let Target::Http(t) = &api.shared.target else {
+            panic!("http target")
+        };
+        assert_eq!(
+            (t.scheme.as_str(), t.authority.as_str()),
+            ("https", "books.internal:3000")
+        );
+        let api = compile(&def, &|_| None, Duration::from_secs(5), &metrics).expect("valid");
+        let Target::Http(t) = &api.shared.target else {
+            panic!("http target")
+        };
+        assert_eq!(
+            (t.scheme.as_str(), t.authority.as_str()),
+            ("http", "localhost:3000")
+        );
+    }
+
+    #[test]
     fn a_valid_definition_gets_rigs_defaults() {
         let api = compile_one(valid()).expect("valid");
         let Target::Http(t) = &api.shared.target else {
