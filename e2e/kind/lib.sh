@@ -26,13 +26,41 @@ RELEASE="rig"
 # The HS256 key the kind install verifies JWTs with (the smoke test signs its tokens with it).
 JWT_SECRET="${RIG_KIND_JWT_SECRET:-kind-smoke-jwt-secret-0123456789}"
 
+# Downloads and builds, keyed by version (shared with e2e/env).
+RIG_CACHE="${RIG_CACHE:-$HOME/.cache/rig-k8s}"
+export GOMODCACHE="${GOMODCACHE:-$RIG_CACHE/go/mod}"
+export GOCACHE="${GOCACHE:-$RIG_CACHE/go/build}"
+export GOFLAGS="${GOFLAGS:--mod=mod}"
+export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+# Versions of the offline path (e2e/kind/offline.sh); Kubernetes as e2e/env/kube.sh builds it.
+KIND_VERSION="${RIG_KIND_VERSION:-v0.33.0}"
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
+ETCD_NODE_VERSION="${RIG_KIND_ETCD_VERSION:-v3.6.16}"
+CRICTL_VERSION="${RIG_KIND_CRICTL_VERSION:-v1.34.0}"
+COREDNS_VERSION="${RIG_KIND_COREDNS_VERSION:-v1.12.1}"
+PAUSE_VERSION="3.10.1"
+DEBIAN_SUITE="${RIG_KIND_DEBIAN_SUITE:-bookworm}"
+KAFKA_VERSION="4.1.1"
+OFFLINE_NODE_IMAGE="rig.local/kind-node:$K8S_VERSION"
+KIND_BIN_CACHED="$RIG_CACHE/bin/kind-$KIND_VERSION"
+# The release binaries the images are made of (e2e/test.sh's shared target directory).
+CARGO_RELEASE="${CARGO_TARGET_DIR:-$RIG_CACHE/cargo-target}/release"
+
 STATE="$RIG_REPO/e2e/.run/kind"
 mkdir -p "$STATE"
 export KUBECONFIG="$STATE/kubeconfig"
 
-HELM="${HELM:-helm}"
+# helm: from PATH, else the one e2e/env/kube.sh builds.
+HELM_VERSION="${HELM_VERSION:-v3.19.5}"
+if [ -z "${HELM:-}" ]; then
+  if command -v helm >/dev/null 2>&1; then HELM=helm; else HELM="$RIG_CACHE/bin/helm-$HELM_VERSION"; fi
+fi
 KUBECTL="${KUBECTL:-kubectl}"
-KIND="${KIND:-kind}"
+# kind: from PATH, else the one offline.sh builds.
+if [ -z "${KIND:-}" ]; then
+  if command -v kind >/dev/null 2>&1; then KIND=kind; else KIND="$KIND_BIN_CACHED"; fi
+fi
+KIND_BIN="$KIND_BIN_CACHED"
 DOCKER="${DOCKER:-docker}"
 
 log() { printf '[kind %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -62,6 +90,13 @@ wait_until() {
     if ((SECONDS >= deadline)); then die "$step" "not done after ${timeout}s (command: $*)"; fi
     sleep 0.5
   done
+}
+
+# has_cap_sys_resource: bit 24 of this process's capability bounding set (missing on some VMs).
+has_cap_sys_resource() {
+  local bnd
+  bnd="$(awk '/^CapBnd:/ {print $2}' /proc/self/status)"
+  (((0x$bnd >> 24) & 1))
 }
 
 cluster_exists() { "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; }

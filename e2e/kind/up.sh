@@ -7,12 +7,32 @@
 #   bash e2e/kind/test.sh   smoke test in the cluster, then the e2e tests against it
 #   bash e2e/kind/down.sh   delete the cluster
 #
-# Needs docker (with an engine and BuildKit), kind, kubectl and helm. Settings: see lib.sh.
+# Needs docker, kubectl and Go; kind and helm are built from the Go module proxy when missing.
+# With no Docker engine running, e2e/kind/engine.sh starts Debian's (down.sh stops it). When
+# the container registries cannot be reached (or RIG_KIND_OFFLINE=1), every image is built here
+# without them (e2e/kind/offline.sh): the kind node image, Kafka, and our images from the
+# release binaries; otherwise kind's node image, apache/kafka and our Dockerfiles are used.
+# Settings: see lib.sh.
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-need "$DOCKER" "$KIND" "$KUBECTL" "$HELM" sed
-"$DOCKER" info >/dev/null 2>&1 || die "docker" "no Docker engine answers ($DOCKER info failed)"
+need "$DOCKER" "$KUBECTL" sed
+bash "$KIND_SCRIPTS/engine.sh" start || die "docker" "no Docker engine"
+if ! command -v "$KIND" >/dev/null 2>&1 || ! command -v "$HELM" >/dev/null 2>&1; then
+  bash "$KIND_SCRIPTS/offline.sh" tools || die "tools" "kind and helm could not be built"
+fi
+
+# offline: 1 when the registries are out of reach (a registry answers 401 to an anonymous /v2/).
+offline="${RIG_KIND_OFFLINE:-auto}"
+if [ "$offline" = auto ]; then
+  if curl -s -o /dev/null --max-time 10 https://registry-1.docker.io/v2/; then offline=0; else offline=1; fi
+fi
+if [ "$offline" = 1 ]; then
+  log "offline: building the kind node, Kafka and our images without a registry (cached in $RIG_CACHE/kind-offline)"
+  bash "$KIND_SCRIPTS/offline.sh" node-image || die "node image" "offline build failed"
+  bash "$KIND_SCRIPTS/offline.sh" kafka-image || die "kafka image" "offline build failed"
+  RIG_KIND_NODE_IMAGE="${RIG_KIND_NODE_IMAGE:-$OFFLINE_NODE_IMAGE}"
+fi
 
 # --- cluster ----------------------------------------------------------------------------------
 if cluster_exists; then
@@ -41,14 +61,26 @@ fi
 # --- images -----------------------------------------------------------------------------------
 # A new tag per run, so that `helm upgrade` rolls the pods onto the images just built.
 tag="kind-$(date +%Y%m%d%H%M%S)"
-for image in operator dataplane; do
-  log "building rig-$image:$tag (first build compiles the workspace; later ones reuse the cache)"
-  DOCKER_BUILDKIT=1 "$DOCKER" build -f "$RIG_REPO/$image/Dockerfile" -t "rig-$image:$tag" "$RIG_REPO" \
-    || die "image rig-$image" "docker build failed"
-done
+if [ "$offline" = 1 ]; then
+  # The Dockerfiles' runtime (glibc, CA certificates, uid 65532) from the release binaries.
+  log "building the release binaries and rig-{operator,dataplane}:$tag from them"
+  (cd "$RIG_REPO" && cargo build --release --locked -p rig-operator -p rig-dataplane) \
+    || die "images" "cargo build --release failed"
+  bash "$KIND_SCRIPTS/offline.sh" app-images "$tag" || die "images" "offline app images failed"
+else
+  for image in operator dataplane; do
+    log "building rig-$image:$tag (first build compiles the workspace; later ones reuse the cache)"
+    DOCKER_BUILDKIT=1 "$DOCKER" build -f "$RIG_REPO/$image/Dockerfile" -t "rig-$image:$tag" "$RIG_REPO" \
+      || die "image rig-$image" "docker build failed"
+  done
+fi
+echo "$tag" >"$STATE/image-tag"
 log "loading the images into the cluster"
 "$KIND" load docker-image --name "$CLUSTER" "rig-operator:$tag" "rig-dataplane:$tag" \
   || die "images" "kind load docker-image failed"
+if [ "$offline" = 1 ]; then
+  "$KIND" load docker-image --name "$CLUSTER" "$KAFKA_IMAGE" || die "images" "kind load of $KAFKA_IMAGE failed"
+fi
 
 # --- Kafka ------------------------------------------------------------------------------------
 log "installing Kafka ($KAFKA_IMAGE) in namespace $KAFKA_NAMESPACE"
