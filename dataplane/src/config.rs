@@ -661,6 +661,17 @@ fn https(lookup: &impl Fn(&str) -> Option<String>, bind: IpAddr) -> Result<Optio
         set(ENV_HTTPS_KEYFILE),
         lookup(ENV_HTTPS_KEYFILE_PASS).filter(|v| !v.is_empty()),
     );
+    // Checked whether TLS is on or not: a typo must not wait for the day TLS is switched on.
+    let inbound = parse(lookup, ENV_INBOUND_HTTPS_PORT, "a port number")?
+        .unwrap_or(DEFAULT_INBOUND_HTTPS_PORT);
+    let internal =
+        parse(lookup, ENV_API_HTTPS_PORT, "a port number")?.unwrap_or(DEFAULT_API_HTTPS_PORT);
+    let reload = positive(
+        lookup,
+        ENV_TLS_RELOAD_INTERVAL_MS,
+        "a positive number of milliseconds",
+    )?
+    .unwrap_or(DEFAULT_TLS_RELOAD_INTERVAL_MS);
     let (cert, key) = match (cert, key) {
         (Some(cert), Some(key)) => (cert, key),
         (None, None) if password.is_none() => return Ok(None),
@@ -686,16 +697,6 @@ fn https(lookup: &impl Fn(&str) -> Option<String>, bind: IpAddr) -> Result<Optio
             });
         }
     }
-    let inbound = parse(lookup, ENV_INBOUND_HTTPS_PORT, "a port number")?
-        .unwrap_or(DEFAULT_INBOUND_HTTPS_PORT);
-    let internal =
-        parse(lookup, ENV_API_HTTPS_PORT, "a port number")?.unwrap_or(DEFAULT_API_HTTPS_PORT);
-    let reload = positive(
-        lookup,
-        ENV_TLS_RELOAD_INTERVAL_MS,
-        "a positive number of milliseconds",
-    )?
-    .unwrap_or(DEFAULT_TLS_RELOAD_INTERVAL_MS);
     Ok(Some(Https {
         files: crate::http::tls::TlsFiles {
             cert: cert.trim().into(),
@@ -722,11 +723,21 @@ pub struct RequestLog {
 /// As RIG: a list of `console` and `kafka`; any other value stops the process, and so does `kafka`
 /// without `KAFKA_BROKERS`.
 fn request_log(lookup: &impl Fn(&str) -> Option<String>) -> Result<RequestLog> {
+    let topic = lookup(ENV_KAFKA_LOG_TOPIC)
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| t.trim().to_owned())
+        .unwrap_or_else(|| DEFAULT_KAFKA_LOG_TOPIC.to_owned());
+    // Kafka's rule for topic names: a bad one would fail every produce, silently.
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.len() > 249 || !topic.chars().all(legal) || topic == "." || topic == ".." {
+        return Err(Error::Invalid {
+            var: ENV_KAFKA_LOG_TOPIC,
+            value: topic,
+            reason: "a Kafka topic name (letters, digits, '.', '_', '-'; at most 249)",
+        });
+    }
     let mut log = RequestLog {
-        topic: lookup(ENV_KAFKA_LOG_TOPIC)
-            .filter(|t| !t.trim().is_empty())
-            .map(|t| t.trim().to_owned())
-            .unwrap_or_else(|| DEFAULT_KAFKA_LOG_TOPIC.to_owned()),
+        topic,
         ..RequestLog::default()
     };
     let Some(value) = lookup(ENV_REQUEST_LOG) else {
@@ -943,6 +954,15 @@ mod tests {
             ],
         ] {
             assert!(config(&bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            config(&[("INBOUND_HTTPS_PORT", "abc")]).is_err(),
+            "checked with TLS off"
+        );
+        assert!(config(&[("RIG_TLS_RELOAD_INTERVAL_MS", "0")]).is_err());
+        for topic in ["bad topic!", "a/b", ".."] {
+            let c = config(&[("REQUEST_LOG", "console"), ("KAFKA_LOG_TOPIC", topic)]);
+            assert!(c.is_err(), "{topic}");
         }
         for (value, ok) in [
             ("console", true),

@@ -49,7 +49,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let internal = TcpListener::bind(config.internal)
         .await
         .with_context(|| format!("binding the internal API port {}", config.internal))?;
-    tracing::info!(inbound = %config.inbound, internal = %config.internal, owner = %config.owner, "listening");
+    tracing::info!(
+        inbound = %inbound.local_addr().unwrap_or(config.inbound),
+        internal = %internal.local_addr().unwrap_or(config.internal),
+        owner = %config.owner,
+        "listening"
+    );
     // The TLS ports (`HTTPS_CERTFILE`, `HTTPS_KEYFILE`): a certificate that cannot be used stops
     // the process, as RIG does.
     let tls = match &config.https {
@@ -65,7 +70,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             let internal = TcpListener::bind(https.internal)
                 .await
                 .with_context(|| format!("binding the internal HTTPS port {}", https.internal))?;
-            tracing::info!(inbound = %https.inbound, internal = %https.internal, "listening (TLS)");
+            tracing::info!(
+                inbound = %inbound.local_addr().unwrap_or(https.inbound),
+                internal = %internal.local_addr().unwrap_or(https.internal),
+                "listening (TLS)"
+            );
             Some((certs, acceptor, inbound, internal, https.reload_interval))
         }
         None => None,

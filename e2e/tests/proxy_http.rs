@@ -755,8 +755,8 @@ async fn apis_crud_with_rigs_statuses_and_error_maps() {
     assert_eq!(
         as_json(&body),
         json!({
-            "api": [{"name": "must be present"}, {"port": "must be integer"}],
-            "bad/e1": [{"path_regex": "must be present"}, {"auth_type": "must be one of [\"jwt\"]"}],
+            "api": [{"name": "must be string"}, {"name": "must have a length of at least 1"}, {"port": "must be integer"}],
+            "bad/e1": [{"path_regex": "must be string"}, {"path_regex": "must have a length of at least 1"}, {"auth_type": "must be one of [\"jwt\"]"}],
         })
     );
     // Validated as sent, before defaults (RIG's `auth_type: jwt` default header must not hide a
@@ -797,8 +797,16 @@ async fn apis_crud_with_rigs_statuses_and_error_maps() {
             StatusCode::BAD_REQUEST,
             json!({
                 "empty-proxy": [{"query_name": "must be present"}],
-                "api": [{"target_url": "must be present"}, {"port": "must be present"}],
-                "empty-proxy/e1": [{"path_regex": "must be present"}],
+                "api": [
+                    {"proxy": "must be present"},
+                    {"target_url": "must be string"},
+                    {"target_url": "must have a length of at least 1"},
+                    {"port": "must be integer"}
+                ],
+                "empty-proxy/e1": [
+                    {"path_regex": "must be string"},
+                    {"path_regex": "must have a length of at least 1"}
+                ],
             })
         )
     );
@@ -987,7 +995,9 @@ fn an_invalid_proxy_config_file_stops_the_process_with_rigs_error_map() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("PROXY_CONFIG_FILE is invalid")
-            && stderr.contains(r#"{"api":[{"name":"must be present"}]}"#),
+            && stderr.contains(
+                r#"{"api":[{"name":"must be string"},{"name":"must have a length of at least 1"}]}"#
+            ),
         "{stderr}"
     );
 }

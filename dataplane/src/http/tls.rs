@@ -150,9 +150,10 @@ fn private_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'sta
             .map_err(|e| format!("{}: not a valid encrypted PEM key ({e})", show(path)))?;
         let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice())
             .map_err(|e| format!("{}: not an encrypted PKCS#8 key ({e})", show(path)))?;
-        let plain = info.decrypt(password).map_err(|_| {
+        let plain = info.decrypt(password).map_err(|e| {
             format!(
-                "{}: the key cannot be decrypted with HTTPS_KEYFILE_PASS",
+                "{}: the key cannot be decrypted with HTTPS_KEYFILE_PASS (a wrong password, or \
+                 an encryption other than PBES2 with AES or 3DES: {e})",
                 show(path)
             )
         })?;
@@ -188,8 +189,17 @@ pub async fn watch(
             _ = stopped(&mut shutdown) => return,
         }
         let now = certs.fingerprint();
-        if now.is_none() || now == seen {
-            // Missing files mid-rotation: tried again on the next tick.
+        if now.is_none() {
+            // Missing or unreadable (mid-rotation, or gone): said once, tried on every tick.
+            if seen.is_some() {
+                metrics.tls_reloads[1].fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(cert = %show(&certs.files.cert), key = %show(&certs.files.key),
+                    "TLS certificate files cannot be read: the previous certificate stays");
+            }
+            seen = None;
+            continue;
+        }
+        if now == seen {
             continue;
         }
         seen = now;

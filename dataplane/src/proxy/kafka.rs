@@ -94,6 +94,8 @@ pub struct RequestInfo<'a> {
     pub headers: &'a HeaderMap,
     /// `http`, or `https` on the TLS port.
     pub scheme: &'a str,
+    /// The request URI's authority (HTTP/2's `:authority`), for a request without `host`.
+    pub authority: Option<&'a str>,
     /// The inbound port (when `host` names none).
     pub port: u16,
     /// The route's wrap settings: `Some(type)` when plain JSON is wrapped.
@@ -147,10 +149,12 @@ pub fn build_event(body: &[u8], info: &RequestInfo<'_>) -> Result<Outgoing, Body
         Some(Value::Null) | None => None,
         Some(other) => Some(other.to_string()),
     };
+    // HTTP/2 has no `host` header: its `:authority` stands in (as RIG's server reports it).
     let host_header = info
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or(info.authority)
         .unwrap_or("");
     let (host, port) = match host_header.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
@@ -159,11 +163,16 @@ pub fn build_event(body: &[u8], info: &RequestInfo<'_>) -> Result<Outgoing, Body
         },
         _ => (host_header.to_owned(), info.port),
     };
-    let headers: Vec<Value> = info
+    let mut headers: Vec<Value> = info
         .headers
         .iter()
         .map(|(k, v)| json!([k.as_str(), String::from_utf8_lossy(v.as_bytes())]))
         .collect();
+    if !info.headers.contains_key(http::header::HOST)
+        && let Some(authority) = info.authority
+    {
+        headers.push(json!(["host", authority]));
+    }
     let mut rig = json!({
         "correlation": info.correlation,
         "remoteip": remote_ip(info.peer),
@@ -321,15 +330,16 @@ pub async fn produce(
         produced.count(topic, false);
         return Err(ProduceError::NotConfigured);
     };
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "content-type",
-            value: Some("application/cloudevents+json"),
-        })
-        .insert(Header {
+    let mut headers = OwnedHeaders::new().insert(Header {
+        key: "content-type",
+        value: Some("application/cloudevents+json"),
+    });
+    if !event.traceparent.is_empty() {
+        headers = headers.insert(Header {
             key: "traceparent",
             value: Some(event.traceparent.as_str()),
         });
+    }
     let started = tokio::time::Instant::now();
     let mut record = FutureRecord::<str, [u8]>::to(topic)
         .payload(&event.payload)
@@ -471,6 +481,7 @@ mod tests {
             query: "a=1",
             headers,
             scheme: "http",
+            authority: None,
             port: 4000,
             wrap,
         }
@@ -506,5 +517,20 @@ mod tests {
         assert_eq!(v["data"], json!({"a": 1}));
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["id"].as_str().map(str::len), Some(36));
+    }
+
+    #[test]
+    fn an_http2_request_without_host_takes_its_authority() {
+        let h = HeaderMap::new();
+        let mut request = info(&h, None);
+        request.authority = Some("gw.example:8443");
+        let body = br#"{"specversion":"1.0","type":"t","id":"1","source":"s"}"#;
+        let v: Value = serde_json::from_slice(&build_event(body, &request).expect("event").payload)
+            .expect("json");
+        assert_eq!(
+            (v["rig"]["host"].as_str(), v["rig"]["port"].as_u64()),
+            (Some("gw.example"), Some(8443))
+        );
+        assert_eq!(v["rig"]["headers"], json!([["host", "gw.example:8443"]]));
     }
 }

@@ -325,7 +325,7 @@ pub async fn handle(
             // Logged as RIG logs it: matched, past the JWT check, before it is forwarded.
             request_log::RequestLog::call(
                 proxy,
-                &api.shared,
+                api,
                 endpoint,
                 req.uri().path(),
                 peer,
@@ -607,6 +607,7 @@ async fn kafka_target(
         query: parts.uri.query().unwrap_or(""),
         headers: &parts.headers,
         scheme,
+        authority: parts.uri.authority().map(|a| a.as_str()),
         port,
         wrap,
     };

@@ -3,9 +3,11 @@
 //! produced to `KAFKA_LOG_TOPIC` as a CloudEvents 0.2 `com.rig.proxy.api.call` event with
 //! `data.endpoint`, `data.request_path` and `data.remote_ip`, keyed `partition` as RIG keys it.
 //!
-//! The Kafka log never holds the request back (RIG's was fire-and-forget too): the event is handed
-//! to a task that waits for the broker's acknowledgement. At most [`MAX_IN_FLIGHT`] wait at once;
-//! beyond, and for every failed produce, the event is dropped, counted
+//! Neither log ever holds the request back (RIG's Kafka log was fire-and-forget too): a console
+//! line goes to a writer thread through a bounded queue ([`CONSOLE_QUEUE`] lines; a standard
+//! output nobody reads fills it, then lines are dropped), a Kafka event to a task that waits for
+//! the broker's acknowledgement (at most [`MAX_IN_FLIGHT`] events and [`MAX_IN_FLIGHT_BYTES`]
+//! bytes at once). Whatever is dropped, or not acknowledged, is counted
 //! (`rig_request_log_events_total{result}`) and logged.
 
 use std::io::Write;
@@ -18,10 +20,16 @@ use serde_json::{Value, json};
 
 use super::Proxy;
 use super::kafka::{Outgoing, Produced};
-use super::routes::{ApiShared, Endpoint, Target};
+use super::routes::{Api, ApiShared, Endpoint, Origin, Target};
 
 /// Log events waiting for the broker at once; beyond, they are dropped (and counted).
 pub const MAX_IN_FLIGHT: usize = 10_000;
+
+/// Bytes of log events waiting for the broker at once (long request paths make big events).
+pub const MAX_IN_FLIGHT_BYTES: usize = 16 << 20;
+
+/// Console lines waiting for standard output.
+pub const CONSOLE_QUEUE: usize = 10_000;
 
 /// How long the broker has to acknowledge a log event.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,19 +40,21 @@ const KEY: &str = "partition";
 /// The request log of the proxy.
 #[derive(Debug, Default)]
 pub struct RequestLog {
-    console: bool,
+    /// The console writer's queue, when `console` is on.
+    console: Option<std::sync::mpsc::SyncSender<String>>,
     /// `KAFKA_LOG_TOPIC` when `kafka` is on.
     topic: Option<String>,
     in_flight: Arc<AtomicUsize>,
-    /// Produced, failed, dropped (too many in flight or no producer).
-    counts: Arc<[AtomicU64; 3]>,
+    in_flight_bytes: Arc<AtomicUsize>,
+    /// Kafka: produced, failed, dropped (too many in flight or no producer); console: dropped.
+    counts: Arc<[AtomicU64; 4]>,
 }
 
 impl RequestLog {
     /// From `REQUEST_LOG` / `KAFKA_LOG_TOPIC`.
     pub fn new(config: &crate::config::RequestLog) -> Self {
         Self {
-            console: config.console,
+            console: config.console.then(console_writer),
             topic: config.kafka.then(|| config.topic.clone()),
             ..Self::default()
         }
@@ -52,13 +62,13 @@ impl RequestLog {
 
     /// Whether anything is logged (the direct proxy path stands aside then).
     pub fn enabled(&self) -> bool {
-        self.console || self.topic.is_some()
+        self.console.is_some() || self.topic.is_some()
     }
 
     /// Log one call to `endpoint` of `api` (the proxy's producer sends the Kafka log).
     pub fn call(
         proxy: &Arc<Proxy>,
-        api: &ApiShared,
+        api: &Api,
         endpoint: &Endpoint,
         request_path: &str,
         peer: SocketAddr,
@@ -74,22 +84,27 @@ impl RequestLog {
     fn log(
         &self,
         proxy: &Arc<Proxy>,
-        api: &ApiShared,
+        api: &Api,
         endpoint: &Endpoint,
         request_path: &str,
         peer: SocketAddr,
         traceparent: Option<&str>,
     ) {
-        if self.console {
+        if let Some(console) = &self.console {
             let line = format!(
                 "CALL: [{}] {} {} => {}\n",
                 endpoint.id,
                 endpoint.method,
                 endpoint.path_regex,
-                target_url(endpoint.target(api))
+                target_url(api, endpoint)
             );
-            // Standard output, as RIG's `IO.puts`; a closed stdout must not fail the request.
-            let _ = std::io::stdout().lock().write_all(line.as_bytes());
+            if console.try_send(line).is_err()
+                && self.counts[3]
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(1000)
+            {
+                tracing::warn!("request log line dropped: standard output does not keep up");
+            }
         }
         let Some(topic) = &self.topic else {
             return;
@@ -98,8 +113,14 @@ impl RequestLog {
             self.counts[2].fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+        let payload = event(&api.shared, endpoint, request_path, peer, traceparent).into_bytes();
+        let size = payload.len();
+        let bytes_before = self.in_flight_bytes.fetch_add(size, Ordering::AcqRel);
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT
+            || bytes_before + size > MAX_IN_FLIGHT_BYTES
+        {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.in_flight_bytes.fetch_sub(size, Ordering::AcqRel);
             if self.counts[2]
                 .fetch_add(1, Ordering::Relaxed)
                 .is_multiple_of(1000)
@@ -112,13 +133,14 @@ impl RequestLog {
             return;
         }
         let event = Outgoing {
-            payload: event(api, endpoint, request_path, peer, traceparent).into_bytes(),
+            payload,
             key: Some(KEY.to_owned()),
             traceparent: traceparent.unwrap_or_default().to_owned(),
         };
-        let (topic, in_flight, counts, proxy) = (
+        let (topic, in_flight, in_flight_bytes, counts, proxy) = (
             topic.clone(),
             self.in_flight.clone(),
+            self.in_flight_bytes.clone(),
             self.counts.clone(),
             proxy.clone(),
         );
@@ -129,6 +151,12 @@ impl RequestLog {
             let result =
                 super::kafka::produce(producer, &produced, &topic, &event, ACK_TIMEOUT).await;
             in_flight.fetch_sub(1, Ordering::AcqRel);
+            in_flight_bytes.fetch_sub(size, Ordering::AcqRel);
+            if let Err(error) = &result
+                && counts[1].load(Ordering::Relaxed).is_multiple_of(100)
+            {
+                tracing::warn!(%topic, %error, "request log event not produced");
+            }
             counts[usize::from(result.is_err())].fetch_add(1, Ordering::Relaxed);
         });
     }
@@ -141,9 +169,14 @@ impl RequestLog {
             out,
             name,
             prom::Kind::Counter,
-            "REQUEST_LOG=kafka events: produced, failed (no acknowledgement), dropped (too many waiting, or no producer).",
+            "REQUEST_LOG events: produced to Kafka, failed (no acknowledgement), dropped (too many waiting, or no producer), console_dropped (standard output does not keep up).",
         );
-        for (result, i) in [("produced", 0), ("failed", 1), ("dropped", 2)] {
+        for (result, i) in [
+            ("produced", 0),
+            ("failed", 1),
+            ("dropped", 2),
+            ("console_dropped", 3),
+        ] {
             prom::sample(
                 out,
                 name,
@@ -154,13 +187,37 @@ impl RequestLog {
     }
 }
 
-/// The target as RIG's console line shows it.
-fn target_url(target: &Target) -> String {
-    match target {
+/// The target as RIG's console line shows it: a RIG definition's `proxy.target_url` as written;
+/// for a `ProxyRoute`, its URL (or `kafka:<topic>`).
+fn target_url(api: &Api, endpoint: &Endpoint) -> String {
+    if api.origin == Origin::Rig
+        && let Some(url) = api.definition["proxy"]["target_url"].as_str()
+    {
+        return url.to_owned();
+    }
+    match endpoint.target(&api.shared) {
         Target::Http(t) => format!("{}://{}", t.scheme, t.authority),
         Target::Kafka { topic, .. } => format!("kafka:{topic}"),
         other => other.label().to_owned(),
     }
+}
+
+/// The console writer: a thread that owns standard output, fed through a bounded queue.
+fn console_writer() -> std::sync::mpsc::SyncSender<String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(CONSOLE_QUEUE);
+    let spawned = std::thread::Builder::new()
+        .name("request-log".into())
+        .spawn(move || {
+            let mut out = std::io::stdout();
+            while let Ok(line) = rx.recv() {
+                // A closed standard output loses the line, never the request.
+                let _ = out.write_all(line.as_bytes());
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the request log writer: console lines are dropped");
+    }
+    tx
 }
 
 /// The `com.rig.proxy.api.call` event (CloudEvents 0.2, as RIG produces it).

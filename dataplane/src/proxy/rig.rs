@@ -37,18 +37,31 @@ impl Errors {
         }
     }
 
-    /// A required, non-empty string.
+    /// A required, non-empty string, as RIG's validation words it: anything but a string fails
+    /// both `must be string` and `must have a length of at least 1`; `""` the second.
     fn string<'a>(&mut self, key: &str, obj: &'a Map<String, Value>, field: &str) -> &'a str {
         match obj.get(field) {
-            None | Some(Value::Null) => {
-                self.add(key, field, PRESENT);
-                ""
-            }
             Some(Value::String(s)) if s.is_empty() => {
                 self.add(key, field, NON_EMPTY);
                 ""
             }
             Some(Value::String(s)) => s,
+            _ => {
+                self.add(key, field, STRING);
+                self.add(key, field, NON_EMPTY);
+                ""
+            }
+        }
+    }
+
+    /// A value that must be present (RIG's presence rule: missing, `null` and `""` fail it).
+    fn present<'a>(&mut self, key: &str, obj: &'a Map<String, Value>, field: &str) -> &'a str {
+        match obj.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => s,
+            Some(Value::String(_) | Value::Null) | None => {
+                self.add(key, field, PRESENT);
+                ""
+            }
             Some(_) => {
                 self.add(key, field, STRING);
                 ""
@@ -199,7 +212,7 @@ pub fn compile(
     let auth_obj = obj.get("auth").and_then(Value::as_object).unwrap_or(&empty);
     let mut auth = Auth::default();
     if bool_field(auth_obj, "use_header") {
-        let name = errors.string(&id, auth_obj, "header_name");
+        let name = errors.present(&id, auth_obj, "header_name");
         if !jwt {
             errors.add(&id, "auth_type", r#"must be one of ["jwt"]"#);
         }
@@ -211,7 +224,7 @@ pub fn compile(
         }
     }
     if bool_field(auth_obj, "use_query") {
-        let name = errors.string(&id, auth_obj, "query_name");
+        let name = errors.present(&id, auth_obj, "query_name");
         if !jwt {
             errors.add(&id, "auth_type", r#"must be one of ["jwt"]"#);
         }
@@ -227,10 +240,14 @@ pub fn compile(
             None
         }
         Some(Value::Object(proxy)) => {
+            if proxy.is_empty() {
+                // RIG: an empty map is not "present", and its fields are checked as well.
+                errors.add("api", "proxy", PRESENT);
+            }
             let url = errors.string("api", proxy, "target_url");
             let port = match proxy.get("port") {
                 None | Some(Value::Null) => {
-                    errors.add("api", "port", PRESENT);
+                    errors.add("api", "port", "must be integer");
                     None
                 }
                 Some(Value::Number(n)) => match n.as_u64().and_then(|p| u16::try_from(p).ok()) {
@@ -281,6 +298,7 @@ pub fn compile(
             None
         }
         Some(Value::Object(v)) if v.is_empty() => {
+            errors.add("api", "version_data", PRESENT);
             errors.add(
                 "api",
                 "version_data",
@@ -327,7 +345,7 @@ pub fn compile(
     let mut endpoints = Vec::new();
     match default.map(|d| d.get("endpoints")) {
         None => {}
-        Some(None | Some(Value::Null)) => errors.add("api", "endpoints", PRESENT),
+        Some(None | Some(Value::Null)) => errors.add("api", "endpoints", "must be list"),
         Some(Some(Value::Array(list))) => {
             for e in list {
                 if let Some(endpoint) = endpoint(&mut errors, &id, jwt, e, metrics) {
@@ -385,9 +403,10 @@ fn endpoint(
     let raw_id = e.get("id").and_then(Value::as_str).unwrap_or_default();
     let key = format!("{api_id}/{raw_id}");
     let before = errors.0.len();
+    // RIG's order: id, path_regex, method.
     let id = errors.string(&key, e, "id").to_owned();
-    let method = errors.string(&key, e, "method");
     let path_regex = errors.string(&key, e, "path_regex").to_owned();
+    let method = errors.string(&key, e, "method");
     let method = if method.is_empty() {
         None
     } else {
@@ -566,18 +585,19 @@ mod tests {
         .expect_err("invalid");
         assert_eq!(
             errors["api"],
-            json!([{"name": STRING}, {"port": "must be integer"}])
+            json!([{"name": STRING}, {"name": NON_EMPTY}, {"port": "must be integer"}])
         );
         assert_eq!(
             errors["books/e1"],
-            json!([{"path_regex": PRESENT}, {"auth_type": "must be one of [\"jwt\"]"}])
+            json!([{"path_regex": STRING}, {"path_regex": NON_EMPTY}, {"auth_type": "must be one of [\"jwt\"]"}])
         );
         assert_eq!(errors["books/e2"], json!([{"topic": PRESENT}]));
         let errors = compile_one(json!({"id": "", "version_data": {}})).expect_err("invalid");
         assert_eq!(
             errors["api"],
             json!([
-                {"id": NON_EMPTY}, {"name": PRESENT}, {"proxy": PRESENT},
+                {"id": NON_EMPTY}, {"name": STRING}, {"name": NON_EMPTY}, {"proxy": PRESENT},
+                {"version_data": PRESENT},
                 {"version_data": "must have at least one version, e.g. default"}
             ])
         );
@@ -599,7 +619,10 @@ mod tests {
         assert_eq!(errors["invalid-config"], json!([{"header_name": PRESENT}]));
         assert_eq!(
             errors["api"],
-            json!([{"target_url": PRESENT}, {"port": PRESENT}])
+            json!([
+                {"proxy": PRESENT}, {"target_url": STRING}, {"target_url": NON_EMPTY},
+                {"port": "must be integer"}
+            ])
         );
         // The defaults would have hidden the missing header name.
         let mut fixed = sent;
@@ -613,6 +636,101 @@ mod tests {
             Method::GET,
             "methods are read upper-cased"
         );
+    }
+
+    /// The error maps of RIG's own `/v3/apis` tests, body for body.
+    #[test]
+    fn error_maps_match_rigs_tests() {
+        const ID: &str = "invalid-config";
+        let metrics = ProxyMetrics::default();
+        let errors = |v: Value| {
+            compile(&as_sent(v), &|_| None, Duration::from_secs(5), &metrics)
+                .map(|_| ())
+                .expect_err("invalid")
+        };
+        let cfg = |endpoints: Value, auth: Value, auth_type: Value| {
+            json!({"active": true, "id": ID, "name": ID,
+                "proxy": {"port": 3000, "target_url": "http://localhost", "use_env": false},
+                "version_data": {"default": {"endpoints": endpoints}}, "versioned": false,
+                "auth": auth, "auth_type": auth_type})
+        };
+        let one = |extra: Value| {
+            let mut e = json!({"id": "invalid-config1", "method": "GET", "path_regex": "/foo"});
+            for (k, v) in extra.as_object().expect("object") {
+                e[k] = v.clone();
+            }
+            json!([e])
+        };
+        let proxy = json!({"port": 3000, "target_url": "http://localhost"});
+        let cases = [
+            (
+                json!({"id": ID}),
+                json!({"api": [{"name": STRING}, {"name": NON_EMPTY}, {"proxy": PRESENT}, {"version_data": PRESENT}]}),
+            ),
+            (
+                json!({"id": "p", "name": "p", "proxy": {}, "version_data": {"default": {"endpoints": []}}}),
+                json!({"api": [{"proxy": PRESENT}, {"target_url": STRING}, {"target_url": NON_EMPTY}, {"port": "must be integer"}]}),
+            ),
+            (
+                json!({"id": "p", "name": "p", "proxy": proxy, "version_data": {}}),
+                json!({"api": [{"version_data": PRESENT}, {"version_data": "must have at least one version, e.g. default"}]}),
+            ),
+            (
+                json!({"id": "p", "name": "p", "proxy": proxy, "version_data": {"default": {}}}),
+                json!({"api": [{"endpoints": "must be list"}]}),
+            ),
+            (
+                json!({"id": "p", "name": "p", "proxy": proxy, "version_data": {"default": {"endpoints": {}}}}),
+                json!({"api": [{"endpoints": "must be list"}]}),
+            ),
+            (
+                cfg(json!([{}]), json!({}), Value::Null),
+                json!({"invalid-config/": [{"id": STRING}, {"id": NON_EMPTY}, {"path_regex": STRING}, {"path_regex": NON_EMPTY}, {"method": STRING}, {"method": NON_EMPTY}]}),
+            ),
+            (
+                cfg(one(json!({"path_regex": ""})), json!({}), Value::Null),
+                json!({"invalid-config/invalid-config1": [{"path_regex": NON_EMPTY}]}),
+            ),
+            (
+                cfg(one(json!({"target": "kinesis"})), json!({}), Value::Null),
+                json!({"invalid-config/invalid-config1": [{"topic": PRESENT}]}),
+            ),
+            (
+                cfg(one(json!({"target": "kafka"})), json!({}), Value::Null),
+                json!({"invalid-config/invalid-config1": [{"topic": PRESENT}]}),
+            ),
+            (
+                cfg(
+                    one(json!({"schema": "some-avro-schema"})),
+                    json!({}),
+                    Value::Null,
+                ),
+                json!({"invalid-config/invalid-config1": [{"target": PRESENT}]}),
+            ),
+            (
+                cfg(one(json!({"secured": true})), json!({}), Value::Null),
+                json!({"invalid-config/invalid-config1": [{"auth_type": "must be one of [\"jwt\"]"}]}),
+            ),
+            (
+                cfg(one(json!({})), json!({"use_header": true}), "jwt".into()),
+                json!({ID: [{"header_name": PRESENT}]}),
+            ),
+            (
+                cfg(one(json!({})), json!({"use_query": true}), "jwt".into()),
+                json!({ID: [{"query_name": PRESENT}]}),
+            ),
+            (
+                cfg(
+                    one(json!({})),
+                    json!({"use_query": true, "query_name": "test"}),
+                    Value::Null,
+                ),
+                json!({ID: [{"auth_type": "must be one of [\"jwt\"]"}]}),
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(Value::Object(errors(body.clone())), expected, "{body}");
+        }
     }
 
     #[test]
