@@ -22,6 +22,9 @@ KAFKA_HOST_PORT="${RIG_KIND_KAFKA_PORT:-30092}"
 # Inside the cluster (data planes) and from the host (e2e tests started on this machine).
 KAFKA_INTERNAL="kafka.$KAFKA_NAMESPACE.svc.cluster.local:9092"
 KAFKA_EXTERNAL="127.0.0.1:$KAFKA_HOST_PORT"
+# The inbound Service's node port (e2e/kind/values.yaml), from the host.
+INBOUND_HOST_PORT="${RIG_KIND_INBOUND_PORT:-30400}"
+INBOUND_EXTERNAL="127.0.0.1:$INBOUND_HOST_PORT"
 RELEASE="rig"
 # The HS256 key the kind install verifies JWTs with (the smoke test signs its tokens with it).
 JWT_SECRET="${RIG_KIND_JWT_SECRET:-kind-smoke-jwt-secret-0123456789}"
@@ -44,7 +47,9 @@ KAFKA_VERSION="4.1.1"
 OFFLINE_NODE_IMAGE="rig.local/kind-node:$K8S_VERSION"
 KIND_BIN_CACHED="$RIG_CACHE/bin/kind-$KIND_VERSION"
 # The release binaries the images are made of (e2e/test.sh's shared target directory).
-CARGO_RELEASE="${CARGO_TARGET_DIR:-$RIG_CACHE/cargo-target}/release"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$RIG_CACHE/cargo-target}"
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+CARGO_RELEASE="$CARGO_TARGET_DIR/release"
 
 STATE="$RIG_REPO/e2e/.run/kind"
 mkdir -p "$STATE"

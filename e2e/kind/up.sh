@@ -50,6 +50,9 @@ nodes:
       - containerPort: 30092
         hostPort: $KAFKA_HOST_PORT
         listenAddress: "127.0.0.1"
+      - containerPort: 30400
+        hostPort: $INBOUND_HOST_PORT
+        listenAddress: "127.0.0.1"
 YAML
   node_image=()
   if [ -n "${RIG_KIND_NODE_IMAGE:-}" ]; then node_image=(--image "$RIG_KIND_NODE_IMAGE"); fi

@@ -66,7 +66,7 @@ dataplane:
         nodeSelectorTerms:
           - matchExpressions: [{key: example.com/pool, operator: In, values: [edge]}]
   pdb: {enabled: false, maxUnavailable: 1}
-  service: {type: NodePort, annotations: {example.com/lb: internal}}
+  service: {type: NodePort, nodePort: 30444, annotations: {example.com/lb: internal}}
 serviceMonitor: {enabled: true, interval: 15s, labels: {release: prometheus}}
 "#;
 
@@ -812,6 +812,7 @@ fn custom_values_render_what_they_say_and_the_apiserver_accepts_them() {
 
     let inbound = find(&objects, "Service", "edge-rig-inbound");
     assert_eq!(inbound["spec"]["type"], "NodePort");
+    assert_eq!(inbound["spec"]["ports"][0]["nodePort"], 30444);
     assert_eq!(inbound["spec"]["ports"][0]["port"], 8080);
     assert_eq!(
         inbound["spec"]["ports"][1],
