@@ -125,16 +125,17 @@ import_dir() {
     die "image $image" "docker import failed"
 }
 
-# static_image IMAGE BINARY [ENTRYPOINT]: BINARY in /usr/local/bin of an otherwise empty image.
+# static_image IMAGE BINARY NAME [ENTRYPOINT]: BINARY as /usr/local/bin/NAME of an otherwise
+# empty image.
 static_image() {
   local dir
   dir="$(mktemp -d)"
   mkdir -p "$dir/usr/local/bin" "$dir/etc" "$dir/tmp"
   chmod 1777 "$dir/tmp"
-  cp "$2" "$dir/usr/local/bin/"
+  install -m 0755 "$2" "$dir/usr/local/bin/$3"
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532::/home/nonroot:/sbin/nologin\n' >"$dir/etc/passwd"
   local changes=('ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin')
-  [ -n "${3:-}" ] && changes+=("ENTRYPOINT [\"$3\"]")
+  [ -n "${4:-}" ] && changes+=("ENTRYPOINT [\"$4\"]")
   import_dir "$1" "$dir" "${changes[@]}"
   rm -rf "$dir"
 }
@@ -219,7 +220,7 @@ cmd_node_image() {
   log "component images for Kubernetes $K8S_VERSION"
   local c
   for c in kube-apiserver kube-controller-manager kube-scheduler; do
-    static_image "registry.k8s.io/$c-amd64:$K8S_VERSION" "$KUBE_BIN/$c"
+    static_image "registry.k8s.io/$c-amd64:$K8S_VERSION" "$KUBE_BIN/$c" "$c"
     "$DOCKER" save -o "$server/$c.tar" "registry.k8s.io/$c-amd64:$K8S_VERSION"
   done
   rootfs proxy "$PROXY_PACKAGES"
@@ -233,9 +234,9 @@ cmd_node_image() {
   etcd_tag="$("$KUBE_BIN/kubeadm" config images list --kubernetes-version "$K8S_VERSION" 2>/dev/null | grep /etcd:)"
   coredns_tag="$("$KUBE_BIN/kubeadm" config images list --kubernetes-version "$K8S_VERSION" 2>/dev/null | grep /coredns:)"
   pause_tag="$("$KUBE_BIN/kubeadm" config images list --kubernetes-version "$K8S_VERSION" 2>/dev/null | grep /pause:)"
-  static_image "$etcd_tag" "$BIN_DIR/etcd-$ETCD_NODE_VERSION"
-  static_image "$coredns_tag" "$BIN_DIR/coredns-$COREDNS_VERSION" /usr/local/bin/coredns-"$COREDNS_VERSION"
-  static_image "$pause_tag" "$BIN_DIR/pause-$K8S_VERSION" "/usr/local/bin/pause-$K8S_VERSION"
+  static_image "$etcd_tag" "$BIN_DIR/etcd-$ETCD_NODE_VERSION" etcd
+  static_image "$coredns_tag" "$BIN_DIR/coredns-$COREDNS_VERSION" coredns /usr/local/bin/coredns
+  static_image "$pause_tag" "$BIN_DIR/pause-$K8S_VERSION" pause /usr/local/bin/pause
   # kind's build pulls these too; single node needs none of them: the pause image stands in.
   # The base image's containerd names its own sandbox image as well.
   local extra=() t sandbox

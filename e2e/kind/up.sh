@@ -61,6 +61,11 @@ YAML
     || die "cluster" "kind create cluster failed"
 fi
 
+if [ "$offline" = 1 ]; then
+  # The offline node image has no storage provisioner (its image is a placeholder).
+  "$KUBECTL" -n local-path-storage delete deployment local-path-provisioner --ignore-not-found >/dev/null 2>&1 || true
+fi
+
 # --- images -----------------------------------------------------------------------------------
 # A new tag per run, so that `helm upgrade` rolls the pods onto the images just built.
 tag="kind-$(date +%Y%m%d%H%M%S)"
