@@ -326,7 +326,7 @@ for pod in "${pods[@]}"; do
   wait_until "during-failover route on $pod" 60 answers 502 "http://127.0.0.1:$(in_port "$pod")/failover"
 done
 log "leader: $leader deleted, $("$KUBECTL" -n "$NAMESPACE" get lease rig-operator -o jsonpath='{.spec.holderIdentity}') leads; the route applied meanwhile is Ready and on ${#pods[@]} pods"
-"$KUBECTL" -n "$NAMESPACE" delete proxyroute during-failover eventroute soak >/dev/null
+"$KUBECTL" -n "$NAMESPACE" delete proxyroute/during-failover eventroute/soak >/dev/null
 
 log "scenario: helm upgrade with changed values"
 tag="$(cat "$STATE/image-tag")"

@@ -55,7 +55,9 @@ fn args() -> Result<Args> {
             .strip_prefix("--")
             .with_context(|| format!("unexpected argument {key:?}"))?
             .to_owned();
-        let value = it.next().with_context(|| format!("--{key} needs a value"))?;
+        let value = it
+            .next()
+            .with_context(|| format!("--{key} needs a value"))?;
         map.insert(key, value);
     }
     let get = |k: &str| map.get(k).cloned();
@@ -86,6 +88,8 @@ struct Seen {
     resumes: Vec<u64>,
     clean_ends: u64,
     broken_ends: u64,
+    /// Attempts refused or ended before their greeting.
+    refused: u64,
 }
 
 impl Seen {
@@ -124,7 +128,12 @@ fn seq_of(data: &str, event_type: &str) -> Option<(u64, String)> {
 }
 
 /// One SSE client, reconnecting until the run ends.
-async fn sse_client(args: Arc<Args>, shared: Arc<Shared>, seen: Arc<Mutex<Seen>>, done: Arc<AtomicU64>) {
+async fn sse_client(
+    args: Arc<Args>,
+    shared: Arc<Shared>,
+    seen: Arc<Mutex<Seen>>,
+    done: Arc<AtomicU64>,
+) {
     let subs = form_encode(&format!(r#"[{{"eventType":"{}"}}]"#, args.event_type));
     let path = format!("/_rig/v1/connection/sse?subscriptions={subs}");
     let mut resume: Option<String> = None;
@@ -138,14 +147,17 @@ async fn sse_client(args: Arc<Args>, shared: Arc<Shared>, seen: Arc<Mutex<Seen>>
         let mut client = match sse::connect(args.inbound, &path, &headers).await {
             Ok(Connect::Stream(c)) => c,
             _ => {
+                lock(&seen).refused += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
+        let mut greeted = false;
         let end = loop {
             match client.next(args.silence).await {
                 Ok(Some(event)) => {
                     if event.event == "rig.connection.create" {
+                        greeted = true;
                         if first {
                             shared.greeted.fetch_add(1, Ordering::Relaxed);
                             first = false;
@@ -169,17 +181,35 @@ async fn sse_client(args: Arc<Args>, shared: Arc<Shared>, seen: Arc<Mutex<Seen>>
                 return;
             }
         };
-        ended_at = Some(Instant::now());
-        let mut s = lock(&seen);
-        match end {
-            End::Clean => s.clean_ends += 1,
-            End::Broken => s.broken_ends += 1,
+        if ended(&seen, greeted, end, &mut ended_at) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
 
+/// Count how a stream ended; `true` when it was refused (ended before its greeting): the caller
+/// backs off before the next attempt.
+fn ended(seen: &Mutex<Seen>, greeted: bool, end: End, ended_at: &mut Option<Instant>) -> bool {
+    let mut s = lock(seen);
+    if !greeted {
+        s.refused += 1;
+        return true;
+    }
+    *ended_at = Some(Instant::now());
+    match end {
+        End::Clean => s.clean_ends += 1,
+        End::Broken => s.broken_ends += 1,
+    }
+    false
+}
+
 /// One WebSocket client, reconnecting until the run ends.
-async fn ws_client(args: Arc<Args>, shared: Arc<Shared>, seen: Arc<Mutex<Seen>>, done: Arc<AtomicU64>) {
+async fn ws_client(
+    args: Arc<Args>,
+    shared: Arc<Shared>,
+    seen: Arc<Mutex<Seen>>,
+    done: Arc<AtomicU64>,
+) {
     let subs = form_encode(&format!(r#"[{{"eventType":"{}"}}]"#, args.event_type));
     let mut resume: Option<String> = None;
     let mut ended_at: Option<Instant> = None;
@@ -195,14 +225,17 @@ async fn ws_client(args: Arc<Args>, shared: Arc<Shared>, seen: Arc<Mutex<Seen>>,
         let Ok(Ok((mut ws, _))) =
             tokio::time::timeout(args.silence, tokio_tungstenite::connect_async(url)).await
         else {
+            lock(&seen).refused += 1;
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
+        let mut greeted = false;
         let end = loop {
             match tokio::time::timeout(args.silence, ws.next()).await {
                 Ok(Some(Ok(Message::Text(text)))) => {
                     let text = text.as_str();
                     if text.contains("\"rig.connection.create\"") {
+                        greeted = true;
                         if first {
                             shared.greeted.fetch_add(1, Ordering::Relaxed);
                             first = false;
@@ -225,17 +258,15 @@ async fn ws_client(args: Arc<Args>, shared: Arc<Shared>, seen: Arc<Mutex<Seen>>,
                 return;
             }
         };
-        ended_at = Some(Instant::now());
-        let mut s = lock(&seen);
-        match end {
-            End::Clean => s.clean_ends += 1,
-            End::Broken => s.broken_ends += 1,
+        if ended(&seen, greeted, end, &mut ended_at) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
 
 fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
-    seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    seen.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -285,7 +316,10 @@ async fn run(args: Args) -> Result<bool> {
         .create()
         .context("producer")?;
     std::fs::write(&args.ready, "ready\n").context("writing --ready")?;
-    eprintln!("rig-soak: {total} clients greeted; producing {} events/s", args.rate);
+    eprintln!(
+        "rig-soak: {total} clients greeted; producing {} events/s",
+        args.rate
+    );
     let mut tick = tokio::time::interval(Duration::from_millis(1000 / args.rate));
     let mut seq = 0u64;
     while !args.stop.exists() {
@@ -319,7 +353,8 @@ async fn run(args: Args) -> Result<bool> {
     for t in &tasks {
         t.abort();
     }
-    let (mut lost, mut duplicated, mut clean, mut broken) = (0u64, 0u64, 0u64, 0u64);
+    let (mut lost, mut duplicated, mut clean, mut broken, mut refused) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut resumes = Vec::new();
     for s in &all {
         let s = lock(s);
@@ -332,12 +367,14 @@ async fn run(args: Args) -> Result<bool> {
         resumes.extend_from_slice(&s.resumes);
         clean += s.clean_ends;
         broken += s.broken_ends;
+        refused += s.refused;
     }
     resumes.sort_unstable();
     let report = serde_json::json!({
         "clients": total, "sse": args.sse, "ws": args.ws, "events": seq,
         "lost": lost, "duplicated": duplicated,
         "reconnects": resumes.len(), "clean_ends": clean, "broken_ends": broken,
+        "refused_attempts": refused,
         "resume_ms": {"p50": percentile(&resumes, 50.0), "p99": percentile(&resumes, 99.0),
                       "max": resumes.last().copied().unwrap_or(0)},
     });
@@ -353,7 +390,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("rig-soak: {e}");
