@@ -3,7 +3,8 @@
 #   bash e2e/test.sh
 # 1. formatting and clippy; 2. unit tests; 3. CRD drift check; 4. the real environment up
 # (Kafka, kube-apiserver + etcd, helm; built and cached under ~/.cache/rig-k8s on the first run);
-# 5. integration and e2e tests; 6. the environment down, also when something failed.
+# 5. integration and e2e tests; 6. the environment down, also when something failed; 7. the chart
+# on a real kind cluster (e2e/kind: up, scenarios, down; RIG_KIND=0 skips it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -32,7 +33,15 @@ step "CRD drift"
 cargo run --locked -q -p rig-operator -- crdgen --check || fail "CRD drift"
 
 step "environment up"
-trap 'step "environment down"; bash e2e/env/down.sh' EXIT
+cleanup() {
+  step "environment down"
+  bash e2e/env/down.sh
+  if [ "${KIND_STARTED:-0}" = 1 ]; then
+    step "kind down"
+    bash e2e/kind/down.sh
+  fi
+}
+trap cleanup EXIT
 bash e2e/env/up.sh || fail "environment up"
 
 step "integration and e2e tests"
@@ -40,5 +49,18 @@ step "integration and e2e tests"
 cargo build --locked -p rig-dataplane || fail "build rig-dataplane"
 cargo build --locked -p rig-operator || fail "build rig-operator"
 cargo test --locked --no-fail-fast -p rig-e2e --tests -- --test-threads="$RUST_TEST_THREADS" || fail "e2e tests"
+
+bash e2e/env/down.sh
+
+if [ "${RIG_KIND:-1}" = 1 ]; then
+  step "kind: the chart on a real cluster"
+  KIND_STARTED=1
+  t0=$SECONDS
+  bash e2e/kind/up.sh || fail "kind up"
+  bash e2e/kind/test.sh || fail "kind scenarios"
+  bash e2e/kind/down.sh || fail "kind down"
+  KIND_STARTED=0
+  printf '[test] kind stage: %ss\n' "$((SECONDS - t0))"
+fi
 
 step "all green"

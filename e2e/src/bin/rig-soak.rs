@@ -320,6 +320,9 @@ async fn run(args: Args) -> Result<bool> {
         "rig-soak: {total} clients greeted; producing {} events/s",
         args.rate
     );
+    // Event ids unique to this run: WebSocket clients resume by event id, and a topic may hold
+    // an earlier run's events.
+    let run = rig_e2e::unique_name("soak");
     let mut tick = tokio::time::interval(Duration::from_millis(1000 / args.rate));
     let mut seq = 0u64;
     while !args.stop.exists() {
@@ -327,7 +330,7 @@ async fn run(args: Args) -> Result<bool> {
         seq += 1;
         let payload = serde_json::json!({
             "specversion": "1.0", "type": args.event_type, "source": "/rig-soak",
-            "id": format!("{}-{seq}", args.event_type), "data": {"seq": seq}
+            "id": format!("{run}-{seq}"), "data": {"seq": seq}
         })
         .to_string();
         producer
