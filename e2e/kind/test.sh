@@ -332,7 +332,7 @@ log "scenario: helm upgrade with changed values"
 tag="$(cat "$STATE/image-tag")"
 "$HELM" upgrade "$RELEASE" "$RIG_REPO/charts/rig" --namespace "$NAMESPACE" -f "$KIND_SCRIPTS/values.yaml" \
   --set image.tag="$tag" --set dataplane.kafka.brokers="$KAFKA_INTERNAL" \
-  --set dataplane.env.MAX_CONNECTIONS_PER_SESSION=1 --wait --timeout 5m >/dev/null \
+  --set-string dataplane.env.MAX_CONNECTIONS_PER_SESSION=1 --wait --timeout 5m >/dev/null \
   || die "helm upgrade" "failed"
 "$KUBECTL" -n "$NAMESPACE" rollout status "statefulset/$RELEASE-dataplane" --timeout=300s >/dev/null
 for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
