@@ -353,6 +353,8 @@ done
 
 log "scenario: helm uninstall leaves nothing but the CRDs"
 "$HELM" uninstall "$RELEASE" --namespace "$NAMESPACE" --wait --timeout 5m >/dev/null || die "helm uninstall" "failed"
+# The pods drain and go (each data plane deletes its report Lease on the way out).
+"$KUBECTL" -n "$NAMESPACE" wait --for=delete pod -l "app.kubernetes.io/instance=$RELEASE" --timeout=180s >/dev/null 2>&1 || true
 left="$("$KUBECTL" -n "$NAMESPACE" get all,configmap,secret,lease,serviceaccount,role,rolebinding,pdb \
   -l "app.kubernetes.io/instance=$RELEASE" -o name 2>/dev/null)"
 leases="$("$KUBECTL" -n "$NAMESPACE" get lease -o name 2>/dev/null | grep -v '^$' || true)"

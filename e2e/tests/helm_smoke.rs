@@ -330,7 +330,8 @@ impl Install<'_> {
 
     fn assert_contract(&self) {
         let ns = self.namespace;
-        // Every namespaced object goes to the release namespace, except the election Role.
+        // Every namespaced object goes to the release namespace, except the election Role and
+        // the election Lease itself (the release owns it, so uninstalling removes it).
         for o in self.objects {
             let kind = o["kind"].as_str().unwrap_or_default();
             let cluster_scoped = matches!(
@@ -340,7 +341,9 @@ impl Install<'_> {
             let meta_ns = o["metadata"]["namespace"].as_str();
             if cluster_scoped {
                 assert_eq!(meta_ns, None, "{kind} is cluster-scoped");
-            } else if o["metadata"]["name"] == self.name("operator-leader-election").as_str() {
+            } else if o["metadata"]["name"] == self.name("operator-leader-election").as_str()
+                || (kind == "Lease" && o["metadata"]["name"] == "rig-operator")
+            {
                 assert_eq!(meta_ns, Some(self.lease_namespace), "{kind} election");
             } else {
                 assert_eq!(meta_ns, Some(ns), "{kind} {}", o["metadata"]["name"]);
