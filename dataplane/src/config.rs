@@ -105,6 +105,9 @@ pub const ENV_POD_NAME: &str = "POD_NAME";
 /// The namespace of this pod (cluster mode): where its report Lease lives and where the
 /// revocation API creates `Blacklist` objects. Default `default`.
 pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
+/// Cluster mode: this pod's UID (Downward API): its report Lease is owned by the pod, so
+/// Kubernetes deletes the Lease with the pod even when the pod cannot delete it itself.
+pub const ENV_POD_UID: &str = "POD_UID";
 /// Cluster mode: the operator's snapshot stream, e.g. `http://rig-operator.rig-system:9090`
 /// (a Service in front of every operator replica). Set: the routes, proxy routes and revocations
 /// come from the operator's snapshots (and `Blacklist` objects are also watched directly).
@@ -311,6 +314,8 @@ pub struct Config {
     pub snapshot_cache: Option<std::path::PathBuf>,
     /// This pod's namespace (`POD_NAMESPACE`).
     pub pod_namespace: String,
+    /// This pod's UID (`POD_UID`), the owner of its report Lease.
+    pub pod_uid: Option<String>,
     /// RIG's proxy definitions (`PROXY_CONFIG_FILE`, already read when a path was given).
     pub proxy_config: Option<String>,
     /// How long a RIG-defined proxy route waits for the target's response head.
@@ -504,6 +509,7 @@ impl Config {
             snapshot_cache: lookup(ENV_SNAPSHOT_CACHE)
                 .filter(|p| !p.trim().is_empty())
                 .map(std::path::PathBuf::from),
+            pod_uid: lookup(ENV_POD_UID).filter(|u| !u.trim().is_empty()),
             pod_namespace: lookup(ENV_POD_NAMESPACE)
                 .filter(|n| !n.trim().is_empty())
                 .unwrap_or_else(|| "default".to_owned()),

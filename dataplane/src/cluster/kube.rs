@@ -30,6 +30,7 @@ pub struct Kube {
     client: kube::Client,
     namespace: String,
     pod: String,
+    pod_uid: Option<String>,
 }
 
 impl fmt::Debug for Kube {
@@ -48,11 +49,9 @@ impl Kube {
     /// the watches and writes, which retry.
     pub async fn connect(config: &Config) -> Result<Self, Error> {
         let client = kube::Client::try_default().await.map_err(Error::Config)?;
-        Ok(Self::new(
-            client,
-            config.pod_namespace.clone(),
-            config.owner.clone(),
-        ))
+        let mut kube = Self::new(client, config.pod_namespace.clone(), config.owner.clone());
+        kube.pod_uid = config.pod_uid.clone();
+        Ok(kube)
     }
 
     /// A handle over an existing client.
@@ -61,7 +60,13 @@ impl Kube {
             client,
             namespace,
             pod,
+            pod_uid: None,
         }
+    }
+
+    /// This pod's UID (`POD_UID`), when known.
+    pub fn pod_uid(&self) -> Option<&str> {
+        self.pod_uid.as_deref()
     }
 
     /// The client.

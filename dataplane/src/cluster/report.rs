@@ -78,9 +78,9 @@ pub fn lease_name(pod: &str) -> String {
     format!("{LEASE_PREFIX}{pod}")
 }
 
-/// The Lease of `pod` in `namespace`, renewed at `now`, carrying `report` when there is one.
+/// The Lease of `owner` in `namespace`, renewed at `now`, carrying `report` when there is one.
 pub fn lease(
-    pod: &str,
+    owner: Owner<'_>,
     namespace: &str,
     report: Option<&DataPlaneReport>,
     now: Timestamp,
@@ -92,9 +92,22 @@ pub fn lease(
         )])),
         None => None,
     };
+    let pod = owner.pod;
+    let owner_references = owner.uid.map(|uid| {
+        vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "v1".to_owned(),
+                kind: "Pod".to_owned(),
+                name: pod.to_owned(),
+                uid: uid.to_owned(),
+                ..Default::default()
+            },
+        ]
+    });
     Ok(Lease {
         metadata: ObjectMeta {
             name: Some(lease_name(pod)),
+            owner_references,
             namespace: Some(namespace.to_owned()),
             labels: Some(BTreeMap::from([
                 (NAME_LABEL.0.to_owned(), NAME_LABEL.1.to_owned()),
@@ -123,7 +136,10 @@ pub async fn run(
     let api: Api<Lease> = Api::namespaced(kube.client(), kube.namespace());
     run_with(
         &api,
-        kube.pod(),
+        Owner {
+            pod: kube.pod(),
+            uid: kube.pod_uid(),
+        },
         kube.namespace(),
         &metrics,
         reports,
@@ -132,15 +148,25 @@ pub async fn run(
     .await;
 }
 
+/// The pod a Lease is for; with its UID, the Lease is owned by it (deleted with the pod).
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    /// The pod's name.
+    pub pod: &'a str,
+    /// The pod's UID (`POD_UID`).
+    pub uid: Option<&'a str>,
+}
+
 /// [`run`] over any [`Store`].
 pub async fn run_with<S: Store>(
     store: &S,
-    pod: &str,
+    owner: Owner<'_>,
     namespace: &str,
     metrics: &Metrics,
     mut reports: watch::Receiver<Option<DataPlaneReport>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let pod = owner.pod;
     let name = lease_name(pod);
     let mut reports_open = true;
     let mut next = Instant::now();
@@ -158,7 +184,7 @@ pub async fn run_with<S: Store>(
             _ = crate::support::stopped(&mut shutdown) => break,
         }
         let report = reports.borrow_and_update().clone();
-        let written = match lease(pod, namespace, report.as_ref(), Timestamp::now()) {
+        let written = match lease(owner, namespace, report.as_ref(), Timestamp::now()) {
             Ok(lease) => store.apply_lease(&lease).await.map_err(Failure::Api),
             Err(error) => Err(Failure::Encode(error)),
         };
@@ -212,6 +238,11 @@ mod tests {
     use rig_crds::snapshot::Outcome;
 
     use super::*;
+
+    const DP0: Owner<'static> = Owner {
+        pod: "dp-0",
+        uid: None,
+    };
 
     /// What the fake store was asked, and when.
     #[derive(Debug, Clone, PartialEq)]
@@ -315,7 +346,7 @@ mod tests {
     #[test]
     fn the_lease_is_the_contracts() {
         let now = Timestamp::from_second(1_800_000_000).expect("time");
-        let written = lease("dp-0", "rig", Some(&report("v1")), now).expect("lease");
+        let written = lease(DP0, "rig", Some(&report("v1")), now).expect("lease");
         let json = serde_json::to_value(&written).expect("json");
         assert_eq!(json["apiVersion"], "coordination.k8s.io/v1");
         assert_eq!(json["kind"], "Lease");
@@ -336,7 +367,30 @@ mod tests {
         assert_eq!(json["spec"]["leaseDurationSeconds"], 30);
         assert_eq!(json["spec"]["renewTime"], "2027-01-15T08:00:00.000000Z");
 
-        let before_first = lease("dp-0", "rig", None, now).expect("lease");
+        let before_first = lease(DP0, "rig", None, now).expect("lease");
+        assert!(
+            before_first.metadata.owner_references.is_none(),
+            "no UID, no owner"
+        );
+        let owned = lease(
+            Owner {
+                pod: "dp-0",
+                uid: Some("u-1"),
+            },
+            "rig",
+            None,
+            now,
+        )
+        .expect("lease");
+        let owners = owned.metadata.owner_references.expect("owned by the pod");
+        assert_eq!(
+            (
+                owners[0].kind.as_str(),
+                owners[0].name.as_str(),
+                owners[0].uid.as_str()
+            ),
+            ("Pod", "dp-0", "u-1")
+        );
         assert!(
             before_first.metadata.annotations.is_none(),
             "no annotation before the first snapshot"
@@ -351,7 +405,7 @@ mod tests {
         let (stop_tx, stop) = watch::channel(false);
         let task = tokio::spawn({
             let (fake, metrics) = (fake.clone(), metrics.clone());
-            async move { run_with(&fake, "dp-0", "rig", &metrics, reports, stop).await }
+            async move { run_with(&fake, DP0, "rig", &metrics, reports, stop).await }
         });
         fake.wait_for(2).await;
         tokio::time::advance(secs(3)).await;
@@ -408,7 +462,7 @@ mod tests {
         let (stop_tx, stop) = watch::channel(false);
         let task = tokio::spawn({
             let (fake, metrics) = (fake.clone(), metrics.clone());
-            async move { run_with(&fake, "dp-0", "rig", &metrics, reports, stop).await }
+            async move { run_with(&fake, DP0, "rig", &metrics, reports, stop).await }
         });
         let calls = fake.wait_for(5).await;
         let at: Vec<Duration> = calls
