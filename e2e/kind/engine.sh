@@ -92,6 +92,24 @@ stop_pid() {
   rm -f "$file"
 }
 
+# restore_tables CMD SAVED: put CMD's tables (iptables or ip6tables) back to what CMD-save wrote
+# to SAVED before dockerd started. iptables-restore replaces the tables the file names; a table
+# the file does not name was empty then (dockerd created its chains and rules there): emptied,
+# builtin chains back to ACCEPT.
+restore_tables() {
+  local cmd="$1" saved="$2" table chain
+  command -v "$cmd" >/dev/null 2>&1 || return 0
+  for table in filter nat mangle raw; do
+    grep -q "^\*$table\$" "$saved" 2>/dev/null && continue
+    "$cmd" -t "$table" -F 2>/dev/null || continue
+    "$cmd" -t "$table" -X 2>/dev/null || true
+    for chain in $("$cmd" -t "$table" -S 2>/dev/null | awk '$1 == "-P" {print $2}'); do
+      "$cmd" -t "$table" -P "$chain" ACCEPT 2>/dev/null || true
+    done
+  done
+  if [ -s "$saved" ]; then "$cmd-restore" <"$saved" 2>/dev/null || log "$cmd-restore of $saved failed"; fi
+}
+
 cmd_stop() {
   stop_pid dockerd
   stop_pid containerd
@@ -102,8 +120,8 @@ cmd_stop() {
   if [ -f "$ENGINE/saved" ]; then
     local ip_forward
     ip_forward="$(sed -n 's/^ip_forward=//p' "$ENGINE/saved")"
-    [ -s "$ENGINE/iptables.save" ] && iptables-restore <"$ENGINE/iptables.save" 2>/dev/null
-    [ -s "$ENGINE/ip6tables.save" ] && ip6tables-restore <"$ENGINE/ip6tables.save" 2>/dev/null
+    restore_tables iptables "$ENGINE/iptables.save"
+    restore_tables ip6tables "$ENGINE/ip6tables.save"
     [ -n "$ip_forward" ] && echo "$ip_forward" >/proc/sys/net/ipv4/ip_forward
     rm -f "$ENGINE/saved" "$ENGINE/iptables.save" "$ENGINE/ip6tables.save"
     log "restored ip_forward=$ip_forward and the iptables rules as they were before dockerd"
