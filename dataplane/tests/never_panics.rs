@@ -229,10 +229,13 @@ proptest! {
         text in ".{0,200}",
     ) {
         let _ = subscriptions::parse_value(&value);
-        let parsed = subscriptions::parse_value(&Value::Array(list.clone()));
-        // The query-string form (text) and the PUT form (parsed JSON) agree.
-        let from_text = subscriptions::parse_list(&Value::Array(list).to_string());
-        prop_assert_eq!(parsed.ok(), from_text.ok());
+        let _ = subscriptions::parse_value(&Value::Array(list.clone()));
+        // The query-string form (text) and the PUT form (parsed JSON) agree. Compared on the
+        // JSON the text parses to: a float need not survive a text round trip bit for bit.
+        let text_form = Value::Array(list).to_string();
+        let reparsed: Value = serde_json::from_str(&text_form).expect("our own JSON text");
+        let from_text = subscriptions::parse_list(&text_form);
+        prop_assert_eq!(subscriptions::parse_value(&reparsed).ok(), from_text.ok());
         let _ = subscriptions::parse_list(&value.to_string());
         let _ = subscriptions::parse_list(&text);
     }
