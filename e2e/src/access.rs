@@ -26,6 +26,23 @@ pub const SECRET: &str = "access-rules-secret-0123456789abcdef";
 pub const ALLOWED_USER: &str = "alice";
 const T: Duration = Duration::from_secs(30);
 
+/// An HS256 JWT signed with `secret` carrying `claims` plus an `exp` an hour ahead.
+pub fn hs256(secret: &str, claims: serde_json::Value) -> String {
+    let mut claims = claims;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    claims["exp"] = json!(exp);
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
 /// An HS256 JWT for user `sub`, valid for an hour.
 pub fn token(sub: &str) -> String {
     token_in_session(sub, &format!("{sub}-session"))
@@ -33,17 +50,7 @@ pub fn token(sub: &str) -> String {
 
 /// An HS256 JWT for user `sub` in session `jti`, valid for an hour.
 pub fn token_in_session(sub: &str, jti: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"exp": exp, "sub": sub, "jti": jti}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign")
+    hs256(SECRET, json!({"sub": sub, "jti": jti}))
 }
 
 /// The `sub` of a JWT signed with [`SECRET`].

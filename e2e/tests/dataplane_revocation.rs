@@ -510,17 +510,7 @@ async fn the_per_session_connection_limit_answers_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_claim_is_the_one_jwt_session_field_names() {
     let dp = dataplane(&[("JWT_SESSION_FIELD", "/sid")]).await;
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    let jwt = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"exp": exp, "jti": "token-j1", "sid": "session-s1"}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign");
+    let jwt = rig_e2e::access::hs256(SECRET, json!({"jti": "token-j1", "sid": "session-s1"}));
     let (mut client, _) = sse_open(&dp, Some(&jwt)).await;
     revoke(&dp, "token-j1", json!(60)).await;
     // The stream still gets events after the jti's revocation.

@@ -27,19 +27,7 @@ const EXTRACTORS: &str = r#"{"greeting":{"name":{"stable_field_index":0,"event":
 // ---- helpers -------------------------------------------------------------------------------
 
 fn jwt(claims: Value) -> String {
-    let mut claims = claims;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    claims["exp"] = json!(exp);
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign")
+    rig_e2e::access::hs256(SECRET, claims)
 }
 
 fn connect_path(subs: Option<Value>, jwt: Option<&str>) -> String {

@@ -162,6 +162,18 @@ async fn read_until(body: &mut Incoming, seen: &mut String, needle: &str) {
     }
 }
 
+/// The answer to an SSE connect: 200, read up to the greetings; the stream and what was read.
+async fn sse_over(
+    answer: impl std::future::Future<Output = Result<Response<Incoming>, hyper::Error>>,
+) -> (Incoming, String) {
+    let res = answer.await.expect("answer");
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body();
+    let mut seen = String::new();
+    read_until(&mut body, &mut seen, "event: rig.subscriptions_set").await;
+    (body, seen)
+}
+
 const SUBSCRIBE: &str = "subscriptions=%5B%7B%22eventType%22%3A%22greeting%22%7D%5D";
 
 fn greeting(id: &str) -> String {
@@ -241,36 +253,20 @@ async fn tls_ports_serve_every_route_over_h2_and_http1() {
         (StatusCode::OK, "backend /books/h1".into())
     );
 
-    // SSE over HTTP/2: the greetings, then an event published over TLS.
-    let mut send = h2(pki, tls.https).await;
-    let res = send
-        .send_request(request(
-            Method::GET,
-            &format!("https://localhost/_rig/v1/connection/sse?{SUBSCRIBE}"),
-            "",
-        ))
-        .await
-        .expect("answer");
-    assert_eq!(res.status(), StatusCode::OK);
-    let mut sse_h2 = res.into_body();
-    let mut seen_h2 = String::new();
-    read_until(&mut sse_h2, &mut seen_h2, "event: rig.subscriptions_set").await;
+    // SSE over HTTP/2 and over HTTP/1.1: the greetings, then an event published over TLS.
+    let (mut sse_h2, mut seen_h2) = sse_over(h2(pki, tls.https).await.send_request(request(
+        Method::GET,
+        &format!("https://localhost/_rig/v1/connection/sse?{SUBSCRIBE}"),
+        "",
+    )))
+    .await;
     assert!(seen_h2.contains("connection_token"), "{seen_h2}");
-
-    // SSE over HTTP/1.1.
-    let mut send = h1(pki, tls.https).await;
-    let res = send
-        .send_request(request(
-            Method::GET,
-            &format!("/_rig/v1/connection/sse?{SUBSCRIBE}"),
-            "",
-        ))
-        .await
-        .expect("answer");
-    assert_eq!(res.status(), StatusCode::OK);
-    let mut sse_h1 = res.into_body();
-    let mut seen_h1 = String::new();
-    read_until(&mut sse_h1, &mut seen_h1, "event: rig.subscriptions_set").await;
+    let (mut sse_h1, mut seen_h1) = sse_over(h1(pki, tls.https).await.send_request(request(
+        Method::GET,
+        &format!("/_rig/v1/connection/sse?{SUBSCRIBE}"),
+        "",
+    )))
+    .await;
 
     // WebSocket over TLS (wss://).
     let stream = connect(pki, tls.https, &[b"http/1.1"]).await;

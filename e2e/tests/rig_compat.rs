@@ -29,19 +29,7 @@ const SECRET: &str = "rig-compat-secret-0123456789";
 const EXTRACTORS: &str = r#"{"greeting":{"name":{"stable_field_index":0,"event":{"json_pointer":"/data/name"},"jwt":{"json_pointer":"/username"}}}}"#;
 
 fn jwt(claims: Value) -> String {
-    let mut claims = claims;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    claims["exp"] = json!(exp);
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign")
+    rig_e2e::access::hs256(SECRET, claims)
 }
 
 fn temp_dir() -> PathBuf {
